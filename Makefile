@@ -1,0 +1,59 @@
+# crystalbench: `make demo` and `make test` set everything up first (Debian packages
+# through apt-get, Python packages in .venv), so both work on a fresh Debian 12 machine.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CB     := $(BIN)/crystalbench
+CONFIG ?= configs/digits.yaml
+BUILD  ?= build
+# Debian packages the tool runs: ngspice (+ libngspice for PySpice), Icarus Verilog,
+# Yosys, nextpnr for iCE40 with icestorm's packer, and openFPGALoader for flashing.
+APT_PACKAGES := ngspice libngspice0-dev iverilog yosys nextpnr-ice40 fpga-icestorm openfpgaloader
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BENCH_CONFIGS := configs/digits.yaml configs/digits_source_scale.yaml configs/mnist1d.yaml
+
+.PHONY: setup apt demo test train bench clean help
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make demo    set up, train the default crystal on the digits data set, show results"
+	@echo "make test    set up, run the test suite (real tools, no skips)"
+	@echo "make train   CONFIG=configs/<name>.yaml"
+	@echo "make bench   training benchmarks -> $(BUILD)/bench/train.json"
+	@echo "make setup   install Debian packages and the Python environment (.venv)"
+
+setup: apt $(VENV)/.installed
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing \
+	    || { echo "setup: apt-get failed; install$$missing by hand and re-run" >&2; exit 1; }; \
+	fi
+
+# Re-installs when the dependency list changes. torch is pinned (==2.13.0, a CPU build):
+# an unpinned torch pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+demo: setup
+	$(CB) --build-dir $(BUILD) train --config $(CONFIG) --resume
+
+train: setup
+	$(CB) --build-dir $(BUILD) train --config $(CONFIG)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(CB) --build-dir $(BUILD) bench $(foreach c,$(BENCH_CONFIGS),--config $(c))
+
+clean:
+	rm -rf $(BUILD)

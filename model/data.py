@@ -1,0 +1,193 @@
+"""Data sets: sklearn's 8x8 digits (default), mnist1d, and MNIST from local IDX files.
+
+Every loader returns model-unit float32 inputs plus the affine input scaling
+(`x = (raw - offset) * scale`) that the Crystal records, and the input geometry that
+geometric neurons sit on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class DataError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    name: str
+    x_train: np.ndarray  # float32 (n, d), model units
+    y_train: np.ndarray  # int64 (n,)
+    x_test: np.ndarray
+    y_test: np.ndarray
+    geometry: tuple[int, ...]
+    offset: float
+    scale: float
+    n_classes: int
+    split: str  # how the train/test split was made, for reports
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self.x_train.shape[1])
+
+
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified split: per class, a seeded permutation, the first share to test."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        idx = idx[rng.permutation(len(idx))]
+        n_test = int(round(len(idx) * test_fraction))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _subsample(x, y, n, seed):
+    if n is None or n >= len(y):
+        return x, y
+    keep, _ = stratified_split(y, 1.0 - n / len(y), seed)
+    return x[keep], y[keep]
+
+
+def load_digits(test_fraction: float, seed: int) -> Dataset:
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    raw = d.data.astype(np.float32)  # pixel intensities 0..16
+    y = d.target.astype(np.int64)
+    tr, te = stratified_split(y, test_fraction, seed)
+    scale = 1.0 / 16.0
+    x = raw * scale
+    return Dataset("digits", x[tr], y[tr], x[te], y[te], (8, 8), 0.0, scale, 10,
+                   f"sklearn digits (1,797 samples), stratified {1 - test_fraction:.0%}/"
+                   f"{test_fraction:.0%} split, seed {seed}")
+
+
+def load_mnist1d(seed: int) -> Dataset:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    d = make_dataset(args)  # generated locally from the package's templates (seeded by args.seed)
+    x_tr = np.asarray(d["x"], dtype=np.float32)
+    x_te = np.asarray(d["x_test"], dtype=np.float32)
+    # One global affine scaling from training statistics: hardware sees one input range.
+    offset = float(x_tr.mean())
+    scale = float(1.0 / x_tr.std())
+    return Dataset("mnist1d", (x_tr - offset) * scale, np.asarray(d["y"], np.int64),
+                   (x_te - offset) * scale, np.asarray(d["y_test"], np.int64), (x_tr.shape[1],),
+                   offset, scale, 10,
+                   f"mnist1d generated locally (make_dataset, dataset seed {args.seed}), "
+                   f"its own {len(x_tr)}/{len(x_te)} split")
+
+
+# ---- MNIST from IDX files ---------------------------------------------------------------
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) as used by MNIST."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read IDX file ({e})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    dtype_code, ndim = data[2], data[3]
+    if dtype_code not in _IDX_TYPES:
+        raise DataError(f"{path}: unknown IDX element type 0x{dtype_code:02x}")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    dtype = np.dtype(_IDX_TYPES[dtype_code])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise DataError(f"{path}: IDX header says {dims} ({expected} bytes) but the file holds "
+                        f"{len(data) - header} bytes of data")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (folder / name).exists():
+            return folder / name
+    raise DataError(f"{folder}: missing {stem} (or {stem}.gz); data.path must hold the four "
+                    "MNIST IDX files")
+
+
+def load_mnist(path: str | Path) -> Dataset:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DataError(f"data.path {str(path)!r} is not a folder holding the MNIST IDX files")
+    x_tr = read_idx(_find(folder, "train-images-idx3-ubyte"))
+    y_tr = read_idx(_find(folder, "train-labels-idx1-ubyte"))
+    x_te = read_idx(_find(folder, "t10k-images-idx3-ubyte"))
+    y_te = read_idx(_find(folder, "t10k-labels-idx1-ubyte"))
+    for x, y, what in ((x_tr, y_tr, "train"), (x_te, y_te, "t10k")):
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise DataError(f"{folder}: {what} images {x.shape} and labels {y.shape} do not match "
+                            "(expected (n, rows, cols) and (n,))")
+    h, w = x_tr.shape[1:]
+    scale = 1.0 / 255.0
+    flat = lambda a: a.reshape(len(a), -1).astype(np.float32) * scale  # noqa: E731
+    n_classes = int(max(y_tr.max(), y_te.max())) + 1
+    return Dataset("mnist", flat(x_tr), y_tr.astype(np.int64), flat(x_te), y_te.astype(np.int64),
+                   (int(h), int(w)), 0.0, scale, n_classes,
+                   f"MNIST IDX files from {folder}, their own {len(y_tr)}/{len(y_te)} split")
+
+
+def augment_shifts(x: np.ndarray, y: np.ndarray, geometry: tuple[int, ...], k: int):
+    """The training set plus copies shifted by 1..k steps along each axis, both ways
+    (zero fill). A fixed, enlarged set: the frozen-core cache still applies to it."""
+    xs, ys = [x], [y]
+    img = x.reshape((len(x),) + tuple(geometry))
+    for axis in range(len(geometry)):
+        for step in range(1, k + 1):
+            for sign in (1, -1):
+                shifted = np.zeros_like(img)
+                src = [slice(None)] * img.ndim
+                dst = [slice(None)] * img.ndim
+                if sign > 0:
+                    src[axis + 1], dst[axis + 1] = slice(0, -step), slice(step, None)
+                else:
+                    src[axis + 1], dst[axis + 1] = slice(step, None), slice(0, -step)
+                shifted[tuple(dst)] = img[tuple(src)]
+                xs.append(shifted.reshape(len(x), -1))
+                ys.append(y)
+    return np.concatenate(xs).astype(np.float32), np.concatenate(ys)
+
+
+def load(data_cfg, seed: int) -> Dataset:
+    """Load the data set a config's `data` section names."""
+    name = data_cfg["dataset"]
+    if name == "digits":
+        ds = load_digits(data_cfg["test_fraction"], seed)
+    elif name == "mnist1d":
+        ds = load_mnist1d(seed)
+    elif name == "mnist":
+        ds = load_mnist(data_cfg["path"])
+    else:  # the config schema already refuses this; kept for API callers
+        raise DataError(f"unknown dataset {name!r}; use digits, mnist1d or mnist")
+    n = data_cfg.get("max_train")
+    if n is not None and n < len(ds.y_train):
+        x, y = _subsample(ds.x_train, ds.y_train, n, seed)
+        ds = Dataset(ds.name, x, y, ds.x_test, ds.y_test, ds.geometry, ds.offset, ds.scale,
+                     ds.n_classes, ds.split + f", {n} training samples kept")
+    k = data_cfg.get("augment_shifts", 0)
+    if k:
+        x, y = augment_shifts(ds.x_train, ds.y_train, ds.geometry, k)
+        ds = Dataset(ds.name, x, y, ds.x_test, ds.y_test, ds.geometry, ds.offset, ds.scale,
+                     ds.n_classes, ds.split + f", training set augmented with shifts up to {k} "
+                     f"step(s) per axis ({len(y)} samples)")
+    return ds

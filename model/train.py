@@ -1,0 +1,296 @@
+"""Training: grow + freeze a crystal net, with telemetry, atomic checkpoints and resume."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from crystalbench import config as cfgmod
+from crystalbench.crystal import atomic_write_bytes, atomic_write_json
+
+from .data import Dataset
+from .net import CrystalNet, Frontier
+
+CHECKPOINT_VERSION = 1
+TELEMETRY_FIELDS = ["epoch", "lr", "loss", "train_accuracy", "test_accuracy", "neurons_total",
+                    "neurons_frozen", "frozen_fraction", "grown", "froze", "epoch_seconds",
+                    "cache_seconds", "step_ms", "step_ms_all_active", "speedup"]
+
+
+class TrainError(RuntimeError):
+    pass
+
+
+def lr_at(epoch: int, tc) -> float:
+    """Cosine decay from train.lr to train.lr_final over the run."""
+    if tc.epochs <= 1:
+        return tc.lr
+    frac = epoch / (tc.epochs - 1)
+    return tc.lr_final + 0.5 * (tc.lr - tc.lr_final) * (1 + math.cos(math.pi * frac))
+
+
+@dataclass
+class RunState:
+    net: CrystalNet
+    gen: torch.Generator
+    epoch: int = 0  # next epoch to run
+    best_loss: float = math.inf
+    stall: int = 0
+    telemetry: list = field(default_factory=list)
+
+
+def _timed_steps(frontier: Frontier, x, y, batches, lr, wd) -> list[float]:
+    times = []
+    for idx in batches:
+        t0 = time.perf_counter()
+        frontier.step(x[idx], y[idx], idx, lr, wd)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+class Trainer:
+    """Runs one training job into `out_dir` (build/<experiment>/train)."""
+
+    def __init__(self, cfg: cfgmod.Section, ds: Dataset, out_dir: str | Path,
+                 net: CrystalNet | None = None, progress: bool = True, checkpoints: bool = True):
+        self.cfg = cfg
+        self.ds = ds
+        self.out = Path(out_dir)
+        self.progress = progress
+        self.checkpoints = checkpoints
+        self.x = torch.from_numpy(ds.x_train)
+        self.y = torch.from_numpy(ds.y_train)
+        self.xt = torch.from_numpy(ds.x_test)
+        self.yt = torch.from_numpy(ds.y_test)
+        self._initial_net = net
+        self.digest = cfgmod.digest(cfg)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    # ---- state ---------------------------------------------------------------------------
+    def fresh_state(self) -> RunState:
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        if self._initial_net is not None:
+            net = self._initial_net.clone()
+        else:
+            net = CrystalNet(self.ds.geometry, self.ds.n_classes, self.cfg.net.hidden, gen)
+        return RunState(net=net, gen=gen)
+
+    def save_checkpoint(self, st: RunState) -> None:
+        buf = io.BytesIO()
+        torch.save({"version": CHECKPOINT_VERSION, "config_digest": self.digest,
+                    "config": dict(self.cfg), "epoch": st.epoch, "net": st.net.state(),
+                    "gen": st.gen.get_state(), "best_loss": st.best_loss, "stall": st.stall,
+                    "telemetry": st.telemetry}, buf)
+        atomic_write_bytes(self.checkpoint_path, buf.getvalue())
+
+    def load_checkpoint(self) -> RunState:
+        p = self.checkpoint_path
+        try:
+            ck = torch.load(p, weights_only=False)
+        except Exception as e:  # a truncated file cannot happen with atomic writes, but say so
+            raise TrainError(f"{p}: cannot read checkpoint ({e}); delete it to start over") from None
+        if ck.get("version") != CHECKPOINT_VERSION:
+            raise TrainError(f"{p}: checkpoint version {ck.get('version')} is not "
+                             f"{CHECKPOINT_VERSION}; delete it to start over")
+        if ck["config_digest"] != self.digest:
+            raise TrainError(f"{p}: was written with a different config; resume with the same "
+                             "config, or train without --resume to start over (the old run is "
+                             "kept as train.prev)")
+        gen = torch.Generator()
+        gen.set_state(ck["gen"])
+        return RunState(net=CrystalNet.from_state(ck["net"]), gen=gen, epoch=ck["epoch"],
+                        best_loss=ck["best_loss"], stall=ck["stall"], telemetry=ck["telemetry"])
+
+    # ---- the loop ------------------------------------------------------------------------
+    def run(self, resume: bool = False, stop_after: int | None = None, on_epoch=None) -> RunState:
+        """Train to cfg.train.epochs (or stop after `stop_after` epochs of this call)."""
+        if self.cfg.train.threads:
+            torch.set_num_threads(self.cfg.train.threads)
+        if resume and self.checkpoint_path.exists():
+            st = self.load_checkpoint()
+            self._say(f"resuming {self.checkpoint_path} at epoch {st.epoch}")
+        else:
+            if self.checkpoint_path.exists() and self.checkpoints:
+                prev = self.out.with_name(self.out.name + ".prev")
+                shutil.rmtree(prev, ignore_errors=True)
+                shutil.move(str(self.out), str(prev))
+                self._say(f"previous run kept in {prev}")
+            st = self.fresh_state()
+        self.out.mkdir(parents=True, exist_ok=True)
+        tc, gc, fc = self.cfg.train, self.cfg.growth, self.cfg.freeze
+        end = tc.epochs if stop_after is None else min(tc.epochs, st.epoch + stop_after)
+        bar = tqdm(total=tc.epochs, initial=st.epoch, desc=self.cfg.experiment, unit="epoch",
+                   disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
+        n = len(self.y)
+        cached_frontier_key = None
+        cache = None
+        while st.epoch < end:
+            e = st.epoch
+            lr = lr_at(e, tc)
+            frontier = Frontier(st.net)
+            cache_s = 0.0
+            if tc.cache and frontier.n_frozen:
+                key = tuple(tuple(f.tolist()) for f in frontier.frozen_idx)
+                if key != cached_frontier_key:  # the frozen set changed: recompute
+                    t0 = time.perf_counter()
+                    frontier.build_cache(self.x)
+                    cache_s = time.perf_counter() - t0
+                    cache, cached_frontier_key = frontier.cache, key
+                frontier.cache = cache
+            perm = torch.randperm(n, generator=st.gen)
+            batches = [perm[i:i + tc.batch_size] for i in range(0, n, tc.batch_size)]
+            t0 = time.perf_counter()
+            step_times = []
+            loss_sum = 0.0
+            for idx in batches:
+                s0 = time.perf_counter()
+                loss_sum += frontier.step(self.x[idx], self.y[idx], idx, lr, tc.weight_decay) * len(idx)
+                step_times.append(time.perf_counter() - s0)
+            epoch_s = time.perf_counter() - t0
+            frontier.write_back()
+            ref_ms = math.nan
+            if tc.speedup_batches:
+                # Time an all-active step of the same net on a throwaway copy of its weights.
+                shadow = Frontier(st.net, all_active=True)
+                ref = _timed_steps(shadow, self.x, self.y, batches[:tc.speedup_batches], lr,
+                                   tc.weight_decay)
+                ref_ms = statistics.median(ref) * 1e3
+            loss = loss_sum / n
+            grown = 0
+            if gc.enabled:
+                if loss < st.best_loss * (1 - gc.min_improvement):
+                    st.best_loss, st.stall = loss, 0
+                else:
+                    st.stall += 1
+                may_grow = gc.until_epoch is None or e < gc.until_epoch
+                if st.stall >= gc.stall_epochs and may_grow:
+                    sample = torch.randperm(n, generator=st.gen)[:gc.score_samples]
+                    grown = st.net.grow(self.x[sample], self.y[sample], gc.count, gc.candidates,
+                                        st.gen, e)
+                    st.stall, st.best_loss = 0, loss
+            froze = st.net.check_freeze(e, fc.threshold, fc.patience, fc.min_age, fc.enabled)
+            _, train_acc = st.net.evaluate(self.x, self.y)
+            _, test_acc = st.net.evaluate(self.xt, self.yt)
+            step_ms = statistics.median(step_times) * 1e3
+            total, frozen = st.net.n_hidden(), st.net.n_frozen()
+            st.telemetry.append({
+                "epoch": e, "lr": lr, "loss": loss, "train_accuracy": train_acc,
+                "test_accuracy": test_acc, "neurons_total": total, "neurons_frozen": frozen,
+                "frozen_fraction": frozen / total, "grown": grown, "froze": froze,
+                "epoch_seconds": epoch_s, "cache_seconds": cache_s, "step_ms": step_ms,
+                "step_ms_all_active": ref_ms, "speedup": ref_ms / step_ms,
+            })
+            st.epoch += 1
+            if self.checkpoints and (st.epoch % tc.checkpoint_every == 0 or st.epoch == end):
+                self.save_checkpoint(st)
+            if on_epoch is not None:
+                on_epoch(st)
+            bar.set_postfix(loss=f"{loss:.3f}", test=f"{test_acc:.3f}", neurons=total,
+                            frozen=f"{frozen / total:.0%}")
+            bar.update(1)
+        bar.close()
+        if self.checkpoints:
+            write_telemetry(st.telemetry, self.out)
+        return st
+
+    def _say(self, msg: str) -> None:
+        if self.progress:
+            print(msg, file=sys.stderr)
+
+
+# ---- telemetry -------------------------------------------------------------------------------
+def write_telemetry(rows: list[dict], out: Path) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=TELEMETRY_FIELDS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r[k] for k in TELEMETRY_FIELDS})
+    atomic_write_bytes(out / "telemetry.csv", buf.getvalue().encode())
+    atomic_write_json(out / "telemetry.json", rows)
+    if rows:
+        plot_telemetry(rows, out / "training.png")
+
+
+def plot_telemetry(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(2, 2, figsize=(11, 7.5))
+    a = ax[0, 0]
+    a.plot(ep, [r["loss"] for r in rows], label="training loss")
+    a.set_yscale("log")
+    a.set_title("Loss")
+    a2 = a.twinx()
+    a2.plot(ep, [r["test_accuracy"] for r in rows], color="tab:green", label="test accuracy")
+    a2.set_ylabel("test accuracy", color="tab:green")
+    a = ax[0, 1]
+    a.plot(ep, [r["neurons_total"] for r in rows], label="total")
+    a.plot(ep, [r["neurons_frozen"] for r in rows], label="frozen")
+    a.set_title("Hidden neurons: total vs frozen")
+    a.legend()
+    a = ax[1, 0]
+    a.plot(ep, [100 * r["frozen_fraction"] for r in rows], color="tab:purple")
+    a.set_ylim(0, 100)
+    a.set_title("Crystallization (% of hidden neurons frozen)")
+    a = ax[1, 1]
+    a.plot(ep, [r["speedup"] for r in rows], color="tab:red")
+    a.axhline(1.0, color="grey", lw=0.8, ls="--")
+    a.set_title("Measured speedup per step\n(median all-active step / median crystallized step)")
+    for a in ax.flat:
+        a.set_xlabel("epoch")
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ---- measurement --------------------------------------------------------------------------
+def measure_epoch_speedup(net: CrystalNet, ds: Dataset, cfg, repeats: int = 5) -> dict:
+    """Time whole epochs of the final net, all-active vs crystallized (frontier on the
+    cache), interleaved so machine load hits both alike; medians. Nothing is written back."""
+    x, y = torch.from_numpy(ds.x_train), torch.from_numpy(ds.y_train)
+    tc = cfg.train
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    n = len(y)
+    t0 = time.perf_counter()
+    base = Frontier(net)
+    base.build_cache(x)
+    cache_s = time.perf_counter() - t0
+    times = {"all_active": [], "crystallized": []}
+    for _ in range(repeats):
+        perm = torch.randperm(n, generator=gen)
+        batches = [perm[i:i + tc.batch_size] for i in range(0, n, tc.batch_size)]
+        for mode in ("all_active", "crystallized"):
+            f = Frontier(net, all_active=(mode == "all_active"))
+            if mode == "crystallized":
+                f.cache = base.cache
+            t = time.perf_counter()
+            for idx in batches:
+                f.step(x[idx], y[idx], idx, tc.lr_final, tc.weight_decay)
+            times[mode].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"epoch_seconds_all_active": med["all_active"],
+            "epoch_seconds_crystallized": med["crystallized"],
+            "speedup": med["all_active"] / med["crystallized"],
+            "cache_build_seconds": cache_s, "repeats": repeats,
+            "method": "median wall-clock of whole training epochs (forward, backward, Adam) of the "
+                      "final net, all neurons trainable vs only the frontier trained on cached "
+                      "core outputs; interleaved in one process on this CPU"}

@@ -1,0 +1,85 @@
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from crystalbench.model import data
+from crystalbench.model.data import DataError
+
+
+def write_idx(path, arr):
+    codes = {np.uint8: 0x08, np.int32: 0x0C}
+    header = bytes([0, 0, codes[arr.dtype.type], arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    body = arr.astype(arr.dtype.newbyteorder(">")).tobytes()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as fh:
+        fh.write(header + body)
+
+
+def make_mnist(folder, n_train=30, n_test=10, gz=False):
+    rng = np.random.default_rng(1)
+    sfx = ".gz" if gz else ""
+    imgs = {}
+    for stem, n in (("train", n_train), ("t10k", n_test)):
+        x = rng.integers(0, 256, size=(n, 6, 5), dtype=np.uint8)
+        y = (np.arange(n) % 10).astype(np.uint8)
+        write_idx(folder / f"{stem}-images-idx3-ubyte{sfx}", x)
+        write_idx(folder / f"{stem}-labels-idx1-ubyte{sfx}", y)
+        imgs[stem] = (x, y)
+    return imgs
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_round_trip(tmp_path, gz):
+    arr = np.arange(24, dtype=np.int32).reshape(2, 3, 4) - 7
+    p = tmp_path / ("a.idx" + (".gz" if gz else ""))
+    write_idx(p, arr)
+    np.testing.assert_array_equal(data.read_idx(p), arr)
+
+
+def test_idx_errors(tmp_path):
+    p = tmp_path / "bad"
+    p.write_bytes(b"\x01\x02\x08\x01")
+    with pytest.raises(DataError, match="bad magic"):
+        data.read_idx(p)
+    p.write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + b"\x00" * 3)
+    with pytest.raises(DataError, match=r"header says \(10,\) \(10 bytes\) but the file holds 3"):
+        data.read_idx(p)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_loader_on_small_idx_files(tmp_path, gz):
+    imgs = make_mnist(tmp_path, gz=gz)
+    ds = data.load({"dataset": "mnist", "path": str(tmp_path), "max_train": None}, seed=0)
+    assert ds.geometry == (6, 5) and ds.n_inputs == 30 and ds.n_classes == 10
+    np.testing.assert_allclose(ds.x_train, imgs["train"][0].reshape(30, -1) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(ds.y_test, imgs["t10k"][1])
+    assert ds.x_train.dtype == np.float32 and ds.scale == pytest.approx(1 / 255)
+
+
+def test_mnist_missing_file_is_named(tmp_path):
+    make_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataError, match="missing t10k-labels-idx1-ubyte"):
+        data.load({"dataset": "mnist", "path": str(tmp_path)}, seed=0)
+
+
+def test_digits_split_is_stratified_and_deterministic():
+    a = data.load({"dataset": "digits", "test_fraction": 0.2}, seed=0)
+    b = data.load({"dataset": "digits", "test_fraction": 0.2}, seed=0)
+    c = data.load({"dataset": "digits", "test_fraction": 0.2}, seed=1)
+    np.testing.assert_array_equal(a.x_test, b.x_test)
+    assert not np.array_equal(a.x_test, c.x_test)
+    assert len(a.y_train) + len(a.y_test) == 1797
+    share = np.bincount(a.y_test) / np.bincount(np.concatenate([a.y_train, a.y_test]))
+    assert np.all(np.abs(share - 0.2) < 0.02)
+    assert a.x_train.max() <= 1.0 and a.scale == 1 / 16 and a.geometry == (8, 8)
+
+
+def test_shift_augmentation():
+    x = np.zeros((1, 9), np.float32)
+    x[0, 4] = 1.0  # centre of a 3x3 image
+    xa, ya = data.augment_shifts(x, np.array([7]), (3, 3), 1)
+    assert xa.shape == (5, 9) and set(ya) == {7}
+    assert sorted(int(np.argmax(r)) for r in xa[1:]) == [1, 3, 5, 7]
