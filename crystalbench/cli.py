@@ -81,7 +81,8 @@ def cmd_bench(args) -> int:
     cfgs = [cfgmod.load(p) for p in args.config]  # validate all before any training
     for path, cfg in zip(args.config, cfgs):
         t0 = time.perf_counter()
-        rec = bench_train(cfg, args.build_dir, progress=not args.quiet, repeats=args.repeats)
+        # Bench runs live under build/bench/<experiment>/, apart from the demo's outputs.
+        rec = bench_train(cfg, out.parent, progress=not args.quiet, repeats=args.repeats)
         rec["config_file"] = str(path)
         rec["bench_seconds"] = time.perf_counter() - t0
         records.append(rec)

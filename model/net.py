@@ -337,6 +337,7 @@ class Frontier:
             self.frozen_W.append(layer.W[frz][:, prev].clone())
             self.frozen_b.append(layer.b[frz].clone())
             prev = frz
+        self.live = [len(r) > 0 for r in self.rows]  # layers with an active neuron
         self.cache: list[torch.Tensor] | None = None
 
     @property
@@ -358,33 +359,41 @@ class Frontier:
         self.cache = self.frozen_outputs(x_train)
 
     def logits(self, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
-        """Forward pass of the frontier for a batch; `idx` indexes the cache (None: recompute)."""
+        """Forward pass of the frontier for a batch; `idx` indexes the cache (None: recompute).
+        Layers with no active neuron are skipped; only the cached outputs that an active
+        neuron reads are gathered."""
         if self.cache is not None and idx is not None:
-            frozen = [c[idx] for c in self.cache]
+            frozen = [c[idx] if self.live[li + 1] else None for li, c in enumerate(self.cache)]
         else:
             frozen = self.frozen_outputs(x)
         h = x
+        last = len(self.params) - 1
         for li, p in enumerate(self.params):
+            if not self.live[li]:
+                continue
             if li > 0:
-                h = torch.cat([frozen[li - 1], h], 1)
-            z = h @ p["W"].T + p["b"]
-            h = torch.relu(z) if li < len(self.params) - 1 else z
+                parts = ([frozen[li - 1]] if len(self.frozen_idx[li - 1]) else []) + \
+                        ([h] if self.live[li - 1] else [])
+                h_in = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+            else:
+                h_in = x
+            z = h_in @ p["W"].T + p["b"]
+            h = torch.relu(z) if li < last else z
         return h
 
     def step(self, x, y, idx, lr: float, weight_decay: float) -> float:
         logits = self.logits(x, idx)
         loss = F.cross_entropy(logits, y)
-        ws = [p["W"] for p in self.params] + [p["b"] for p in self.params]
-        grads = torch.autograd.grad(loss, ws)
-        n = len(self.params)
+        live = [p for p, ok in zip(self.params, self.live) if ok]
+        grads = torch.autograd.grad(loss, [p["W"] for p in live] + [p["b"] for p in live])
+        n = len(live)
         with torch.no_grad():
-            for li, p in enumerate(self.params):
-                gW = grads[li] * p["M"]
-                gb = grads[n + li]
+            for i, p in enumerate(live):
+                gW = grads[i] * p["M"]
                 if weight_decay:
                     gW = gW + weight_decay * p["W"]
                 _adam(p["W"], gW, p["mW"], p["vW"], p["tW"], lr, p["M"])
-                _adam(p["b"], gb, p["mb"], p["vb"], p["tb"], lr, None)
+                _adam(p["b"], grads[n + i], p["mb"], p["vb"], p["tb"], lr, None)
         return float(loss.detach())
 
     @torch.no_grad()

@@ -197,14 +197,14 @@ class Trainer:
             st.epoch += 1
             if self.checkpoints and (st.epoch % tc.checkpoint_every == 0 or st.epoch == end):
                 self.save_checkpoint(st)
+                # Telemetry on disk as the run goes, so a long run can be watched.
+                write_telemetry(st.telemetry, self.out, plot=st.epoch % 10 == 0 or st.epoch == end)
             if on_epoch is not None:
                 on_epoch(st)
             bar.set_postfix(loss=f"{loss:.3f}", test=f"{test_acc:.3f}", neurons=total,
                             frozen=f"{frozen / total:.0%}")
             bar.update(1)
         bar.close()
-        if self.checkpoints:
-            write_telemetry(st.telemetry, self.out)
         return st
 
     def _say(self, msg: str) -> None:
@@ -213,7 +213,7 @@ class Trainer:
 
 
 # ---- telemetry -------------------------------------------------------------------------------
-def write_telemetry(rows: list[dict], out: Path) -> None:
+def write_telemetry(rows: list[dict], out: Path, plot: bool = True) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=TELEMETRY_FIELDS)
     w.writeheader()
@@ -221,7 +221,7 @@ def write_telemetry(rows: list[dict], out: Path) -> None:
         w.writerow({k: r[k] for k in TELEMETRY_FIELDS})
     atomic_write_bytes(out / "telemetry.csv", buf.getvalue().encode())
     atomic_write_json(out / "telemetry.json", rows)
-    if rows:
+    if rows and plot:
         plot_telemetry(rows, out / "training.png")
 
 
