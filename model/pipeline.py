@@ -65,13 +65,13 @@ def finish(cfg, ds, net: CrystalNet, telemetry: list, build_root, seconds: float
     return result
 
 
-def export_checkpoint(checkpoint: str | Path, build_root="build", cfg_override=None) -> dict:
+def export_checkpoint(checkpoint: str | Path, build_root="build") -> dict:
     """Write the Crystal from a checkpoint (finished or not): `crystalbench export`."""
     p = Path(checkpoint)
     if not p.exists():
         raise TrainError(f"{p}: checkpoint not found")
     ck = torch.load(p, weights_only=False)
-    cfg = cfg_override or cfgmod.validate(ck["config"], str(p))
+    cfg = cfgmod.validate(ck["config"], str(p))
     ds = data_mod.load(cfg.data, cfg.seed)
     net = CrystalNet.from_state(ck["net"])
     return finish(cfg, ds, net, ck["telemetry"], build_root, None)

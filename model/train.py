@@ -28,6 +28,9 @@ TELEMETRY_FIELDS = ["epoch", "lr", "loss", "train_accuracy", "test_accuracy", "n
                     "cache_seconds", "step_ms", "step_ms_all_active", "speedup"]
 
 
+TRAINING_SECTIONS = ("seed", "data", "net", "train", "growth", "freeze")
+
+
 class TrainError(RuntimeError):
     pass
 
@@ -74,7 +77,9 @@ class Trainer:
         self.xt = torch.from_numpy(ds.x_test)
         self.yt = torch.from_numpy(ds.y_test)
         self._initial_net = net
-        self.digest = cfgmod.digest(cfg)
+        # Only what shapes the training result: editing a backend's section (analog, rtl)
+        # must not invalidate a checkpoint.
+        self.digest = cfgmod.digest({k: cfg[k] for k in TRAINING_SECTIONS})
 
     @property
     def checkpoint_path(self) -> Path:
