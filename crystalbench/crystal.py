@@ -244,10 +244,80 @@ def validate(c: Crystal, where: str = "crystal") -> None:
     for li, (out, layer) in enumerate(zip(r.outputs, c.layers), start=1):
         if out.shape != (m, layer.n_out):
             _fail(where, f"reference.outputs layer {li} has shape {out.shape}, expected ({m}, {layer.n_out})")
+    if c.fixed_point is not None:
+        _validate_fixed_point(c, where)
+
+
+FP_LAYER_FIELDS = ("activation", "in_bits", "weight_bits", "weight_frac", "acc_bits", "shift",
+                   "out_bits", "weights", "mask", "bias")
+FP_MAX_WIDTH = 48
+
+
+def _validate_fixed_point(c: Crystal, where: str) -> None:
+    """The fixed-point formats (written by crystalbench.rtl.fixed) are complete and can
+    never overflow: refused here, before any synthesis, naming the field."""
+    fp = c.fixed_point
+    at = f"{where}: fixed_point"
+    if not isinstance(fp, dict):
+        _fail(at, f"must be a mapping, got {type(fp).__name__}")
+    for key in ("version", "adc_bits", "nets"):
+        if key not in fp:
+            _fail(at, f"missing field {key!r}; re-run `crystalbench synth` to choose the formats")
+    for kind in ("frontier", "all_digital"):
+        if kind not in fp["nets"]:
+            _fail(at, f"missing field 'nets.{kind}'")
+        net = fp["nets"][kind]
+        for key in ("input", "layers"):
+            if key not in net:
+                _fail(at, f"missing field 'nets.{kind}.{key}'")
+        first = len(c.layers) - len(net["layers"]) + 1
+        if not net["layers"] or first < 1:
+            _fail(at, f"nets.{kind}.layers has {len(net['layers'])} layers; the crystal has "
+                      f"{len(c.layers)}")
+        for i, lay in enumerate(net["layers"]):
+            li = first + i
+            lat = f"{at}: nets.{kind}.layers[{i}]"
+            for key in FP_LAYER_FIELDS:
+                if key not in lay:
+                    _fail(lat, f"missing field {key!r}")
+            readout = li == len(c.layers)
+            want = "linear" if readout else "relu"
+            if lay["activation"] != want or c.layers[li - 1].activation != want:
+                _fail(lat, f"activation {lay['activation']!r} (crystal layer {li}: "
+                           f"{c.layers[li - 1].activation!r}) is not supported in fixed point for "
+                           f"a {'readout' if readout else 'hidden'} layer; only {want!r} is")
+            for key in ("in_bits", "weight_bits", "acc_bits", "out_bits"):
+                v = lay[key]
+                if not isinstance(v, int) or not 1 <= v <= FP_MAX_WIDTH:
+                    _fail(lat, f"{key} = {v!r} must be a whole number in 1..{FP_MAX_WIDTH}")
+            w = np.asarray(lay["weights"], dtype=np.int64)
+            b = np.asarray(lay["bias"], dtype=np.int64)
+            n_out = c.layers[li - 1].n_out
+            if w.ndim != 2 or w.shape[0] != n_out or b.shape != (n_out,):
+                _fail(lat, f"weights {w.shape} / bias {b.shape} do not match the {n_out} neurons "
+                           f"of crystal layer {li}")
+            lim = 1 << (lay["weight_bits"] - 1)
+            if w.size and (w.max() > lim - 1 or w.min() < -lim):
+                _fail(lat, f"a weight ({int(np.abs(w).max())}) overflows weight_bits "
+                           f"{lay['weight_bits']}")
+            top = (1 << lay["in_bits"]) - 1
+            hi = int((np.clip(w, 0, None).sum(axis=1) * top + b).max())
+            lo = int((np.clip(w, None, 0).sum(axis=1) * top + b).min())
+            alim = 1 << (lay["acc_bits"] - 1)
+            if hi > alim - 1 or lo < -alim:
+                _fail(lat, f"acc_bits {lay['acc_bits']} would overflow: the accumulator can "
+                           f"reach {lo}..{hi}; re-run `crystalbench synth` or lower the widths")
+            if i + 1 < len(net["layers"]) and net["layers"][i + 1]["in_bits"] != lay["out_bits"]:
+                _fail(lat, f"out_bits {lay['out_bits']} differs from the next layer's in_bits "
+                           f"{net['layers'][i + 1]['in_bits']}")
 
 
 # ---- disk format -----------------------------------------------------------------------
 _LAYER_ARRAYS = ("weights", "bias", "mask", "position", "radius", "frozen", "epoch_frozen")
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -256,6 +326,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are ordinary files
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
