@@ -13,13 +13,16 @@ APT_PACKAGES := ngspice libngspice0-dev iverilog yosys nextpnr-ice40 fpga-icesto
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_CONFIGS := configs/digits.yaml configs/digits_source_scale.yaml configs/mnist1d.yaml
 
-.PHONY: setup apt demo test train bench clean help
+.PHONY: setup apt demo test train synth sim sim-analog bench clean help
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make demo    set up, train the default crystal on the digits data set, show results"
+	@echo "make demo    set up, train the default crystal on digits, simulate its analog core, show results"
 	@echo "make test    set up, run the test suite (real tools, no skips)"
 	@echo "make train   CONFIG=configs/<name>.yaml"
+	@echo "make synth   CONFIG=...: fixed point, RTL, Yosys gates + iCE40 -> $(BUILD)/<exp>/synth/"
+	@echo "make sim     CONFIG=...: cocotb/Icarus RTL + gate-level regression -> $(BUILD)/<exp>/sim/ (WAVES=1: VCDs)"
+	@echo "make sim-analog  CONFIG=...: frozen core as op-amp circuits in ngspice -> $(BUILD)/<exp>/analog/"
 	@echo "make bench   training benchmarks -> $(BUILD)/bench/train.json"
 	@echo "make setup   install Debian packages and the Python environment (.venv)"
 
@@ -43,14 +46,27 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
+# The main job on the default data set: train the crystal (or resume a finished run),
+# then its frozen core as an op-amp circuit in ngspice, checked against torch.
 demo: setup
 	$(CB) --build-dir $(BUILD) train --config $(CONFIG) --resume
+	$(CB) --build-dir $(BUILD) sim-analog --config $(CONFIG)
+	@echo "Next: make synth && make sim (digital frontier; the default synth takes ~35 min on 2 cores)"
 
 train: setup
 	$(CB) --build-dir $(BUILD) train --config $(CONFIG)
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+synth: setup
+	$(CB) --build-dir $(BUILD) synth --config $(CONFIG)
+
+sim: setup
+	$(CB) --build-dir $(BUILD) sim --config $(CONFIG) $(if $(WAVES),--waves)
+
+sim-analog: setup
+	$(CB) --build-dir $(BUILD) sim-analog --config $(CONFIG)
 
 bench: setup
 	$(CB) --build-dir $(BUILD) bench $(foreach c,$(BENCH_CONFIGS),--config $(c))

@@ -19,7 +19,14 @@ def _user_errors():
     from crystalbench.model.data import DataError
     from crystalbench.model.train import TrainError
 
-    return USER_ERRORS + (DataError, TrainError)
+    from crystalbench.rtl.fixed import FixedPointError
+    from crystalbench.rtl.synth import SynthError
+    from crystalbench.sim.runner import SimError
+    from crystalbench.toolrun import ToolFailed, ToolNotFound
+    from crystalbench.analog.netlist import AnalogError
+
+    return USER_ERRORS + (DataError, TrainError, FixedPointError, SynthError, SimError,
+                          ToolFailed, ToolNotFound, AnalogError)
 
 
 def cmd_train(args) -> int:
@@ -64,6 +71,59 @@ def cmd_import_torch(args) -> int:
                            calibration_samples=cfg.data.calibration_samples, seed=cfg.seed)
     out = crystal_mod.save(c, Path(args.build_dir) / name / "crystal")
     print(f"crystal: {out} ({json.dumps(c.summary())})")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from crystalbench.rtl.flow import run_synth
+
+    cfg = cfgmod.load(args.config)
+    res = run_synth(cfg, args.build_dir)
+    out = Path(args.build_dir) / cfg.experiment / "synth"
+    print(f"results: {out / 'result.json'}, {out / 'result.md'}; profile plot: {res['profile_plot']}"
+          f" ({res['seconds']} s)")
+    return 0
+
+
+def cmd_sim(args) -> int:
+    from crystalbench.sim.flow import run_sim
+
+    cfg = cfgmod.load(args.config)
+    res = run_sim(cfg, args.build_dir, waves=args.waves, vectors=args.vectors)
+    print(f"results: {Path(args.build_dir) / cfg.experiment / 'sim' / 'result.json'} "
+          f"({res['seconds']} s)")
+    return 0 if res["all_bit_exact"] else 1
+
+
+def cmd_sim_analog(args) -> int:
+    from crystalbench.analog.flow import run
+
+    cfg = cfgmod.load(args.config)  # validates the analog section before any work
+    folder = Path(args.build_dir) / cfg.experiment / "crystal"
+    if not (folder / crystal_mod.JSON_NAME).exists():
+        raise crystal_mod.CrystalError(
+            f"{folder}: no Crystal here; train one first with "
+            f"`crystalbench train --config {args.config}`")
+    c = crystal_mod.load(folder)
+    out = Path(args.build_dir) / cfg.experiment / "analog"
+    res = run(c, cfg.analog, out, seed=cfg.seed, progress=print, adc_bits=cfg.adc.bits)
+    mc = res["monte_carlo"]
+    print(f"{res['neurons']} neurons, {res['opamps']} op-amps ({res['opamp_part']}), "
+          f"{res['resistors']} resistors ({res['e_series']}); "
+          f"{sum(v for k, v in res['clipped_weights'].items() if k != 'worst')} weights clipped")
+    print(f"class agreement with torch {res['class_agreement_with_torch']:.4f} "
+          f"(resistors only {res['class_agreement_resistors_only']:.4f}, ADC only "
+          f"{res['class_agreement_adc_only']:.4f}); error RMS {res['rms_error_lsb']:.3f} LSB, "
+          f"max {res['max_error_lsb']:.2f} LSB")
+    print(f"settling {res['settling_time_us']:.2f} us (worst step), power {res['power_mw']:.1f} mW "
+          f"avg / {res['power_peak_mw']:.1f} mW peak, {res['energy_per_inference_nj']:.1f} nJ "
+          f"per inference; ngspice {res['samples_per_second']:.1f} samples/s")
+    if mc.get("runs"):
+        print(f"Monte Carlo ({mc['runs']} boards, {mc['tolerance']:g} tolerance): agreement "
+              f"mean {mc['mean_agreement']:.4f}, min {mc['min_agreement']:.4f}, yield "
+              f"{mc['yield']:.2f} at >= {mc['yield_threshold']:g}")
+    print(f"results: {out / 'result.json'} (netlist {res['files']['netlist']}; "
+          f"{res['wall_seconds']:.0f} s)")
     return 0
 
 
@@ -132,9 +192,27 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--name", help="experiment name (default: the model file's stem)")
     i.set_defaults(func=cmd_import_torch)
 
+    a = sub.add_parser("sim-analog", help="the frozen core as op-amp circuits in ngspice "
+                       "-> build/<experiment>/analog/")
+    a.add_argument("--config", default="configs/digits.yaml")
+    a.set_defaults(func=cmd_sim_analog)
+
     n = sub.add_parser("info", help="validate a Crystal and print its summary")
     n.add_argument("crystal", help="folder holding crystal.json + crystal.npz")
     n.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("synth", help="fixed point + RTL + Yosys/nextpnr figures -> "
+                       "build/<experiment>/synth/")
+    s.add_argument("--config", default="configs/digits.yaml")
+    s.set_defaults(func=cmd_synth)
+
+    m = sub.add_parser("sim", help="cocotb/Icarus regression of RTL and gate netlists against "
+                       "the golden model -> build/<experiment>/sim/")
+    m.add_argument("--config", default="configs/digits.yaml")
+    m.add_argument("--waves", action="store_true", help="write a VCD per run")
+    m.add_argument("--vectors", type=int, default=None,
+                   help="test vectors per design (default: rtl.sim_vectors, else all)")
+    m.set_defaults(func=cmd_sim)
 
     b = sub.add_parser("bench", help="training benchmarks -> build/bench/train.json")
     b.add_argument("--config", action="append", required=True)

