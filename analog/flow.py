@@ -177,6 +177,12 @@ def run(c: Crystal, acfg, out_dir: Path, seed: int = 0, progress=print, adc_bits
     volts = [np.maximum(v, 0.0) for v in _core_volts(design, vec, sizes)]  # as the ADC sees
     ideal_v = nl.realized_forward(design, x)  # ideal op-amp + snapped resistors, exact
     total, total_lsb = _error_stats(volts, torch_v, masks, lsb_v)
+    per_neuron = []
+    for nr in design.neurons:
+        e = volts[nr.layer][:, nr.index] - torch_v[nr.layer][:, nr.index]
+        rms, top = float(np.sqrt(np.mean(e ** 2))), float(np.abs(e).max())
+        per_neuron.append({"layer": nr.layer + 1, "neuron": nr.index, "rms_v": rms, "max_v": top,
+                           "rms_lsb": rms / lsb_v, "max_lsb": top / lsb_v})
     quant, quant_lsb = _error_stats(ideal_v, torch_v, masks, lsb_v)
     opamp_err, _ = _error_stats(volts, ideal_v, masks, lsb_v)
     mu = [v / g for v, g in zip(volts, gains)]
@@ -320,6 +326,7 @@ def run(c: Crystal, acfg, out_dir: Path, seed: int = 0, progress=print, adc_bits
         "max_error_lsb": total["max_lsb"],
         "rms_error_v": total["rms_v"],
         "max_error_v": total["max_v"],
+        "per_neuron_error": per_neuron,
         "error_resistor_quantization": quant,
         "error_opamp_nonideal": opamp_err,
         "clipped_weights": {k: v for k, v in design.clipped.items()},

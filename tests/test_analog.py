@@ -221,6 +221,8 @@ def test_flow_writes_result(tmp_path):
         assert key in on_disk, key
     assert on_disk["monte_carlo"]["runs"] == 3 and 0 <= on_disk["monte_carlo"]["yield"] <= 1
     assert res["neurons"] == 4 and res["power_mw"] > 0 and res["settling_time_us"] > 0
+    per = on_disk["per_neuron_error"]
+    assert len(per) == 4 and max(p["max_lsb"] for p in per) == pytest.approx(on_disk["max_error_lsb"])
     for f in ("core.cir", "core_tran.cir", "bom.json", "transient.png", "error_histogram.png"):
         assert (tmp_path / f).exists(), f
     bom = json.loads((tmp_path / "bom.json").read_text())
