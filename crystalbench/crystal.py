@@ -248,6 +248,15 @@ def validate(c: Crystal, where: str = "crystal") -> None:
         _validate_fixed_point(c, where)
 
 
+def acc_range(weights: np.ndarray, bias: np.ndarray, in_bits: int) -> tuple[int, int]:
+    """Worst-case accumulator range of an integer layer over every unsigned input code
+    (zero included): what its accumulator width must hold."""
+    top = (1 << in_bits) - 1
+    hi = (np.clip(weights, 0, None).sum(axis=1) * top + bias).max()
+    lo = (np.clip(weights, None, 0).sum(axis=1) * top + bias).min()
+    return int(min(lo, 0)), int(max(hi, 0))
+
+
 FP_LAYER_FIELDS = ("activation", "in_bits", "weight_bits", "weight_frac", "acc_bits", "shift",
                    "out_bits", "weights", "mask", "bias")
 FP_MAX_WIDTH = 48
@@ -300,9 +309,7 @@ def _validate_fixed_point(c: Crystal, where: str) -> None:
             if w.size and (w.max() > lim - 1 or w.min() < -lim):
                 _fail(lat, f"a weight ({int(np.abs(w).max())}) overflows weight_bits "
                            f"{lay['weight_bits']}")
-            top = (1 << lay["in_bits"]) - 1
-            hi = int((np.clip(w, 0, None).sum(axis=1) * top + b).max())
-            lo = int((np.clip(w, None, 0).sum(axis=1) * top + b).min())
+            lo, hi = acc_range(w, b, lay["in_bits"])
             alim = 1 << (lay["acc_bits"] - 1)
             if hi > alim - 1 or lo < -alim:
                 _fail(lat, f"acc_bits {lay['acc_bits']} would overflow: the accumulator can "

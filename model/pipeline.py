@@ -23,6 +23,11 @@ def stage_dir(build_root: str | Path, experiment: str, stage: str) -> Path:
 
 def train_experiment(cfg, build_root="build", resume=False, progress=True, stop_after=None) -> dict:
     """Train (or resume), export the Crystal, write train/result.json; return the result."""
+    return _train(cfg, build_root, resume, progress, stop_after)[0]
+
+
+def _train(cfg, build_root, resume, progress, stop_after):
+    """train_experiment, also handing back the data set and the run state (for bench)."""
     ds = data_mod.load(cfg.data, cfg.seed)
     out = stage_dir(build_root, cfg.experiment, "train")
     t0 = time.perf_counter()
@@ -30,8 +35,9 @@ def train_experiment(cfg, build_root="build", resume=False, progress=True, stop_
     st = trainer.run(resume=resume, stop_after=stop_after)
     seconds = time.perf_counter() - t0
     if st.epoch < cfg.train.epochs:
-        return {"status": "interrupted", "epoch": st.epoch, "checkpoint": str(trainer.checkpoint_path)}
-    return finish(cfg, ds, st.net, st.telemetry, build_root, seconds)
+        return ({"status": "interrupted", "epoch": st.epoch,
+                 "checkpoint": str(trainer.checkpoint_path)}, ds, st)
+    return finish(cfg, ds, st.net, st.telemetry, build_root, seconds), ds, st
 
 
 def finish(cfg, ds, net: CrystalNet, telemetry: list, build_root, seconds: float | None) -> dict:
@@ -79,10 +85,8 @@ def export_checkpoint(checkpoint: str | Path, build_root="build") -> dict:
 
 def bench_train(cfg, build_root="build", progress=True, repeats=5) -> dict:
     """One bench record: the crystal, its never-frozen baseline, and the epoch speedup."""
-    result = train_experiment(cfg, build_root, resume=False, progress=progress)
-    ds = data_mod.load(cfg.data, cfg.seed)
-    ck = torch.load(stage_dir(build_root, cfg.experiment, "train") / "checkpoint.pt", weights_only=False)
-    net = CrystalNet.from_state(ck["net"])
+    result, ds, st = _train(cfg, build_root, resume=False, progress=progress, stop_after=None)
+    net = st.net
     # Baseline: the same final neurons and connections, fresh weights, never frozen.
     base_cfg = cfgmod.validate({**cfg, "growth": {**cfg.growth, "enabled": False},
                                 "freeze": {**cfg.freeze, "enabled": False},
@@ -93,7 +97,7 @@ def bench_train(cfg, build_root="build", progress=True, repeats=5) -> dict:
                    net=net.architecture_copy(gen), progress=progress, checkpoints=False).run()
     _, base_acc = base.net.evaluate(torch.from_numpy(ds.x_test), torch.from_numpy(ds.y_test))
     # Training compute only (steps + cache builds), not evaluation, telemetry or checkpoints.
-    crystal_s = sum(r["epoch_seconds"] + r["cache_seconds"] for r in ck["telemetry"])
+    crystal_s = sum(r["epoch_seconds"] + r["cache_seconds"] for r in st.telemetry)
     base_s = sum(r["epoch_seconds"] for r in base.telemetry)
     speed = measure_epoch_speedup(net, ds, cfg, repeats=repeats)
     return {

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from crystalbench import adc as adc_mod
-from crystalbench.crystal import Crystal
+from crystalbench.crystal import Crystal, acc_range
 
 FIXED_POINT_VERSION = 1
 MAX_WIDTH = 48  # widest accumulator the RTL generator accepts
@@ -138,14 +138,6 @@ def signed_bits(lo: int, hi: int) -> int:
     while not (-(1 << (n - 1)) <= lo and hi <= (1 << (n - 1)) - 1):
         n += 1
     return n
-
-
-def acc_range(weights: np.ndarray, bias: np.ndarray, in_bits: int) -> tuple[int, int]:
-    """Worst-case accumulator range over every possible unsigned input code."""
-    top = (1 << in_bits) - 1
-    hi = (np.clip(weights, 0, None).sum(axis=1) * top + bias).max()
-    lo = (np.clip(weights, None, 0).sum(axis=1) * top + bias).min()
-    return int(min(lo, 0)), int(max(hi, 0))
 
 
 def _check_activations(c: Crystal, first: int) -> None:
