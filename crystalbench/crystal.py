@@ -275,7 +275,7 @@ def _validate_fixed_point(c: Crystal, where: str) -> None:
     for kind in ("frontier", "all_digital"):
         if kind not in fp["nets"]:
             _fail(at, f"missing field 'nets.{kind}'")
-        net = fp["nets"][kind]
+    for kind, net in fp["nets"].items():
         for key in ("input", "layers"):
             if key not in net:
                 _fail(at, f"missing field 'nets.{kind}.{key}'")

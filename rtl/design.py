@@ -9,8 +9,11 @@ first maximum). Both compute exactly `IntNet.forward`.
   has its own multiplier (baked: shift-and-add of the constant's signed digits, so an
   absent connection or a zero weight costs nothing). One sample per clock once full.
 * `SerialNet`: one multiply-accumulate unit walks a program of the present connections
-  (sparse: only those), reading weights from a memory; smallest area, one sample per
-  (connections + 2) clocks.
+  (sparse: only those, and only of neurons that something reads), reading weights from a memory; smallest area, one sample per
+  (connections + 5 + 2 per hidden layer) clocks; a three-stage pipeline (operand fetch,
+  multiply-accumulate, write-back) keeps the clock up. It reads the input codes straight from the stream payload,
+  which the stream rules hold stable while `valid` is high and `ready` low, and takes
+  the transfer (`ready`) on its last step: no input buffer.
 
 `weights="loadable"` makes the readout's weights writable through `wr` (`en`, `addr`
 = index of the connection in row-major order over the present ones, `data` = two's
@@ -27,6 +30,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .fixed import IntNet
+
+BUBBLES = 2  # SerialNet: cycles from reading an operand to writing a hidden output
 
 
 def _bits(n: int) -> int:
@@ -164,22 +169,48 @@ class SerialNet(wiring.Component):
     def __init__(self, net: IntNet, weights: str = "loadable"):
         _check_weights(weights)
         self.net, self.weights = net, weights
-        # The program: every present connection, layer by layer, neuron by neuron.
+        # Who is computed: every readout neuron, and a hidden neuron only when the next
+        # layer reads it (a pruned net leaves some unread); inputs only when read.
+        L = len(net.layers)
+        self.sources = [np.flatnonzero(net.layers[0].mask.any(axis=0))]  # used inputs
+        self.alive = []
+        for li, layer in enumerate(net.layers):
+            a = (np.flatnonzero(net.layers[li + 1].mask.any(axis=0)) if li + 1 < L
+                 else np.arange(layer.n_out))
+            if len(a) == 0 or len(self.sources[0]) == 0:
+                raise ValueError(f"{net.kind} layer {li + 1}: no connection left to compute; "
+                                 "keep more connections (fixed_point.small_keep)")
+            self.alive.append(a)
+            self.sources.append(a)
+        # The program: every present connection, layer by layer, neuron by neuron, each
+        # naming its source by position among the computed neurons (or used inputs).
         prog_k, prog_w, prog_last = [], [], []
         self.layer_of, self.start_of_last = [], 0
         for li, layer in enumerate(net.layers):
-            if li == len(net.layers) - 1:
-                self.start_of_last = len(prog_k)
-            for j in range(layer.n_out):
-                ks = list(np.flatnonzero(layer.mask[j])) or [0]  # an empty row adds 0 * x0
-                for n, k in enumerate(ks):
-                    prog_k.append(int(k))
-                    prog_w.append(int(layer.weights[j, k]))
+            pos = {int(k): i for i, k in enumerate(self.sources[li])}
+            for j in self.alive[li]:
+                ks = [int(k) for k in np.flatnonzero(layer.mask[j])]
+                if not ks:  # an empty row adds 0 * (first source)
+                    ks, ws = [int(self.sources[li][0])], [0]
+                else:
+                    ws = [int(layer.weights[j, k]) for k in ks]
+                if li > 0 and j == self.alive[li][0]:
+                    # Bubbles: the previous layer's last output is written BUBBLES cycles
+                    # after its operands were read; zero-weight steps cover that.
+                    ks, ws = [int(self.sources[li][0])] * BUBBLES + ks, [0] * BUBBLES + ws
+                if li == L - 1 and j == self.alive[li][0]:
+                    self.start_of_last = len(prog_k) + (BUBBLES if li > 0 else 0)
+                for n, (k, w) in enumerate(zip(ks, ws)):
+                    prog_k.append(pos[k])
+                    prog_w.append(w)
                     prog_last.append(n == len(ks) - 1)
                 self.layer_of.append(li)
         self.prog_k, self.prog_w, self.prog_last = prog_k, prog_w, prog_last
         self.n_conn = int(net.layers[-1].mask.sum())
-        self.latency = len(prog_k) + 2  # measured in simulation; this is the design intent
+        # Offer to result: start, one cycle per step, the pipeline (memory read, operand
+        # register, multiply-accumulate, write-back), the transfer. The simulation measures
+        # it; tests compare.
+        self.latency = len(prog_k) + 5
         super().__init__(_signature(net, weights, self.n_conn))
 
     def elaborate(self, platform):
@@ -187,7 +218,7 @@ class SerialNet(wiring.Component):
         net = self.net
         P = len(self.prog_k)
         n_neurons = len(self.layer_of)
-        kbits = _bits(max(layer.n_in for layer in net.layers))
+        kbits = _bits(max(len(src) for src in self.sources))
         wb = max(layer.weight_bits for layer in net.layers)
         m.submodules.prog = prog = Memory(
             shape=unsigned(kbits + 1), depth=P,
@@ -200,11 +231,12 @@ class SerialNet(wiring.Component):
             m.d.comb += [wwr.en.eq(self.wr.en), wwr.data.eq(self.wr.data),
                          wwr.addr.eq(self.wr.addr + self.start_of_last)]
 
-        # Buffers: the input codes, then every hidden layer's output codes.
-        xbuf = [Signal(net.in_bits, name=f"x{k}") for k in range(net.n_in)]
-        bufs = [xbuf]
+        # The input codes come from the payload (held until we take it); then every hidden
+        # layer's output codes.
+        xin = [self.i.payload[k * net.in_bits:(k + 1) * net.in_bits] for k in self.sources[0]]
+        bufs = [xin]
         for li, layer in enumerate(net.layers[:-1]):
-            bufs.append([Signal(layer.out_bits, name=f"h{li + 1}_{j}") for j in range(layer.n_out)])
+            bufs.append([Signal(layer.out_bits, name=f"h{li + 1}_{j}") for j in self.alive[li]])
         logit_regs = [Signal(signed(net.logit_bits), name=f"logit{j}") for j in range(net.n_classes)]
 
         acc_bits = max(layer.acc_bits for layer in net.layers)
@@ -215,57 +247,72 @@ class SerialNet(wiring.Component):
         first = Signal()
         n = Signal(range(n_neurons + 1))  # global neuron index
         lay = Signal(range(len(net.layers)))
-        j_in = Signal(range(max(layer.n_out for layer in net.layers) + 1))  # index in layer
+        j_in = Signal(range(max(len(a) for a in self.alive) + 1))  # position in the layer
         acc = Signal(signed(acc_bits))
         best = Signal(signed(net.logit_bits))
         cls = Signal(_bits(net.n_classes))
 
         m.d.comb += [prd.addr.eq(pc), wrd.addr.eq(pc)]
-        m.d.comb += self.i.ready.eq(~running & ~done)
-        with m.If(self.i.valid & self.i.ready):
+        with m.If(self.i.valid & ~running & ~done):
             m.d.sync += [running.eq(1), pc.eq(0), n.eq(0), lay.eq(0), j_in.eq(0), first.eq(1)]
-            m.d.sync += [xbuf[k].eq(self.i.payload[k * net.in_bits:(k + 1) * net.in_bits])
-                         for k in range(net.n_in)]
         m.d.sync += issued.eq(running & (pc < P))
         with m.If(running & (pc < P)):
             m.d.sync += pc.eq(pc + 1)
 
+        # Stage 1 (issued: the memories hold a program step): fetch the operand.
         k = prd.data[:kbits]
-        last = prd.data[kbits]
         srcs = [Array(b)[k] for b in bufs]
         x = Array(srcs)[lay] if len(srcs) > 1 else srcs[0]
-        bias = Array([C(int(b), signed(acc_bits)) for layer in net.layers for b in layer.bias])[n]
-        acc_next = Signal(signed(acc_bits))
-        m.d.comb += acc_next.eq(Mux(first, bias, acc) + wrd.data * x)
+        x_r = Signal(len(x))
+        w_r = Signal(signed(wb))
+        last_r = Signal()
+        mac = Signal()
+        m.d.sync += [x_r.eq(x), w_r.eq(wrd.data), last_r.eq(prd.data[kbits]), mac.eq(issued)]
 
-        with m.If(issued):
-            m.d.sync += [acc.eq(acc_next), first.eq(last)]
-            with m.If(last):
-                m.d.sync += [n.eq(n + 1), j_in.eq(j_in + 1)]
-                for li, layer in enumerate(net.layers):
-                    with m.If(lay == li):
-                        with m.If(j_in == layer.n_out - 1):
-                            m.d.sync += j_in.eq(0)
-                            if li + 1 < len(net.layers):
-                                m.d.sync += lay.eq(li + 1)
+        # Stage 2 (mac): multiply-accumulate; a neuron's last step hands it to stage 3.
+        bias = Array([C(int(layer.bias[j]), signed(acc_bits))
+                      for layer, a in zip(net.layers, self.alive) for j in a])[n]
+        acc_next = Signal(signed(acc_bits))
+        m.d.comb += acc_next.eq(Mux(first, bias, acc) + w_r * x_r)
+        wb_valid = Signal()
+        wb_lay = Signal.like(lay)
+        wb_j = Signal.like(j_in)
+        wb_final = Signal()
+        m.d.sync += wb_valid.eq(0)
+        with m.If(mac):
+            m.d.sync += [acc.eq(acc_next), first.eq(last_r)]
+            with m.If(last_r):
+                m.d.sync += [n.eq(n + 1), j_in.eq(j_in + 1), wb_valid.eq(1), wb_lay.eq(lay),
+                             wb_j.eq(j_in), wb_final.eq(n == n_neurons - 1)]
+                for li, alive in enumerate(self.alive):
+                    with m.If((lay == li) & (j_in == len(alive) - 1)):
+                        m.d.sync += j_in.eq(0)
                         if li + 1 < len(net.layers):
-                            sh = Array([C(int(s), 4 + _bits(acc_bits)) for s in layer.shift])[j_in]
-                            q = _requant(acc_next, sh, layer.out_bits)
-                            with m.Switch(j_in):
-                                for j in range(layer.n_out):
-                                    with m.Case(j):
-                                        m.d.sync += bufs[li + 1][j].eq(q)
-                        else:
-                            lb = net.logit_bits
-                            with m.Switch(j_in):
-                                for j in range(layer.n_out):
-                                    with m.Case(j):
-                                        m.d.sync += logit_regs[j].eq(acc_next[:lb])
-                            # Running argmax, first maximum wins.
-                            with m.If((j_in == 0) | (acc_next[:lb].as_signed() > best)):
-                                m.d.sync += [best.eq(acc_next[:lb]), cls.eq(j_in)]
-                with m.If(n == n_neurons - 1):
-                    m.d.sync += [running.eq(0), done.eq(1)]
+                            m.d.sync += lay.eq(li + 1)
+
+        # Stage 3 (write-back): `acc` holds the finished neuron.
+        with m.If(wb_valid):
+            for li, (layer, alive) in enumerate(zip(net.layers, self.alive)):
+                with m.If(wb_lay == li):
+                    if li + 1 < len(net.layers):
+                        sh = Array([C(int(layer.shift[j]), 4 + _bits(acc_bits)) for j in alive])[wb_j]
+                        q = _requant(acc, sh, layer.out_bits)
+                        with m.Switch(wb_j):
+                            for pos in range(len(alive)):
+                                with m.Case(pos):
+                                    m.d.sync += bufs[li + 1][pos].eq(q)
+                    else:
+                        lb = net.logit_bits
+                        with m.Switch(wb_j):
+                            for j in range(layer.n_out):
+                                with m.Case(j):
+                                    m.d.sync += logit_regs[j].eq(acc[:lb])
+                        # Running argmax, first maximum wins.
+                        with m.If((wb_j == 0) | (acc[:lb].as_signed() > best)):
+                            m.d.sync += [best.eq(acc[:lb]), cls.eq(wb_j)]
+            with m.If(wb_final):
+                m.d.sync += [running.eq(0), done.eq(1)]
+                m.d.comb += self.i.ready.eq(1)  # the input is used up
         m.d.comb += [self.o.valid.eq(done), self.o.payload.cls.eq(cls),
                      self.o.payload.logits.eq(Cat_(logit_regs))]
         with m.If(self.o.valid & self.o.ready):

@@ -5,8 +5,12 @@ Two integer nets come out of one Crystal:
 * `frontier`: what the FPGA computes in the hybrid system. Its inputs are the unsigned
   ADC codes of the boundary neurons (crystalbench.adc, shared with the analog backend);
   each ADC step (LSB) is folded into the weights that read it.
-* `all_digital`: the whole net as logic. Its inputs are the raw inputs through the same
-  converter model (`AdcModel.input_codes`) at `fixed_point.digital_input_bits`.
+* `all_digital`: the whole net as logic, faithful to the float net (the hybrid-vs-digital
+  comparison). Its inputs are the raw inputs through the same converter model
+  (`AdcModel.input_codes`) at `fixed_point.digital_input_bits`.
+* `all_digital_small`: the same net pruned (`prune_masks`: dead neurons, then the
+  smallest connections) and in narrower formats (`fixed_point.small_*`): the smallest
+  all-digital design.
 
 Formats, per layer (every tensor is an integer; the scale is a power of two so that
 rescaling is a shift, never a multiplier):
@@ -82,7 +86,7 @@ class IntLayer:
 
 @dataclass(frozen=True, eq=False)
 class IntNet:
-    kind: str  # 'frontier' | 'all_digital'
+    kind: str  # 'frontier' | 'all_digital' | 'all_digital_small'
     input_kind: str  # 'adc_codes' (boundary neurons of crystal layer input_layer) | 'input_codes'
     input_layer: int  # crystal layer whose outputs are the inputs (0 = raw inputs)
     input_index: np.ndarray  # which neurons/inputs of that layer, in order
@@ -176,12 +180,15 @@ def _quantize_layer(W: np.ndarray, mask: np.ndarray, b: np.ndarray, lsb: np.ndar
 
 def _build(c: Crystal, kind: str, first_layer: int, input_kind: str, index: np.ndarray,
            lsb: np.ndarray, offset: np.ndarray, in_bits: int, weight_bits: int,
-           act_bits: int, calib_codes: np.ndarray, max_acc_bits: int) -> IntNet:
+           act_bits: int, calib_codes: np.ndarray, max_acc_bits: int,
+           masks: list[np.ndarray] | None = None) -> IntNet:
+    """`masks` (one per crystal layer, from `prune_masks`) replace the crystal's masks."""
     layers = []
     h_cal = calib_codes
     for li in range(first_layer, len(c.layers) + 1):
         cl = c.layers[li - 1]
-        W, mask = cl.weights, cl.mask
+        W, mask = cl.weights, (cl.mask if masks is None else masks[li - 1])
+        W = W * mask
         if li == first_layer:
             W, mask = W[:, index], mask[:, index]
         where = f"{kind} layer {li}"
@@ -256,17 +263,47 @@ def quantize(c: Crystal, fp, adc_bits: int) -> dict:
                                   np.full(len(idx), adc.input_lsb()), np.full(len(idx), adc.input_low),
                                   adc_bits, fp.weight_bits, fp.weight_bits,
                                   adc.input_codes(cal_x), fp.max_acc_bits)
-    # All-digital: the whole net from the raw inputs.
-    dadc = adc_mod.adc_for(c, fp.digital_input_bits)
+    # All-digital: the whole net from the raw inputs; faithful, and small (pruned, narrow).
     idx = np.arange(c.input.size)
-    nets["all_digital"] = _build(c, "all_digital", 1, "input_codes", idx,
-                                 np.full(len(idx), dadc.input_lsb()), np.full(len(idx), dadc.input_low),
-                                 fp.digital_input_bits, fp.digital_weight_bits,
-                                 fp.digital_activation_bits, dadc.input_codes(cal_x),
-                                 fp.max_acc_bits)
+    for kind, ib, wb, ab, masks in (
+            ("all_digital", fp.digital_input_bits, fp.digital_weight_bits,
+             fp.digital_activation_bits, None),
+            ("all_digital_small", fp.small_input_bits, fp.small_weight_bits,
+             fp.small_activation_bits, prune_masks(c, fp.small_keep))):
+        dadc = adc_mod.adc_for(c, ib)
+        nets[kind] = _build(c, kind, 1, "input_codes", idx, np.full(len(idx), dadc.input_lsb()),
+                            np.full(len(idx), dadc.input_low), ib, wb, ab,
+                            dadc.input_codes(cal_x), fp.max_acc_bits, masks)
     return {"version": FIXED_POINT_VERSION, "adc_bits": adc_bits,
-            "digital_input_bits": fp.digital_input_bits,
             "nets": {k: n.to_dict() for k, n in nets.items()}}
+
+
+def prune_masks(c: Crystal, keep: float) -> list[np.ndarray]:
+    """Masks of the small all-digital net, from the calibration (training) inputs only.
+
+    Connections out of a hidden neuron that never fires on them go (it reads as 0 there);
+    then, per layer, the `keep` fraction of the remaining connections with the largest
+    |weight| x RMS of the value it reads. A hidden neuron left with no reader is dropped
+    by the serial RTL (no program steps, no buffer).
+    """
+    outs = c.forward(c.reference.calibration_x)
+    ins = [c.reference.calibration_x] + list(outs[:-1])
+    masks = [cl.mask.copy() for cl in c.layers]
+    for li in range(len(masks) - 1):  # dead hidden neurons: no inputs, no readers
+        dead = outs[li].max(axis=0) <= 0
+        masks[li][dead] = False
+        masks[li + 1][:, dead] = False
+    for li, (cl, m) in enumerate(zip(c.layers, masks)):
+        score = np.abs(cl.weights) * np.sqrt((ins[li].astype(np.float64) ** 2).mean(axis=0))[None, :]
+        n_keep = int(round(keep * m.sum()))
+        if 0 < n_keep < m.sum():
+            order = np.argsort(-score[m], kind="stable")  # stable: ties stay deterministic
+            kept = np.zeros(int(m.sum()), bool)
+            kept[order[:n_keep]] = True
+            m[m] = kept
+    for li in range(len(masks) - 2, -1, -1):  # a neuron nobody reads any more goes too
+        masks[li][~masks[li + 1].any(axis=0)] = False
+    return masks
 
 
 def nets_of(c: Crystal) -> dict[str, IntNet]:
@@ -285,9 +322,8 @@ def input_codes(c: Crystal, net: IntNet, x: np.ndarray | None = None,
     """
     fp = c.fixed_point
     if net.input_kind == "input_codes":
-        bits = fp["adc_bits"] if net.kind == "frontier" else fp["digital_input_bits"]
         xs = c.reference.x if x is None else x
-        return adc_mod.adc_for(c, bits).input_codes(xs)[:, net.input_index]
+        return adc_mod.adc_for(c, net.in_bits).input_codes(xs)[:, net.input_index]
     li = net.input_layer - 1
     if core_outputs is None:
         core_outputs = (c.reference.outputs[li] if x is None else c.forward(x)[li])

@@ -1,11 +1,17 @@
 """`crystalbench synth`: Verilog from Amaranth -> Yosys (generic gates, iCE40) -> nextpnr.
 
 Method (also written into result.json):
-* generic gates: `synth -flatten`, every flip-flop legalized to a plain D flip-flop
-  (`dfflegalize -cell $_DFF_P_`, so enables and resets show up as gates), then
-  `abc [-fast] -g AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT` (2-input gates plus inverters);
-  `stat -tech cmos` gives the transistor estimate. Memories become flip-flops + muxes.
-  The gate netlist is written for the gate-level simulation (sim/).
+* generic gates: `proc -norom` (small constant tables stay logic), `synth -flatten` up to
+  its fine stage with memories kept as memory cells (`memory -nomap`), every flip-flop
+  legalized to a plain D flip-flop (`dfflegalize -cell $_DFF_P_`, so enables and resets
+  show up as gates), then `abc [-fast] -g AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT` (2-input
+  gates plus inverters). This netlist, logic as gates and each memory (the serial
+  shape's program and weights) as a memory macro, as an ASIC flow would keep an SRAM/ROM
+  macro and an FPGA flow a block RAM, is what the gate-level simulation (sim/) runs.
+  `stat -tech cmos` gives the logic's transistor estimate; memory cells add 6 transistors
+  per RAM bit (6T SRAM) and 1 per ROM bit (NOR mask ROM), periphery not counted. A second count maps the
+  memories to flip-flops and gates too (`memory_map`): `all_logic`, the figure
+  comparable to a gate count of a design with no memory macros.
 * iCE40: `synth_ice40` of the bare design gives LUT4/FF/carry/DSP/BRAM. For place and
   route the design is wrapped in a harness (inputs from a shift register fed by one pin,
   outputs XOR-folded to one pin) so that it needs few I/O pins; nextpnr-ice40 gives fmax.
@@ -76,6 +82,33 @@ def parse_generic_stat(text: str) -> dict:
             "other_cells": other, "transistors": int(tr.group(1))}
 
 
+# Memory cells, periphery not counted: a 6T SRAM cell per RAM bit, one transistor per
+# mask-ROM bit (NOR ROM).
+TRANSISTORS_PER_BIT = {"ram": 6, "rom": 1}
+_MEM_DECL = re.compile(r"^\s*reg (?:\[(\d+):(\d+)\] )?(\S+) \[(\d+):(\d+)\];", re.M)
+
+
+def parse_memories(netlist: str) -> list[dict]:
+    """Memory macros in a Yosys Verilog netlist: its two-dimensional `reg` arrays."""
+    mems = []
+    for hi, lo, name, d1, d0 in _MEM_DECL.findall(netlist):
+        width = abs(int(hi) - int(lo)) + 1 if hi else 1
+        depth = abs(int(d1) - int(d0)) + 1
+        writes = re.search(rf"^\s*{re.escape(name)}\[[^\n]*\]\s*<=", netlist, re.M)
+        mems.append({"name": name.lstrip("\\"), "depth": depth, "width": width,
+                     "bits": depth * width, "kind": "ram" if writes else "rom"})
+    return mems
+
+
+def gate_script(src: Path, stat: Path, netlist: Path, abc: str, all_logic_stat: Path) -> str:
+    abc_cmd = f"abc {'-fast ' if abc == 'fast' else ''}-g AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT"
+    to_gates = f"opt -full\ntechmap\nopt -fast\ndfflegalize -cell $_DFF_P_ 01\n{abc_cmd}\nopt_clean\n"
+    return (f"read_verilog {src}\nhierarchy -top top\nproc -norom\n"
+            f"synth -flatten -top top -run begin:fine\nopt -fast -full\n{to_gates}"
+            f"tee -o {stat} stat -tech cmos\nwrite_verilog -noattr {netlist}\n"
+            f"memory_map\n{to_gates}tee -o {all_logic_stat} stat -tech cmos\n")
+
+
 def parse_ice40_stat(text: str) -> dict:
     cells = dict((k, int(v)) for k, v in re.findall(r"^\s+(SB_\w+)\s+(\d+)\s*$", text, re.M))
     ff = sum(v for k, v in cells.items() if k.startswith("SB_DFF"))
@@ -97,15 +130,19 @@ def synth_design(dut, name: str, out: Path, part: str = "up5k", pnr: bool = True
     d.mkdir(parents=True, exist_ok=True)
     (d / "top.v").write_text(design_mod.to_verilog(dut, "top"))
     res: dict = {"name": name, "verilog": str(d / "top.v")}
-    # Generic 2-input gates.
-    (d / "gates.ys").write_text(
-        f"read_verilog {d / 'top.v'}\nsynth -flatten -top top\n"
-        f"dfflegalize -cell $_DFF_P_ 01\nabc {'-fast ' if abc == 'fast' else ''}"
-        "-g AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT\n"
-        f"opt_clean\ntee -o {d / 'gates_stat.txt'} stat -tech cmos\n"
-        f"write_verilog -noattr {d / 'gates.v'}\n")
+    # Generic 2-input gates, memories as macros; then everything as gates.
+    (d / "gates.ys").write_text(gate_script(d / "top.v", d / "gates_stat.txt", d / "gates.v", abc,
+                                            d / "gates_all_logic_stat.txt"))
     r = toolrun.run("yosys", ["-q", d / "gates.ys"], log=d / "yosys_gates.log")
     res.update(parse_generic_stat((d / "gates_stat.txt").read_text()))
+    res["other_cells"].pop("mem_v2", None)  # listed in `memories`
+    mems = parse_memories((d / "gates.v").read_text())
+    res["memories"] = mems
+    res["memory_bits"] = sum(m["bits"] for m in mems)
+    res["logic_transistors"] = res["transistors"]
+    res["transistors"] += sum(TRANSISTORS_PER_BIT[m["kind"]] * m["bits"] for m in mems)
+    full = parse_generic_stat((d / "gates_all_logic_stat.txt").read_text())
+    res["all_logic"] = {k: full[k] for k in ("gates", "flip_flops", "transistors")}
     res["gate_netlist"] = str(d / "gates.v")
     res["yosys_gates_seconds"] = round(r.seconds, 2)
     # iCE40 resources of the bare design.

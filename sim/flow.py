@@ -50,8 +50,6 @@ def run_sim(cfg, build_dir, waves: bool = False, vectors: int | None = None, log
         for level, src in (("rtl", d["verilog"]), ("gates", d["gate_netlist"])):
             key = f"{name}_{level}"
             m = len(codes)
-            if level == "gates" and d["shape"] == "serial" and cfg.rtl.serial_gate_vectors:
-                m = min(m, cfg.rtl.serial_gate_vectors)
             t0 = time.perf_counter()
             vcd = out / f"{key}.vcd" if waves else None
             r = runner.run_vectors(src, codes[:m], net.in_bits, net.logit_bits, net.n_classes,

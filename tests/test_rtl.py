@@ -1,5 +1,6 @@
 """Fixed point, golden model, Amaranth components (in Amaranth's simulator), Yosys/nextpnr."""
 import copy
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def amaranth_run(dut, net, codes, writes=()):
     return cls, logits
 
 
-@pytest.mark.parametrize("kind", ["frontier", "all_digital"])
+@pytest.mark.parametrize("kind", ["frontier", "all_digital", "all_digital_small"])
 @pytest.mark.parametrize("shape, weights", [("parallel", "baked"), ("parallel", "loadable"),
                                             ("serial", "baked"), ("serial", "loadable")])
 def test_components_match_golden(kind, shape, weights):
@@ -153,3 +154,39 @@ def test_yosys_failure_names_its_log(tmp_path):
     bad.write_text("module top(input a; endmodule\n")
     with pytest.raises(toolrun.ToolFailed, match=r"yosys failed .*see .*yosys\.log"):
         toolrun.run("yosys", ["-q", "-p", f"read_verilog {bad}"], log=tmp_path / "yosys.log")
+
+
+def test_prune_masks_drop_dead_and_small_connections():
+    c = tiny_crystal()
+    hidden = c.layers[0]
+    w = hidden.weights.copy()
+    w[1] = -np.abs(w[1]) - 1.0  # hidden neuron 1 can never fire on inputs in [0, 1]
+    c = c.replace(layers=(dataclasses.replace(hidden, weights=w * hidden.mask), c.layers[1]))
+    masks = fixed.prune_masks(c, 0.5)
+    for m, layer in zip(masks, c.layers):
+        assert not (m & ~layer.mask).any()  # only removes
+    assert not masks[1][:, 1].any() and not masks[0][1].any()  # dead: no readers, no inputs
+    live = c.layers[1].mask.copy()
+    live[:, 1] = False
+    assert masks[1].sum() == round(0.5 * live.sum())
+    # The kept readout connections are the largest |w| x RMS(input).
+    h = c.forward(c.reference.calibration_x)[0]
+    score = np.abs(c.layers[1].weights) * np.sqrt((h.astype(np.float64) ** 2).mean(0))
+    assert score[masks[1]].min() >= score[live & ~masks[1]].max()
+
+
+def test_serial_skips_neurons_nobody_reads():
+    c = quantized()
+    net = fixed.nets_of(c)["all_digital"]
+    last = net.layers[-1]
+    mask = last.mask.copy()
+    mask[:, 2] = False  # nobody reads hidden neuron 2
+    net2 = dataclasses.replace(net, layers=(net.layers[0], dataclasses.replace(
+        last, mask=mask, weights=last.weights * mask)))
+    dut = design.build(net2, "serial", "baked")
+    assert 2 not in dut.alive[0] and len(dut.alive[0]) == net.layers[0].n_out - 1
+    assert len(dut.prog_k) == (int(net.layers[0].mask[dut.alive[0]].sum()) + int(mask.sum())
+                               + design.BUBBLES)
+    codes = fixed.input_codes(c, net2)[:4]
+    cls, logits = amaranth_run(dut, net2, codes)
+    np.testing.assert_array_equal(logits, net2.forward(codes)["logits"])

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 
 from crystalbench import cli
 from crystalbench import config as cfgmod
@@ -36,6 +37,22 @@ def test_synth_then_sim_end_to_end(tmp_path):
             assert saved[kind][key] is not None and saved[kind][key] > 0, (kind, key)
     assert res["designs"]["frontier_parallel"]["latency_cycles"] == 2  # readout + argmax
     assert res["designs"]["frontier_parallel"]["interval_cycles"] == 1
+    c = cm.load(tmp_path / "tiny" / "crystal")
+    from crystalbench.rtl import design, fixed
+    for name in ("frontier_serial", "all_digital_serial", "all_digital_small_serial"):
+        d = res["designs"][name]
+        dut = design.build(fixed.nets_of(c)[d["kind"]], "serial", d["weights"])
+        Fragment.get(dut, None)  # elaborated (Amaranth warns about a component never used)
+        assert d["latency_cycles"] == d["interval_cycles"] == dut.latency  # measured = intent
+        # Program and weights stay memory macros in the gate netlist (RAM when loadable);
+        # the all-logic count maps them to flip-flops and gates.
+        kinds = {m["name"]: m["kind"] for m in d["memories"]}
+        assert kinds == {"prog": "rom", "wmem": "ram" if d["weights"] == "loadable" else "rom"}
+        assert d["memory_bits"] == sum(m["depth"] * m["width"] for m in d["memories"])
+        ram_bits = sum(m["bits"] for m in d["memories"] if m["kind"] == "ram")
+        assert d["all_logic"]["flip_flops"] >= d["flip_flops"] + ram_bits
+        assert d["all_logic"]["gates"] > d["gates"]
+    assert res["designs"]["frontier_parallel"]["memory_bits"] == 0
     # The formats are recorded in the Crystal.
     assert cm.load(tmp_path / "tiny" / "crystal").fixed_point["nets"]["frontier"]
     sim = run_sim(cfg, tmp_path, waves=True, log=lambda *_: None)
