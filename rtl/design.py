@@ -9,11 +9,12 @@ first maximum). Both compute exactly `IntNet.forward`.
   has its own multiplier (baked: shift-and-add of the constant's signed digits, so an
   absent connection or a zero weight costs nothing). One sample per clock once full.
 * `SerialNet`: one multiply-accumulate unit walks a program of the present connections
-  (sparse: only those, and only of neurons that something reads), reading weights from a memory; smallest area, one sample per
-  (connections + 5 + 2 per hidden layer) clocks; a three-stage pipeline (operand fetch,
-  multiply-accumulate, write-back) keeps the clock up. It reads the input codes straight from the stream payload,
-  which the stream rules hold stable while `valid` is high and `ready` low, and takes
-  the transfer (`ready`) on its last step: no input buffer.
+  (sparse: only those, and only of neurons that something reads), reading weights from
+  a memory; smallest area, one sample per (connections + 5 + 2 per hidden layer)
+  clocks; a three-stage pipeline (operand fetch, multiply-accumulate, write-back) keeps
+  the clock up. It reads the input codes straight from the stream payload, which the
+  stream rules hold stable while `valid` is high and `ready` low, and takes the
+  transfer (`ready`) on its last step: no input buffer.
 
 `weights="loadable"` makes the readout's weights writable through `wr` (`en`, `addr`
 = index of the connection in row-major order over the present ones, `data` = two's
@@ -207,6 +208,10 @@ class SerialNet(wiring.Component):
                 self.layer_of.append(li)
         self.prog_k, self.prog_w, self.prog_last = prog_k, prog_w, prog_last
         self.n_conn = int(net.layers[-1].mask.sum())
+        if weights == "loadable" and not net.layers[-1].mask.any(axis=1).all():
+            # Its placeholder step would shift the write addresses of the rows after it.
+            raise ValueError(f"{net.kind}: a readout neuron has no connection; loadable "
+                             "serial weights need every readout row present (use baked)")
         # Offer to result: start, one cycle per step, the pipeline (memory read, operand
         # register, multiply-accumulate, write-back), the transfer. The simulation measures
         # it; tests compare.

@@ -79,12 +79,20 @@ def measure_activity(net, verilog: Path, codes: np.ndarray, work: Path, loadable
                               and (r["logits"] == golden["logits"]).all())}
 
 
+def abc_effort(cfg, dut) -> str:
+    """`rtl.abc`; `auto`: full ABC for the serial shape (small: about a minute, some 15%
+    fewer gates), -fast for the parallel one (full would take far longer)."""
+    if cfg.rtl.abc != "auto":
+        return cfg.rtl.abc
+    return "full" if isinstance(dut, design_mod.SerialNet) else "fast"
+
+
 def _cache_key(dut, cfg) -> str:
     """What a design's figures depend on: its Verilog, the synthesis knobs, the flow."""
     import hashlib
 
-    knobs = {k: getattr(cfg.rtl, k) for k in ("abc", "large_part", "part", "power_vectors",
-                                               "clock_mhz")}
+    knobs = {k: getattr(cfg.rtl, k) for k in ("large_part", "part", "power_vectors", "clock_mhz")}
+    knobs["abc"] = abc_effort(cfg, dut)
     h = hashlib.sha256(design_mod.to_verilog(dut, "top").encode())
     h.update(json.dumps([knobs, FLOW_VERSION], sort_keys=True).encode())
     return h.hexdigest()
@@ -93,7 +101,7 @@ def _cache_key(dut, cfg) -> str:
 def _synth_and_measure(c, cfg, out: Path, name: str, net, dut, shape: str, weights: str) -> dict:
     from crystalbench.sim import power
 
-    fig = synth_mod.synth_design(dut, name, out, part=cfg.rtl.part, abc=cfg.rtl.abc,
+    fig = synth_mod.synth_design(dut, name, out, part=cfg.rtl.part, abc=abc_effort(cfg, dut),
                                  large_part=cfg.rtl.large_part)
     codes = fixed.input_codes(c, net)[:cfg.rtl.power_vectors]
     act = measure_activity(net, Path(fig["gate_netlist"]), codes, out / name / "activity",
@@ -140,6 +148,7 @@ def run_synth(cfg, build_dir, log=print) -> dict:
         cached = out / name / "figures.json"
         if cached.exists() and json.loads(cached.read_text()).get("cache_key") == key:
             fig = json.loads(cached.read_text())
+            fig.setdefault("abc", abc_effort(cfg, dut))
             log(f"{name}: unchanged since the last run (same Verilog and rtl knobs); figures "
                 f"from {cached}")
         else:
@@ -176,7 +185,8 @@ def run_synth(cfg, build_dir, log=print) -> dict:
 METHOD = (
     "Verilog from Amaranth 0.5 (rtl/design.py). Gates: Yosys `proc -norom`, `synth -flatten` "
     "with memories kept as memory cells, flip-flops legalized to plain D flip-flops, `abc -g "
-    "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT` (with -fast when rtl.abc is fast); gates = "
+    "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT` (-fast unless rtl.abc asks for full effort: "
+    "`auto` gives it to the serial shape; the effort used is in each design's abc); gates = "
     "combinational cells (2-input gates + inverters), flip_flops counted apart, memory_bits ="
     " the memories (serial shape: program and weights; RAM when loadable, else ROM) kept as "
     "macros, as an ASIC flow keeps SRAM/ROM and an FPGA flow block RAM; this netlist is the "

@@ -9,9 +9,9 @@ Method (also written into result.json):
   shape's program and weights) as a memory macro, as an ASIC flow would keep an SRAM/ROM
   macro and an FPGA flow a block RAM, is what the gate-level simulation (sim/) runs.
   `stat -tech cmos` gives the logic's transistor estimate; memory cells add 6 transistors
-  per RAM bit (6T SRAM) and 1 per ROM bit (NOR mask ROM), periphery not counted. A second count maps the
-  memories to flip-flops and gates too (`memory_map`): `all_logic`, the figure
-  comparable to a gate count of a design with no memory macros.
+  per RAM bit (6T SRAM) and 1 per ROM bit (NOR mask ROM), periphery not counted. A
+  second count maps the memories to flip-flops and gates too (`memory_map`):
+  `all_logic`, the figure comparable to a gate count of a design with no memory macros.
 * iCE40: `synth_ice40` of the bare design gives LUT4/FF/carry/DSP/BRAM. For place and
   route the design is wrapped in a harness (inputs from a shift register fed by one pin,
   outputs XOR-folded to one pin) so that it needs few I/O pins; nextpnr-ice40 gives fmax.
@@ -129,7 +129,7 @@ def synth_design(dut, name: str, out: Path, part: str = "up5k", pnr: bool = True
     d = out / name
     d.mkdir(parents=True, exist_ok=True)
     (d / "top.v").write_text(design_mod.to_verilog(dut, "top"))
-    res: dict = {"name": name, "verilog": str(d / "top.v")}
+    res: dict = {"name": name, "verilog": str(d / "top.v"), "abc": abc}
     # Generic 2-input gates, memories as macros; then everything as gates.
     (d / "gates.ys").write_text(gate_script(d / "top.v", d / "gates_stat.txt", d / "gates.v", abc,
                                             d / "gates_all_logic_stat.txt"))

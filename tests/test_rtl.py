@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from crystalbench import crystal as cm
@@ -190,3 +191,16 @@ def test_serial_skips_neurons_nobody_reads():
     codes = fixed.input_codes(c, net2)[:4]
     cls, logits = amaranth_run(dut, net2, codes)
     np.testing.assert_array_equal(logits, net2.forward(codes)["logits"])
+
+
+def test_serial_loadable_refuses_an_empty_readout_row():
+    net = fixed.nets_of(quantized())["frontier"]
+    last = net.layers[-1]
+    mask = last.mask.copy()
+    mask[1] = False
+    net2 = dataclasses.replace(net, layers=net.layers[:-1] + (dataclasses.replace(
+        last, mask=mask, weights=last.weights * mask),))
+    with pytest.raises(ValueError, match="no connection; loadable"):
+        design.build(net2, "serial", "loadable")
+    # A placeholder step is fine when nothing is written.
+    Fragment.get(design.build(net2, "serial", "baked"), None)
