@@ -62,13 +62,15 @@ def designs(cfg, nets: dict) -> list[tuple[str, object, str, str]]:
     return out
 
 
-def measure_activity(net, verilog: Path, codes: np.ndarray, work: Path, loadable: bool) -> dict:
-    """Gate-level run over a few vectors: toggles per net, measured latency and interval."""
+def measure_activity(net, verilog: Path, codes: np.ndarray, work: Path, loadable: bool,
+                     latency: int) -> dict:
+    """Gate-level run over a few vectors: toggles per net, measured latency and interval.
+    `latency` (the design's intent) bounds the run: twice it per vector."""
     from crystalbench.sim import power, runner
 
     vcd = work / "activity.vcd"
     r = runner.run_vectors(verilog, codes, net.in_bits, net.logit_bits, net.n_classes,
-                           work, loadable, vcd=vcd)
+                           work, loadable, vcd=vcd, max_cycles=runner.cycle_limit(latency, len(codes)))
     golden = net.forward(codes)
     t = power.count_toggles(vcd)
     vcd.unlink()  # large; the counts are what we keep
@@ -105,7 +107,7 @@ def _synth_and_measure(c, cfg, out: Path, name: str, net, dut, shape: str, weigh
                                  large_part=cfg.rtl.large_part)
     codes = fixed.input_codes(c, net)[:cfg.rtl.power_vectors]
     act = measure_activity(net, Path(fig["gate_netlist"]), codes, out / name / "activity",
-                           weights == "loadable")
+                           weights == "loadable", dut.latency)
     if not act["bit_exact"]:
         raise synth_mod.SynthError(f"{name}: the gate netlist disagrees with the golden "
                                    f"model on the power vectors; see {out / name}")

@@ -53,7 +53,8 @@ def run_sim(cfg, build_dir, waves: bool = False, vectors: int | None = None, log
             t0 = time.perf_counter()
             vcd = out / f"{key}.vcd" if waves else None
             r = runner.run_vectors(src, codes[:m], net.in_bits, net.logit_bits, net.n_classes,
-                                   out / key, d["weights"] == "loadable", vcd=vcd)
+                                   out / key, d["weights"] == "loadable", vcd=vcd,
+                                   max_cycles=runner.cycle_limit(d["latency_cycles"], m))
             exact = (r["cls"] == golden["cls"][:m]) & (r["logits"] == golden["logits"][:m]).all(axis=1)
             res["bit_exact_fraction"][key] = float(exact.mean())
             res["latency_cycles"][key] = int(max(r["latency_cycles"]))

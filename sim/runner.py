@@ -63,6 +63,11 @@ def _vcd_format(runner) -> None:
     runner._test_command = cmd
 
 
+def cycle_limit(latency: int, vectors: int) -> int:
+    """Clock cycles a run may take before the testbench gives up: twice the expected."""
+    return 100 + 2 * max(latency, 1) * (vectors + 2)
+
+
 def run_vectors(verilog: str | Path, codes: np.ndarray, in_bits: int, logit_bits: int,
                 n_classes: int, build_dir: str | Path, loadable: bool, vcd: str | Path | None = None,
                 max_cycles: int | None = None) -> dict:
@@ -78,7 +83,7 @@ def run_vectors(verilog: str | Path, codes: np.ndarray, in_bits: int, logit_bits
     job.write_text(json.dumps({
         "vectors": codes.tolist(), "in_bits": in_bits, "logit_bits": logit_bits,
         "n_classes": n_classes, "loadable": loadable, "out": str(out),
-        "max_cycles": max_cycles or 100 + 4000 * (len(codes) + 2)}))
+        "max_cycles": max_cycles or cycle_limit(4000, len(codes))}))
     if out.exists():
         out.unlink()
     log = build_dir / "sim.log"

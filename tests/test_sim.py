@@ -72,6 +72,18 @@ def test_icarus_failure_names_its_log(tmp_path):
         runner.run_vectors(bad, np.zeros((1, 2), int), 8, 8, 2, tmp_path / "b", False)
 
 
+def test_design_that_never_answers_ends_at_the_cycle_limit(tmp_path):
+    mute = tmp_path / "mute.v"
+    mute.write_text("module top(input clk, input rst, input i__valid, input [15:0] i__payload,\n"
+                    "  output i__ready, output o__valid, input o__ready, output [16:0] o__payload);\n"
+                    "  assign i__ready = 1'b0; assign o__valid = 1'b0; assign o__payload = 0;\n"
+                    "endmodule\n")
+    with pytest.raises(runner.SimError, match=r"see .*sim\.log"):
+        runner.run_vectors(mute, np.zeros((1, 2), int), 8, 8, 2, tmp_path / "m", False,
+                           max_cycles=50)
+    assert "no result after 50 cycles" in (tmp_path / "m" / "sim.log").read_text()
+
+
 def test_cli_names_missing_inputs(tmp_path, capsys):
     cfgf = tmp_path / "t.yaml"
     cfgf.write_text("experiment: nothing\n")
