@@ -70,7 +70,8 @@ def measure_activity(net, verilog: Path, codes: np.ndarray, work: Path, loadable
 
     vcd = work / "activity.vcd"
     r = runner.run_vectors(verilog, codes, net.in_bits, net.logit_bits, net.n_classes,
-                           work, loadable, vcd=vcd, max_cycles=runner.cycle_limit(latency, len(codes)))
+                           work, loadable, vcd=vcd,
+                           max_cycles=runner.cycle_limit(latency, len(codes)))
     golden = net.forward(codes)
     t = power.count_toggles(vcd)
     vcd.unlink()  # large; the counts are what we keep
