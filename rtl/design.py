@@ -25,7 +25,7 @@ and hidden layers stay baked.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Array, C, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -156,14 +156,9 @@ class ParallelNet(wiring.Component):
         logits = Signal(unsigned(net.n_classes * net.logit_bits))
         cls = Signal(_bits(net.n_classes))
         with m.If(advance):
-            m.d.sync += [logits.eq(Cat_(h)), cls.eq(idx), self.o.valid.eq(valid)]
+            m.d.sync += [logits.eq(Cat(*h)), cls.eq(idx), self.o.valid.eq(valid)]
         m.d.comb += [self.o.payload.logits.eq(logits), self.o.payload.cls.eq(cls)]
         return m
-
-
-def Cat_(values):
-    from amaranth.hdl import Cat
-    return Cat(*values)
 
 
 class SerialNet(wiring.Component):
@@ -186,7 +181,7 @@ class SerialNet(wiring.Component):
         # The program: every present connection, layer by layer, neuron by neuron, each
         # naming its source by position among the computed neurons (or used inputs).
         prog_k, prog_w, prog_last = [], [], []
-        self.layer_of, self.start_of_last = [], 0
+        self.start_of_last = 0
         for li, layer in enumerate(net.layers):
             pos = {int(k): i for i, k in enumerate(self.sources[li])}
             for j in self.alive[li]:
@@ -205,7 +200,6 @@ class SerialNet(wiring.Component):
                     prog_k.append(pos[k])
                     prog_w.append(w)
                     prog_last.append(n == len(ks) - 1)
-                self.layer_of.append(li)
         self.prog_k, self.prog_w, self.prog_last = prog_k, prog_w, prog_last
         self.n_conn = int(net.layers[-1].mask.sum())
         if weights == "loadable" and not net.layers[-1].mask.any(axis=1).all():
@@ -222,7 +216,7 @@ class SerialNet(wiring.Component):
         m = Module()
         net = self.net
         P = len(self.prog_k)
-        n_neurons = len(self.layer_of)
+        n_neurons = sum(len(a) for a in self.alive)
         kbits = _bits(max(len(src) for src in self.sources))
         wb = max(layer.weight_bits for layer in net.layers)
         m.submodules.prog = prog = Memory(
@@ -319,7 +313,7 @@ class SerialNet(wiring.Component):
                 m.d.sync += [running.eq(0), done.eq(1)]
                 m.d.comb += self.i.ready.eq(1)  # the input is used up
         m.d.comb += [self.o.valid.eq(done), self.o.payload.cls.eq(cls),
-                     self.o.payload.logits.eq(Cat_(logit_regs))]
+                     self.o.payload.logits.eq(Cat(*logit_regs))]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += done.eq(0)
         return m

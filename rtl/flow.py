@@ -90,22 +90,23 @@ def abc_effort(cfg, dut) -> str:
     return "full" if isinstance(dut, design_mod.SerialNet) else "fast"
 
 
-def _cache_key(dut, cfg) -> str:
+def _cache_key(dut, verilog: str, cfg) -> str:
     """What a design's figures depend on: its Verilog, the synthesis knobs, the flow."""
     import hashlib
 
     knobs = {k: getattr(cfg.rtl, k) for k in ("large_part", "part", "power_vectors", "clock_mhz")}
     knobs["abc"] = abc_effort(cfg, dut)
-    h = hashlib.sha256(design_mod.to_verilog(dut, "top").encode())
+    h = hashlib.sha256(verilog.encode())
     h.update(json.dumps([knobs, FLOW_VERSION], sort_keys=True).encode())
     return h.hexdigest()
 
 
-def _synth_and_measure(c, cfg, out: Path, name: str, net, dut, shape: str, weights: str) -> dict:
+def _synth_and_measure(c, cfg, out: Path, name: str, net, dut, verilog: str, shape: str,
+                       weights: str) -> dict:
     from crystalbench.sim import power
 
     fig = synth_mod.synth_design(dut, name, out, part=cfg.rtl.part, abc=abc_effort(cfg, dut),
-                                 large_part=cfg.rtl.large_part)
+                                 large_part=cfg.rtl.large_part, verilog=verilog)
     codes = fixed.input_codes(c, net)[:cfg.rtl.power_vectors]
     act = measure_activity(net, Path(fig["gate_netlist"]), codes, out / name / "activity",
                            weights == "loadable", dut.latency)
@@ -147,7 +148,8 @@ def run_synth(cfg, build_dir, log=print) -> dict:
     for name, net, shape, weights in designs(cfg, nets):
         t0 = time.perf_counter()
         dut = design_mod.build(net, shape, weights)
-        key = _cache_key(dut, cfg)
+        verilog = design_mod.to_verilog(dut, "top")
+        key = _cache_key(dut, verilog, cfg)
         cached = out / name / "figures.json"
         if cached.exists() and json.loads(cached.read_text()).get("cache_key") == key:
             fig = json.loads(cached.read_text())
@@ -155,7 +157,7 @@ def run_synth(cfg, build_dir, log=print) -> dict:
             log(f"{name}: unchanged since the last run (same Verilog and rtl knobs); figures "
                 f"from {cached}")
         else:
-            fig = _synth_and_measure(c, cfg, out, name, net, dut, shape, weights)
+            fig = _synth_and_measure(c, cfg, out, name, net, dut, verilog, shape, weights)
             fig["cache_key"] = key
             fig["seconds"] = round(time.perf_counter() - t0, 1)
             crystal_mod.atomic_write_json(cached, _plain(fig))

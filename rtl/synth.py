@@ -123,12 +123,13 @@ def parse_fmax(text: str) -> float | None:
 
 
 def synth_design(dut, name: str, out: Path, part: str = "up5k", pnr: bool = True,
-                 abc: str = "fast", large_part: str = "ecp5") -> dict:
-    """Synthesize one component; return its figures; files go to out/<name>/."""
+                 abc: str = "fast", large_part: str = "ecp5", verilog: str | None = None) -> dict:
+    """Synthesize one component; return its figures; files go to out/<name>/.
+    `verilog`: the component's Verilog when the caller already has it."""
     toolrun.require("yosys", *(["nextpnr-ice40"] if pnr else []))
     d = out / name
     d.mkdir(parents=True, exist_ok=True)
-    (d / "top.v").write_text(design_mod.to_verilog(dut, "top"))
+    (d / "top.v").write_text(verilog or design_mod.to_verilog(dut, "top"))
     res: dict = {"name": name, "verilog": str(d / "top.v"), "abc": abc}
     # Generic 2-input gates, memories as macros; then everything as gates.
     (d / "gates.ys").write_text(gate_script(d / "top.v", d / "gates_stat.txt", d / "gates.v", abc,
