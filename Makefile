@@ -7,23 +7,25 @@ BIN    := $(VENV)/bin
 CB     := $(BIN)/crystalbench
 CONFIG ?= configs/digits.yaml
 BUILD  ?= build
-# Debian packages the tool runs: ngspice (+ libngspice for PySpice), Icarus Verilog,
+# Debian packages the tool runs: ngspice (run in batch mode), Icarus Verilog,
 # Yosys, nextpnr for iCE40 with icestorm's packer, and openFPGALoader for flashing.
-APT_PACKAGES := ngspice libngspice0-dev iverilog yosys nextpnr-ice40 fpga-icestorm openfpgaloader
+APT_PACKAGES := ngspice iverilog yosys nextpnr-ice40 fpga-icestorm openfpgaloader
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_CONFIGS := configs/digits.yaml configs/digits_source_scale.yaml configs/mnist1d.yaml
 
-.PHONY: setup apt demo test train synth sim sim-analog bench clean help
+.PHONY: setup apt demo test lint train quantize synth sim sim-analog bench report clean help
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make demo    set up, train the default crystal on digits, simulate its analog core, show results"
-	@echo "make test    set up, run the test suite (real tools, no skips)"
+	@echo "make test    set up, lint (ruff), run the test suite (real tools, no skips)"
 	@echo "make train   CONFIG=configs/<name>.yaml"
-	@echo "make synth   CONFIG=...: fixed point, RTL, Yosys gates + iCE40 -> $(BUILD)/<exp>/synth/"
-	@echo "make sim     CONFIG=...: cocotb/Icarus RTL + gate-level regression -> $(BUILD)/<exp>/sim/ (WAVES=1: VCDs)"
+	@echo "make quantize CONFIG=...: fixed-point formats + golden model -> $(BUILD)/<exp>/fixed/"
+	@echo "make synth   CONFIG=...: RTL, Yosys gates + iCE40/nextpnr -> $(BUILD)/<exp>/synth/"
+	@echo "make sim     CONFIG=...: cocotb/Icarus RTL + gate-level regression, latency, energy -> $(BUILD)/<exp>/sim/ (WAVES=1: VCDs)"
 	@echo "make sim-analog  CONFIG=...: frozen core as op-amp circuits in ngspice -> $(BUILD)/<exp>/analog/"
 	@echo "make bench   training benchmarks -> $(BUILD)/bench/train.json"
+	@echo "make report  $(BUILD)/report.md from every result.json present"
 	@echo "make setup   install Debian packages and the Python environment (.venv)"
 
 setup: apt $(VENV)/.installed
@@ -51,13 +53,20 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(CB) --build-dir $(BUILD) train --config $(CONFIG) --resume
 	$(CB) --build-dir $(BUILD) sim-analog --config $(CONFIG)
-	@echo "Next: make synth && make sim (digital frontier; the default synth takes ~35 min on 2 cores)"
+	$(CB) --build-dir $(BUILD) report
+	@echo "Next: make synth && make sim (digital frontier and all-digital net; the first default synth takes ~20 min on 2 cores)"
 
 train: setup
 	$(CB) --build-dir $(BUILD) train --config $(CONFIG)
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+quantize: setup
+	$(CB) --build-dir $(BUILD) quantize --config $(CONFIG)
 
 synth: setup
 	$(CB) --build-dir $(BUILD) synth --config $(CONFIG)
@@ -70,6 +79,9 @@ sim-analog: setup
 
 bench: setup
 	$(CB) --build-dir $(BUILD) bench $(foreach c,$(BENCH_CONFIGS),--config $(c))
+
+report: setup
+	$(CB) --build-dir $(BUILD) report
 
 clean:
 	rm -rf $(BUILD)

@@ -32,6 +32,7 @@ from PySpice.Spice.Netlist import Circuit, SubCircuitFactory
 
 from crystalbench import adc as adc_mod
 from crystalbench.crystal import Crystal
+from crystalbench.errors import AnalogError
 
 from . import eseries
 from .opamps import OpAmpMacro, OpAmpSpec
@@ -41,10 +42,6 @@ DIODE_MODEL = "dsig"
 # fitted to a datasheet (unconfirmed): its reverse leakage times Rf must stay far below
 # an ADC LSB, which rules out a plain 1N4148 model (IS ~ nA) with megaohm feedback.
 DIODE_PARAMS = dict(IS=1e-12, N=1.0, RS=1.0, CJO=2e-12, TT=3e-9, BV=75)
-
-
-class AnalogError(ValueError):
-    """A core that cannot be built or simulated as configured; names the key or file."""
 
 
 class InvertingBuffer(SubCircuitFactory):
@@ -140,95 +137,106 @@ def design_core(c: Crystal, acfg, adc: adc_mod.AdcModel, opamp: OpAmpSpec) -> Co
     supply = acfg.supply_v if acfg.supply_v is not None else opamp.supply_default_v
     in_mag = max(abs(c.input.low), abs(c.input.high)) or 1.0
     vx = acfg.input_v / in_mag
-    part = c.partition
     n_hidden = len(c.layers) - 1
-    core_idx = tuple(np.flatnonzero(part.core[li]) for li in range(n_hidden))
-    gains = {}
-    for li in range(n_hidden):
-        for j in core_idx[li]:
-            gains[(li, int(j))] = acfg.adc_ref_v / float(adc.full_scale[li][j])
+    core_idx = tuple(np.flatnonzero(c.partition.core[li]) for li in range(n_hidden))
+    gains = {(li, int(j)): acfg.adc_ref_v / float(adc.full_scale[li][j])
+             for li in range(n_hidden) for j in core_idx[li]}
     design = CoreDesign(crystal_name=c.name, opamp=opamp, series=acfg.e_series,
                         vcc=supply / 2, vee=-supply / 2, vx=vx, vref=acfg.vref_v,
                         v_fs=acfg.adc_ref_v, r_inverter=float(eseries.snap(acfg.r_inverter, table)),
                         neurons=[], core=core_idx, n_inputs=c.input.size)
-    clipped = {"above_r_max_open": 0, "above_r_max_at_r_max": 0, "below_r_min": 0,
-               "worst": None}
-    worst_err = 0.0
-    inverted = set()
-
-    def stage_of(li, j):
-        read_by_core = li + 1 < n_hidden and bool(
-            (c.layers[li + 1].mask[:, j] & part.core[li + 1]).any())
-        return "rectifier" if read_by_core or acfg.relu_stage == "rectifier" else "clamp"
-
+    design.clipped = {"above_r_max_open": 0, "above_r_max_at_r_max": 0, "below_r_min": 0,
+                      "worst": None}
+    inverted: set = set()
     for li in range(n_hidden):
-        layer = c.layers[li]
         for j in core_idx[li]:
-            j = int(j)
-            g = gains[(li, j)]
-            ks = np.flatnonzero(layer.mask[j] & (layer.weights[j] != 0))
-            scales = np.array([vx if li == 0 else gains[(li - 1, int(k))] for k in ks])
-            ratios = g * np.abs(layer.weights[j, ks].astype(np.float64)) / scales
-            b = float(layer.bias[j])
-            all_ratios = list(ratios) + ([g * abs(b) / acfg.vref_v] if b != 0 else [])
-            if not all_ratios:
-                design.neurons.append(Neuron(li, j, g, float(table[-1]), [], None,
-                                             stage_of(li, j)))
-                continue
-            a_max, a_min = max(all_ratios), min(all_ratios)
-            # Largest Rf that keeps the strongest weight >= r_min, capped where the weakest
-            # weight sits at r_max; both inside the range.
-            rf = min(acfg.r_max * a_min, acfg.r_max)
-            rf = max(rf, acfg.r_min * a_max, acfg.r_min)
-            rf = float(np.clip(rf, acfg.r_min, acfg.r_max))
-            rf = float(eseries.snap(rf, table))
-            inputs = []
-
-            def place(ratio, what):
-                nonlocal worst_err
-                need = rf / ratio
-                if need > acfg.r_max:
-                    a_at_max = rf / table[-1]
-                    kind = "above_r_max_at_r_max" if ratio >= a_at_max / 2 else "above_r_max_open"
-                elif need < acfg.r_min:
-                    kind = "below_r_min"
-                else:
-                    return float(eseries.snap(need, table))
-                if acfg.out_of_range == "refuse":
-                    raise AnalogError(
-                        f"analog.out_of_range is 'refuse' and {what} of core neuron {j} (layer "
-                        f"{li + 1}) needs {need:.4g} ohm, outside analog.r_min..r_max = "
-                        f"{acfg.r_min:g}..{acfg.r_max:g}; widen the range or set "
-                        "analog.out_of_range: clip")
-                clipped[kind] += 1
-                ohms = None if kind == "above_r_max_open" else float(table[-1] if need > acfg.r_max
-                                                                       else table[0])
-                got = 0.0 if ohms is None else rf / ohms
-                err = abs(got - ratio) / g  # model units at full input
-                if err > worst_err:
-                    worst_err = err
-                    clipped["worst"] = {"layer": li + 1, "neuron": j, "what": what,
-                                        "needed_ohm": need, "used_ohm": ohms,
-                                        "error_model_units": err}
-                return ohms
-
-            for k, ratio in zip(ks, ratios):
-                ohms = place(ratio, f"the weight from {'input' if li == 0 else 'neuron'} {k}")
-                if ohms is None:
-                    continue
-                inv = bool(layer.weights[j, k] > 0)
-                if inv:
-                    inverted.add((li - 1, int(k)))
-                inputs.append((int(k), inv, ohms))
-            bias = None
-            if b != 0:
-                ohms = place(g * abs(b) / acfg.vref_v, "the bias")
-                if ohms is not None:
-                    bias = (b < 0, ohms)  # out = -Rf*V/R: a positive bias reads -Vref
-            design.neurons.append(Neuron(li, j, g, rf, inputs, bias, stage_of(li, j)))
+            design.neurons.append(_design_neuron(c, li, int(j), gains, vx, acfg, table,
+                                                 design.clipped, inverted))
     design.inverted = sorted(inverted)
-    design.clipped = clipped
     return design
+
+
+def _relu_stage(c: Crystal, li: int, j: int, acfg) -> str:
+    """'rectifier' where core neurons read neuron j of layer li (or the config asks for it),
+    else 'clamp' (ReLU by the ADC)."""
+    part = c.partition
+    read_by_core = li + 1 < len(c.layers) - 1 and bool(
+        (c.layers[li + 1].mask[:, j] & part.core[li + 1]).any())
+    return "rectifier" if read_by_core or acfg.relu_stage == "rectifier" else "clamp"
+
+
+def _feedback_resistor(ratios: list, acfg, table: np.ndarray) -> float:
+    """Largest Rf that keeps the strongest weight >= r_min, capped where the weakest
+    weight sits at r_max; both inside the range, snapped to the table."""
+    a_max, a_min = max(ratios), min(ratios)
+    rf = min(acfg.r_max * a_min, acfg.r_max)
+    rf = max(rf, acfg.r_min * a_max, acfg.r_min)
+    rf = float(np.clip(rf, acfg.r_min, acfg.r_max))
+    return float(eseries.snap(rf, table))
+
+
+def _design_neuron(c: Crystal, li: int, j: int, gains: dict, vx: float, acfg,
+                   table: np.ndarray, clipped: dict, inverted: set) -> Neuron:
+    """Resistors of core neuron j of hidden layer li; counts clipped weights in `clipped`
+    and adds the sources that need inverted copies to `inverted`."""
+    layer = c.layers[li]
+    g = gains[(li, j)]
+    stage = _relu_stage(c, li, j, acfg)
+    ks = np.flatnonzero(layer.mask[j] & (layer.weights[j] != 0))
+    scales = np.array([vx if li == 0 else gains[(li - 1, int(k))] for k in ks])
+    ratios = g * np.abs(layer.weights[j, ks].astype(np.float64)) / scales
+    b = float(layer.bias[j])
+    all_ratios = list(ratios) + ([g * abs(b) / acfg.vref_v] if b != 0 else [])
+    if not all_ratios:
+        return Neuron(li, j, g, float(table[-1]), [], None, stage)
+    rf = _feedback_resistor(all_ratios, acfg, table)
+    where = (li, j, g, rf)
+    inputs = []
+    for k, ratio in zip(ks, ratios):
+        what = f"the weight from {'input' if li == 0 else 'neuron'} {k}"
+        ohms = _place(ratio, what, where, acfg, table, clipped)
+        if ohms is None:
+            continue
+        inv = bool(layer.weights[j, k] > 0)
+        if inv:
+            inverted.add((li - 1, int(k)))
+        inputs.append((int(k), inv, ohms))
+    bias = None
+    if b != 0:
+        ohms = _place(g * abs(b) / acfg.vref_v, "the bias", where, acfg, table, clipped)
+        if ohms is not None:
+            bias = (b < 0, ohms)  # out = -Rf*V/R: a positive bias reads -Vref
+    return Neuron(li, j, g, rf, inputs, bias, stage)
+
+
+def _place(ratio: float, what: str, where: tuple, acfg, table: np.ndarray,
+           clipped: dict) -> float | None:
+    """The resistor (ohms; None = left open) that gives gain `ratio` with feedback rf.
+    Outside r_min..r_max: refused (analog.out_of_range 'refuse'), or clipped and counted,
+    the worst clip (largest weight error) kept in clipped["worst"]."""
+    li, j, g, rf = where
+    need = rf / ratio
+    if need > acfg.r_max:
+        a_at_max = rf / table[-1]
+        kind = "above_r_max_at_r_max" if ratio >= a_at_max / 2 else "above_r_max_open"
+    elif need < acfg.r_min:
+        kind = "below_r_min"
+    else:
+        return float(eseries.snap(need, table))
+    if acfg.out_of_range == "refuse":
+        raise AnalogError(
+            f"analog.out_of_range is 'refuse' and {what} of core neuron {j} (layer "
+            f"{li + 1}) needs {need:.4g} ohm, outside analog.r_min..r_max = "
+            f"{acfg.r_min:g}..{acfg.r_max:g}; widen the range or set "
+            "analog.out_of_range: clip")
+    clipped[kind] += 1
+    ohms = None if kind == "above_r_max_open" else float(table[-1] if need > acfg.r_max
+                                                           else table[0])
+    err = abs((0.0 if ohms is None else rf / ohms) - ratio) / g  # model units at full input
+    if err > (clipped["worst"] or {}).get("error_model_units", 0.0):
+        clipped["worst"] = {"layer": li + 1, "neuron": j, "what": what, "needed_ohm": need,
+                            "used_ohm": ohms, "error_model_units": err}
+    return ohms
 
 
 def realized_forward(design: CoreDesign, x: np.ndarray, r_scale: dict | None = None,

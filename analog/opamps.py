@@ -14,8 +14,8 @@ One behavioural model serves every part, parameterised by the datasheet figures:
   0 for the nominal board, drawn per amplifier in the Monte Carlo.
 
 Figures are typical values at 25 C and 5 V unless said otherwise. Each cites its
-datasheet; those marked "unconfirmed" come from ../shared/FIGURES.md or memory of the
-datasheet and were not re-checked against the PDF here.
+datasheet by document number; those marked "unconfirmed" were not checked against that
+document when written down: check them there before relying on them.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass
 
 from PySpice.Spice.Netlist import SubCircuitFactory
+
+from crystalbench.errors import AnalogError
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class OpAmpSpec:
         return self.key == "ideal"
 
 
-# Datasheet figures. "unconfirmed" = not re-read from the PDF in this session.
+# Datasheet figures. "unconfirmed" = not checked against the cited datasheet.
 OPAMPS: dict[str, OpAmpSpec] = {
     "ideal": OpAmpSpec(
         key="ideal", part="ideal op-amp (VCVS, A=1e6, no rails, no supply current)",
@@ -74,7 +76,7 @@ OPAMPS: dict[str, OpAmpSpec] = {
         r_out=500.0, supply_min_v=1.8, supply_max_v=5.5, supply_default_v=5.0,
         source="TI SBOS351 (OPA2333)"),
     # TI TLV9062 datasheet (SBOS839): GBW 10 MHz, SR 6.5 V/us, I_Q 538 uA typ per amplifier
-    # (all three unconfirmed, FIGURES.md); V_OS +-0.3 mV typ, +-1.6 mV max (unconfirmed);
+    # (all three unconfirmed); V_OS +-0.3 mV typ, +-1.6 mV max (unconfirmed);
     # A_OL 120 dB (unconfirmed); swing 20 mV from the rails at R_L=10k (unconfirmed);
     # 1.8-5.5 V, rail-to-rail in/out.
     "tlv9062": OpAmpSpec(
@@ -82,7 +84,7 @@ OPAMPS: dict[str, OpAmpSpec] = {
         aol_db=120.0, swing_high_v=0.02, swing_low_v=0.02, vos_typ_v=0.3e-3,
         vos_max_v=1.6e-3, r_out=50.0, supply_min_v=1.8, supply_max_v=5.5,
         supply_default_v=5.0, source="TI SBOS839 (TLV9062)"),
-    # TI LM358 family datasheet SLOS068: LM358B GBW 1.2 MHz, SR 0.5 V/us (FIGURES.md);
+    # TI LM358 family datasheet SLOS068: LM358B GBW 1.2 MHz, SR 0.5 V/us (unconfirmed);
     # classic LM358 supply current 0.7 mA typ for both amplifiers at 5 V -> 350 uA each;
     # V_OS 3 mV typ, 7 mV max (unconfirmed); A_OL 100 dB (unconfirmed); output high
     # V_CC-1.5 V (not rail-to-rail), low ~5 mV above V_EE at light load (unconfirmed);
@@ -136,7 +138,9 @@ class OpAmpMacro(SubCircuitFactory):
 
 
 def spec_for(key: str) -> OpAmpSpec:
+    """The figures of the part named by `analog.opamp`."""
     try:
         return OPAMPS[key]
-    except KeyError:
-        raise KeyError(f"unknown op-amp {key!r}; choose one of {', '.join(OPAMPS)}") from None
+    except (KeyError, TypeError):
+        raise AnalogError(f"analog.opamp {key!r} is not a modelled part; choose one of "
+                          f"{', '.join(OPAMPS)}") from None

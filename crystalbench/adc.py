@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .crystal import Crystal
+from .errors import ConfigError
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,7 +54,7 @@ class AdcModel:
 def adc_for(c: Crystal, bits: int = 8) -> AdcModel:
     """The ADC model of a Crystal, calibrated on its stored training inputs."""
     if not 2 <= bits <= 16:
-        raise ValueError(f"ADC bits must be 2..16, got {bits}")
+        raise ConfigError(f"adc.bits {bits} is outside 2..16")
     outs = c.forward(c.reference.calibration_x)
     fs = []
     for li in range(len(c.layers) - 1):

@@ -1,178 +1,170 @@
-"""The one command-line entry point: `crystalbench <command> ...`."""
+"""The one command-line entry point: `crystalbench <command> ...`.
+
+The only module that imports every stage. Each stage is run the same way (see
+crystalbench/stage.py): load the config, load the Crystal (`--crystal DIR`, or
+build/<experiment>/crystal), lock the folders the stage writes, call its `run`, print its
+summary the same way. Every user-fixable problem is a CrystalbenchError: one line on
+stderr, exit status 2. Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import sys
-import time
 from pathlib import Path
 
 from . import config as cfgmod
 from . import crystal as crystal_mod
+from .errors import CrystalbenchError
+from .results import Paths, lock
 
-# Errors a user can fix: print the message (it names the file/key/fix), exit 2.
-USER_ERRORS: tuple[type[Exception], ...] = (cfgmod.ConfigError, crystal_mod.CrystalError)
+# command -> module holding the stage (NAME, WRITES, NEEDS_CRYSTAL, run)
+STAGES = {
+    "train": "crystalbench.model.pipeline",
+    "quantize": "crystalbench.rtl.quantize",
+    "synth": "crystalbench.rtl.flow",
+    "sim": "crystalbench.sim.flow",
+    "sim-analog": "crystalbench.analog.flow",
+}
+DEFAULT_CONFIG = "configs/digits.yaml"
 
 
-def _user_errors():
-    from crystalbench.model.data import DataError
-    from crystalbench.model.train import TrainError
+def print_summary(res: dict) -> None:
+    """Every stage's summary, printed the same way."""
+    for line in res.get("summary", []):
+        print(line)
+    if res.get("result_file"):
+        print(f"results: {res['result_file']}")
 
-    from crystalbench.rtl.fixed import FixedPointError
-    from crystalbench.rtl.synth import SynthError
-    from crystalbench.sim.runner import SimError
-    from crystalbench.toolrun import ToolFailed, ToolNotFound
-    from crystalbench.analog.netlist import AnalogError
 
-    return USER_ERRORS + (DataError, TrainError, FixedPointError, SynthError, SimError,
-                          ToolFailed, ToolNotFound, AnalogError)
+def stage_inputs(args, needs_crystal: bool):
+    """(config, Crystal or None, Paths): with --crystal, outputs go to
+    build/<the Crystal's name>/, else to build/<config experiment>/."""
+    cfg = cfgmod.load(args.config)
+    if getattr(args, "crystal", None):
+        c = crystal_mod.load(args.crystal)
+        return cfg, c, Paths(args.build_dir, c.name)
+    paths = Paths(args.build_dir, cfg.experiment)
+    if not needs_crystal:
+        return cfg, None, paths
+    if not (paths.crystal / crystal_mod.JSON_NAME).exists():
+        raise CrystalbenchError(
+            f"{paths.crystal}: no Crystal here; train one with `crystalbench train --config "
+            f"{args.config}`, or name one with --crystal DIR")
+    return cfg, crystal_mod.load(paths.crystal), paths
+
+
+def run_stage(command: str, args, **options) -> int:
+    mod = importlib.import_module(STAGES[command])
+    cfg, c, paths = stage_inputs(args, mod.NEEDS_CRYSTAL)
+    with contextlib.ExitStack() as held:
+        for name in mod.WRITES:
+            held.enter_context(lock(paths.stage(name)))
+        res = mod.run(c, cfg, paths, print, **options)
+    print_summary(res)
+    return 1 if res.get("passed") is False else 0
 
 
 def cmd_train(args) -> int:
-    from crystalbench.model.pipeline import train_experiment
-
-    cfg = cfgmod.load(args.config)
-    res = train_experiment(cfg, args.build_dir, resume=args.resume, progress=not args.quiet,
-                           stop_after=args.stop_after)
-    if res.get("status") == "interrupted":
-        print(f"stopped after epoch {res['epoch']}; continue with --resume ({res['checkpoint']})")
-        return 0
-    print(f"test accuracy {res['test_accuracy']:.4f}; {res['neurons_final']} hidden neurons, "
-          f"{res['frozen_fraction']:.1%} frozen ({res['core_neurons']} core, "
-          f"{res['frontier_neurons']} frontier incl. readout, {res['boundary_neurons']} boundary)")
-    print(f"crystal:   {res['crystal']}/crystal.json + crystal.npz")
-    print(f"telemetry: {res['telemetry']}")
-    print(f"plot:      {res['plot']}")
-    return 0
+    try:
+        return run_stage("train", args, resume=args.resume, stop_after=args.stop_after,
+                         progress=not args.quiet)
+    except KeyboardInterrupt:
+        cfg = cfgmod.load(args.config)
+        ck = Paths(args.build_dir, cfg.experiment).stage("train") / "checkpoint.pt"
+        if ck.exists():
+            print(f"\ninterrupted; the checkpoint {ck} is intact (written atomically after "
+                  f"each finished epoch); continue with `crystalbench train --config "
+                  f"{args.config} --resume`", file=sys.stderr)
+        else:
+            print("\ninterrupted before the first checkpoint; nothing to resume: run the same "
+                  "command again", file=sys.stderr)
+        return 130
 
 
 def cmd_export(args) -> int:
     from crystalbench.model.pipeline import export_checkpoint
 
-    res = export_checkpoint(args.checkpoint, args.build_dir)
-    print(f"crystal: {res['crystal']} (test accuracy {res['test_accuracy']:.4f}, "
-          f"{res['frozen_fraction']:.1%} frozen)")
+    print_summary(export_checkpoint(args.checkpoint, args.build_dir, print))
     return 0
+
+
+def parse_sizes(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise CrystalbenchError(f"--sizes {text!r}: expected whole numbers separated by commas, "
+                                "e.g. 64,32,10") from None
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise CrystalbenchError(f"--sizes {text!r}: give at least the input and output widths, "
+                                "each >= 1, e.g. 64,32,10")
+    return sizes
 
 
 def cmd_import_torch(args) -> int:
-    import torch
-
-    from crystalbench.model import data as data_mod
-    from crystalbench.model.export import crystal_from_torch
+    from crystalbench.model.pipeline import import_torch
 
     cfg = cfgmod.load(args.config)
-    obj = torch.load(args.model, weights_only=False)
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
-    ds = data_mod.load(cfg.data, cfg.seed)
-    name = args.name or Path(args.model).stem
-    c = crystal_from_torch(obj, ds, name=name, sizes=sizes,
-                           calibration_samples=cfg.data.calibration_samples, seed=cfg.seed)
-    out = crystal_mod.save(c, Path(args.build_dir) / name / "crystal")
-    print(f"crystal: {out} ({json.dumps(c.summary())})")
+    res = import_torch(args.model, cfg, args.build_dir, name=args.name,
+                       sizes=parse_sizes(args.sizes), activation=args.activation,
+                       input_scale=args.input_scale, input_offset=args.input_offset, log=print)
+    print_summary(res)
     return 0
 
 
-def cmd_synth(args) -> int:
-    from crystalbench.rtl.flow import run_synth
+def cmd_data(args) -> int:
+    from crystalbench.model.data import export_split
 
     cfg = cfgmod.load(args.config)
-    res = run_synth(cfg, args.build_dir)
-    out = Path(args.build_dir) / cfg.experiment / "synth"
-    print(f"results: {out / 'result.json'}, {out / 'result.md'}; profile plot: {res['profile_plot']}"
-          f" ({res['seconds']} s)")
-    return 0
-
-
-def cmd_sim(args) -> int:
-    from crystalbench.sim.flow import run_sim
-
-    cfg = cfgmod.load(args.config)
-    res = run_sim(cfg, args.build_dir, waves=args.waves, vectors=args.vectors)
-    print(f"results: {Path(args.build_dir) / cfg.experiment / 'sim' / 'result.json'} "
-          f"({res['seconds']} s)")
-    return 0 if res["all_bit_exact"] else 1
-
-
-def cmd_sim_analog(args) -> int:
-    from crystalbench.analog.flow import run
-
-    cfg = cfgmod.load(args.config)  # validates the analog section before any work
-    folder = Path(args.build_dir) / cfg.experiment / "crystal"
-    if not (folder / crystal_mod.JSON_NAME).exists():
-        raise crystal_mod.CrystalError(
-            f"{folder}: no Crystal here; train one first with "
-            f"`crystalbench train --config {args.config}`")
-    c = crystal_mod.load(folder)
-    out = Path(args.build_dir) / cfg.experiment / "analog"
-    res = run(c, cfg.analog, out, seed=cfg.seed, progress=print, adc_bits=cfg.adc.bits)
-    mc = res["monte_carlo"]
-    print(f"{res['neurons']} neurons, {res['opamps']} op-amps ({res['opamp_part']}), "
-          f"{res['resistors']} resistors ({res['e_series']}); "
-          f"{sum(v for k, v in res['clipped_weights'].items() if k != 'worst')} weights clipped")
-    print(f"class agreement with torch {res['class_agreement_with_torch']:.4f} "
-          f"(resistors only {res['class_agreement_resistors_only']:.4f}, ADC only "
-          f"{res['class_agreement_adc_only']:.4f}); error RMS {res['rms_error_lsb']:.3f} LSB, "
-          f"max {res['max_error_lsb']:.2f} LSB")
-    print(f"settling {res['settling_time_us']:.2f} us (worst step), power {res['power_mw']:.1f} mW "
-          f"avg / {res['power_peak_mw']:.1f} mW peak, {res['energy_per_inference_nj']:.1f} nJ "
-          f"per inference; ngspice {res['samples_per_second']:.1f} samples/s")
-    if mc.get("runs"):
-        print(f"Monte Carlo ({mc['runs']} boards, {mc['tolerance']:g} tolerance): agreement "
-              f"mean {mc['mean_agreement']:.4f}, min {mc['min_agreement']:.4f}, yield "
-              f"{mc['yield']:.2f} at >= {mc['yield_threshold']:g}")
-    print(f"results: {out / 'result.json'} (netlist {res['files']['netlist']}; "
-          f"{res['wall_seconds']:.0f} s)")
+    print_summary(export_split(cfg, args.export))
     return 0
 
 
 def cmd_info(args) -> int:
     c = crystal_mod.load(args.crystal)
-    print(json.dumps(c.summary(), indent=2))
+    print(json.dumps({**c.summary(), "digest": crystal_mod.digest(c)}, indent=2))
     return 0
 
 
 def cmd_bench(args) -> int:
-    from crystalbench.model.pipeline import bench_train
+    from crystalbench.model.pipeline import bench
 
-    records = []
-    out = Path(args.build_dir) / "bench" / "train.json"
     cfgs = [cfgmod.load(p) for p in args.config]  # validate all before any training
-    for path, cfg in zip(args.config, cfgs):
-        t0 = time.perf_counter()
-        # Bench runs live under build/bench/<experiment>/, apart from the demo's outputs.
-        rec = bench_train(cfg, out.parent, progress=not args.quiet, repeats=args.repeats)
-        rec["config_file"] = str(path)
-        rec["bench_seconds"] = time.perf_counter() - t0
-        records.append(rec)
-        crystal_mod.atomic_write_json(out, {"machine": _machine(), "records": records})
-        print(f"{rec['config']}: test {rec['test_accuracy']:.4f} (baseline "
-              f"{rec['baseline_test_accuracy']:.4f}), frozen {rec['frozen_fraction']:.1%}, "
-              f"{rec['neurons_final']} neurons, epoch speedup {rec['speedup']:.2f}x, "
-              f"training speedup {rec['training_speedup']:.2f}x")
-    print(f"wrote {out}")
+    print_summary(bench(cfgs, args.config, args.build_dir, repeats=args.repeats,
+                        progress=not args.quiet, log=print))
     return 0
 
 
-def _machine() -> dict:
-    import os
-    import platform
+def cmd_report(args) -> int:
+    from . import report
 
-    import torch
+    print_summary(report.write(Path(args.build_dir)))
+    return 0
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads()}
+
+def _stage_parser(sub, command: str, help_text: str, func):
+    p = sub.add_parser(command, help=help_text)
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help=f"experiment config (default: {DEFAULT_CONFIG})")
+    p.add_argument("--crystal", metavar="DIR",
+                   help="the Crystal folder to read (default: build/<experiment>/crystal); "
+                        "outputs then go to build/<its name>/")
+    p.set_defaults(func=func)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="crystalbench", description=__doc__)
+    p = argparse.ArgumentParser(prog="crystalbench", description=__doc__.split("\n\n")[0])
     p.add_argument("--build-dir", default="build", help="output root (default: build)")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a crystal net and write its Crystal artifact")
-    t.add_argument("--config", default="configs/digits.yaml")
+    t.add_argument("--config", default=DEFAULT_CONFIG)
     t.add_argument("--resume", action="store_true",
                    help="continue from build/<experiment>/train/checkpoint.pt if it exists")
     t.add_argument("--stop-after", type=int, default=None, metavar="EPOCHS",
@@ -180,45 +172,57 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("export", help="write the Crystal from a checkpoint")
+    e = sub.add_parser("export", help="write the Crystal from a checkpoint (an older Crystal "
+                       "in the way is kept as crystal.prev-<date>)")
     e.add_argument("checkpoint")
     e.set_defaults(func=cmd_export)
 
     i = sub.add_parser("import-torch", help="import a trained PyTorch MLP as a Crystal")
     i.add_argument("model", help="torch.save'd nn.Sequential of Linear/ReLU, or its state_dict")
     i.add_argument("--sizes", help="layer widths for a state_dict, e.g. 64,32,10")
-    i.add_argument("--config", default="configs/digits.yaml",
+    i.add_argument("--activation", choices=("relu",),
+                   help="hidden activation of a state_dict's model (a state_dict does not "
+                        "record it; crystals need ReLU)")
+    i.add_argument("--input-scale", type=float, default=None,
+                   help="the model reads (raw - input_offset) * input_scale (default: the data "
+                        "set's own scaling, e.g. 1/16 for digits pixels 0..16)")
+    i.add_argument("--input-offset", type=float, default=None,
+                   help="see --input-scale (default: the data set's own offset)")
+    i.add_argument("--config", default=DEFAULT_CONFIG,
                    help="config whose data section gives the reference data")
     i.add_argument("--name", help="experiment name (default: the model file's stem)")
     i.set_defaults(func=cmd_import_torch)
 
-    a = sub.add_parser("sim-analog", help="the frozen core as op-amp circuits in ngspice "
-                       "-> build/<experiment>/analog/")
-    a.add_argument("--config", default="configs/digits.yaml")
-    a.set_defaults(func=cmd_sim_analog)
+    d = sub.add_parser("data", help="export the config's train/test split (arrays and indices)")
+    d.add_argument("--config", default=DEFAULT_CONFIG)
+    d.add_argument("--export", required=True, metavar="DIR", help="folder to write into")
+    d.set_defaults(func=cmd_data)
 
     n = sub.add_parser("info", help="validate a Crystal and print its summary")
     n.add_argument("crystal", help="folder holding crystal.json + crystal.npz")
     n.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("synth", help="fixed point + RTL + Yosys/nextpnr figures -> "
-                       "build/<experiment>/synth/")
-    s.add_argument("--config", default="configs/digits.yaml")
-    s.set_defaults(func=cmd_synth)
-
-    m = sub.add_parser("sim", help="cocotb/Icarus regression of RTL and gate netlists against "
-                       "the golden model -> build/<experiment>/sim/")
-    m.add_argument("--config", default="configs/digits.yaml")
-    m.add_argument("--waves", action="store_true", help="write a VCD per run")
+    _stage_parser(sub, "quantize", "fixed-point formats + golden model -> build/<exp>/fixed/",
+                  lambda a: run_stage("quantize", a))
+    _stage_parser(sub, "synth", "RTL + Yosys gates + iCE40/nextpnr figures -> "
+                  "build/<exp>/synth/ (quantizes first when needed)", lambda a: run_stage("synth", a))
+    m = _stage_parser(sub, "sim", "cocotb/Icarus regression of RTL and gate netlists against "
+                      "the golden model, latency and energy -> build/<exp>/sim/",
+                      lambda a: run_stage("sim", a, waves=a.waves, vectors=a.vectors))
+    m.add_argument("--waves", action="store_true", help="write a full VCD per run")
     m.add_argument("--vectors", type=int, default=None,
-                   help="test vectors per design (default: rtl.sim_vectors, else all)")
-    m.set_defaults(func=cmd_sim)
+                   help="test vectors per design (default: sim.vectors, else all)")
+    _stage_parser(sub, "sim-analog", "the frozen core as op-amp circuits in ngspice -> "
+                  "build/<exp>/analog/", lambda a: run_stage("sim-analog", a))
 
     b = sub.add_parser("bench", help="training benchmarks -> build/bench/train.json")
     b.add_argument("--config", action="append", required=True)
     b.add_argument("--repeats", type=int, default=5, help="timed epochs per mode (median)")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser("report", help="build/report.md from every result.json present")
+    r.set_defaults(func=cmd_report)
     return p
 
 
@@ -226,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except _user_errors() as e:
-        print(f"crystalbench: error: {e}", file=sys.stderr)
+    except CrystalbenchError as e:
+        msg = " ".join(str(e).split())  # one line: what, where, the fix
+        print(f"crystalbench: error: {msg}", file=sys.stderr)
         return 2
 
 

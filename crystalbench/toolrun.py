@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import ToolFailed, ToolNotFound
+
+__all__ = ["TOOLS", "ToolFailed", "ToolNotFound", "Run", "find", "require", "run"]
 
 # tool -> (environment variable, Debian package that provides it)
 TOOLS = {
@@ -31,17 +35,6 @@ TOOLS = {
     "ngspice": ("NGSPICE", "ngspice"),
     "openFPGALoader": ("OPENFPGALOADER", "openfpgaloader"),
 }
-
-
-class ToolNotFound(RuntimeError):
-    pass
-
-
-class ToolFailed(RuntimeError):
-    def __init__(self, msg: str, log: Path, returncode: int):
-        super().__init__(msg)
-        self.log = log
-        self.returncode = returncode
 
 
 def find(tool: str) -> str:
@@ -84,7 +77,8 @@ def run(tool: str, args: list[str], log: str | Path, cwd: str | Path | None = No
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, errors="replace",
+                              timeout=timeout,
                               env={**os.environ, **(env or {})})
         out, code = proc.stdout + proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as e:
@@ -96,6 +90,6 @@ def run(tool: str, args: list[str], log: str | Path, cwd: str | Path | None = No
     if code is None:
         raise ToolFailed(f"{tool} timed out after {timeout} s; see {log}", log, -1)
     if code != 0:
-        tail = "\n".join(out.strip().splitlines()[-8:])
-        raise ToolFailed(f"{tool} failed (exit {code}); see {log}\n{tail}", log, code)
+        last = next((ln.strip() for ln in reversed(out.strip().splitlines()) if ln.strip()), "")
+        raise ToolFailed(f"{tool} failed (exit {code}): {last[:200]!r}; see {log}", log, code)
     return Run(cmd, log, seconds, out)

@@ -7,16 +7,17 @@ geometric neurons sit on.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import io
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-
-class DataError(ValueError):
-    pass
+from crystalbench.errors import DataError
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,10 +32,33 @@ class Dataset:
     scale: float
     n_classes: int
     split: str  # how the train/test split was made, for reports
+    # Row i of x_train/x_test is sample train_index[i]/test_index[i] of the source, in the
+    # source's own order (digits: sklearn's load_digits(); mnist1d, mnist: the source's
+    # train and test arrays). Shifted copies repeat the index of the sample they copy.
+    train_index: np.ndarray | None = None
+    test_index: np.ndarray | None = None
+    index_into: str = ""  # what the indices index, for exports
 
     @property
     def n_inputs(self) -> int:
         return int(self.x_train.shape[1])
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """Model-unit inputs back in the source's units: raw = x / scale + offset."""
+        return (np.asarray(x, np.float64) / self.scale + self.offset).astype(np.float32)
+
+    def rescaled(self, offset: float, scale: float) -> "Dataset":
+        """The same samples in other model units: x = (raw - offset) * scale."""
+        if not (math.isfinite(scale) and scale != 0 and math.isfinite(offset)):
+            raise DataError(f"input scaling (raw - {offset}) * {scale}: the scale must be a "
+                            "finite non-zero number and the offset finite")
+
+        def conv(x):
+            return ((np.asarray(x, np.float64) / self.scale + self.offset - offset)
+                    * scale).astype(np.float32)
+
+        return dataclasses.replace(self, x_train=conv(self.x_train), x_test=conv(self.x_test),
+                                   offset=float(offset), scale=float(scale))
 
 
 def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,13 +74,6 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def _subsample(x, y, n, seed):
-    if n is None or n >= len(y):
-        return x, y
-    keep, _ = stratified_split(y, 1.0 - n / len(y), seed)
-    return x[keep], y[keep]
-
-
 def load_digits(test_fraction: float, seed: int) -> Dataset:
     from sklearn.datasets import load_digits as sk_digits
 
@@ -68,7 +85,8 @@ def load_digits(test_fraction: float, seed: int) -> Dataset:
     x = raw * scale
     return Dataset("digits", x[tr], y[tr], x[te], y[te], (8, 8), 0.0, scale, 10,
                    f"sklearn digits (1,797 samples), stratified {1 - test_fraction:.0%}/"
-                   f"{test_fraction:.0%} split, seed {seed}")
+                   f"{test_fraction:.0%} split, seed {seed}", tr, te,
+                   "sklearn.datasets.load_digits() samples (d.data[i], d.target[i])")
 
 
 def load_mnist1d(seed: int) -> Dataset:
@@ -85,7 +103,9 @@ def load_mnist1d(seed: int) -> Dataset:
                    (x_te - offset) * scale, np.asarray(d["y_test"], np.int64), (x_tr.shape[1],),
                    offset, scale, 10,
                    f"mnist1d generated locally (make_dataset, dataset seed {args.seed}), "
-                   f"its own {len(x_tr)}/{len(x_te)} split")
+                   f"its own {len(x_tr)}/{len(x_te)} split", np.arange(len(x_tr)),
+                   np.arange(len(x_te)), "mnist1d make_dataset(get_dataset_args()): rows of "
+                   "d['x'] (train) and d['x_test'] (test)")
 
 
 # ---- MNIST from IDX files ---------------------------------------------------------------
@@ -144,7 +164,9 @@ def load_mnist(path: str | Path) -> Dataset:
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
     return Dataset("mnist", flat(x_tr), y_tr.astype(np.int64), flat(x_te), y_te.astype(np.int64),
                    (int(h), int(w)), 0.0, scale, n_classes,
-                   f"MNIST IDX files from {folder}, their own {len(y_tr)}/{len(y_te)} split")
+                   f"MNIST IDX files from {folder}, their own {len(y_tr)}/{len(y_te)} split",
+                   np.arange(len(y_tr)), np.arange(len(y_te)),
+                   "images of train-images-idx3-ubyte (train) and t10k-images-idx3-ubyte (test)")
 
 
 def augment_shifts(x: np.ndarray, y: np.ndarray, geometry: tuple[int, ...], k: int):
@@ -181,13 +203,69 @@ def load(data_cfg, seed: int) -> Dataset:
         raise DataError(f"unknown dataset {name!r}; use digits, mnist1d or mnist")
     n = data_cfg.get("max_train")
     if n is not None and n < len(ds.y_train):
-        x, y = _subsample(ds.x_train, ds.y_train, n, seed)
-        ds = Dataset(ds.name, x, y, ds.x_test, ds.y_test, ds.geometry, ds.offset, ds.scale,
-                     ds.n_classes, ds.split + f", {n} training samples kept")
+        keep, _ = stratified_split(ds.y_train, 1.0 - n / len(ds.y_train), seed)
+        ds = dataclasses.replace(ds, x_train=ds.x_train[keep], y_train=ds.y_train[keep],
+                                 train_index=ds.train_index[keep],
+                                 split=ds.split + f", {n} training samples kept")
     k = data_cfg.get("augment_shifts", 0)
     if k:
         x, y = augment_shifts(ds.x_train, ds.y_train, ds.geometry, k)
-        ds = Dataset(ds.name, x, y, ds.x_test, ds.y_test, ds.geometry, ds.offset, ds.scale,
-                     ds.n_classes, ds.split + f", training set augmented with shifts up to {k} "
-                     f"step(s) per axis ({len(y)} samples)")
+        copies = len(y) // len(ds.y_train)
+        ds = dataclasses.replace(ds, x_train=x, y_train=y,
+                                 train_index=np.tile(ds.train_index, copies),
+                                 split=ds.split + f", training set augmented with shifts up to "
+                                 f"{k} step(s) per axis ({len(y)} samples)")
     return ds
+
+
+# ---- export ------------------------------------------------------------------------------
+SPLIT_NPZ = "split.npz"
+SPLIT_JSON = "split.json"
+
+
+def export_split(cfg, folder: str | Path) -> dict:
+    """Write the config's train/test split to `folder`: split.npz (x in model units and
+    raw, labels, source indices) and split.json (scaling, split, how to reproduce it)."""
+    from crystalbench.results import atomic_write_bytes, atomic_write_json
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder}: is a file; --export names a folder to write "
+                        f"{SPLIT_NPZ} and {SPLIT_JSON} into")
+    ds = load(cfg.data, cfg.seed)
+    arrays = {"x_train": ds.x_train, "y_train": ds.y_train, "x_test": ds.x_test,
+              "y_test": ds.y_test, "x_train_raw": ds.raw(ds.x_train),
+              "x_test_raw": ds.raw(ds.x_test), "train_index": ds.train_index,
+              "test_index": ds.test_index}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(folder / SPLIT_NPZ, buf.getvalue())
+    n_source = len(ds.y_train) // (1 + 2 * len(ds.geometry) * cfg.data.augment_shifts)
+    meta = {
+        "dataset": ds.name, "experiment": cfg.experiment, "seed": cfg.seed,
+        "split": ds.split, "geometry": list(ds.geometry), "n_classes": ds.n_classes,
+        "n_train": len(ds.y_train), "n_test": len(ds.y_test),
+        "scaling": {"offset": ds.offset, "scale": ds.scale,
+                    "model_input": "x = (raw - offset) * scale"},
+        "indices": {"into": ds.index_into,
+                    "train_index": "source sample of each row of x_train",
+                    "test_index": "source sample of each row of x_test"},
+        "augmentation": ({"shifts": cfg.data.augment_shifts, "source_rows": n_source,
+                          "note": f"rows {n_source}.. of x_train are copies of rows "
+                                  f"0..{n_source - 1} shifted along each geometry axis "
+                                  "(zero fill); train_index repeats their source"}
+                         if cfg.data.augment_shifts else None),
+        "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
+    }
+    if ds.name == "digits":
+        meta["reproduce"] = ("from sklearn.datasets import load_digits; d = load_digits(); "
+                             "x_test = (d.data[test_index] - offset) * scale; "
+                             "y_test = d.target[test_index]")
+    atomic_write_json(folder / SPLIT_JSON, meta)
+    return {"files": [str(folder / SPLIT_NPZ), str(folder / SPLIT_JSON)], **meta,
+            "summary": [f"{ds.name}: {len(ds.y_train)} train / {len(ds.y_test)} test samples, "
+                        f"x = (raw - {ds.offset:g}) * {ds.scale:g}",
+                        f"split: {ds.split}",
+                        f"arrays:  {folder / SPLIT_NPZ} (x_train, y_train, x_test, y_test, "
+                        "x_*_raw, train_index, test_index)",
+                        f"details: {folder / SPLIT_JSON}"]}

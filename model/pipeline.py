@@ -1,4 +1,10 @@
-"""Train -> Crystal: the `train`, `export` and bench jobs behind the CLI."""
+"""The train stage (config -> trained crystal net -> Crystal) and the jobs beside it:
+`export` (Crystal from a checkpoint), `import-torch` (Crystal from a PyTorch MLP) and
+`bench` (crystal vs never-frozen baseline).
+
+Nothing here replaces what a user had: a fresh run moves the previous train/ folder
+aside, and a different Crystal in crystal/ is kept as crystal.prev-<date>-<time>.
+"""
 
 from __future__ import annotations
 
@@ -9,83 +15,161 @@ import torch
 
 from crystalbench import config as cfgmod
 from crystalbench import crystal as crystal_mod
-from crystalbench.crystal import atomic_write_json
+from crystalbench import stage
+from crystalbench.results import Paths, atomic_write_json, keep_previous, lock, measured
 
 from . import data as data_mod
-from .export import crystal_from_net
+from .export import crystal_from_net, crystal_from_torch, load_model
 from .net import CrystalNet
-from .train import Trainer, TrainError, measure_epoch_speedup
+from .train import Trainer, measure_epoch_speedup, plain, read_checkpoint
+
+NAME = "train"
+WRITES = ("train", "crystal")
+NEEDS_CRYSTAL = False
 
 
-def stage_dir(build_root: str | Path, experiment: str, stage: str) -> Path:
-    return Path(build_root) / experiment / stage
-
-
-def train_experiment(cfg, build_root="build", resume=False, progress=True, stop_after=None) -> dict:
-    """Train (or resume), export the Crystal, write train/result.json; return the result."""
-    return _train(cfg, build_root, resume, progress, stop_after)[0]
-
-
-def _train(cfg, build_root, resume, progress, stop_after):
-    """train_experiment, also handing back the data set and the run state (for bench)."""
+def run(crystal, cfg, paths: Paths, log, resume=False, stop_after=None, progress=True) -> dict:
+    """Train (or resume) the config's crystal net into build/<experiment>/train and write
+    its Crystal to build/<experiment>/crystal. `crystal` is unused (this stage makes it)."""
     ds = data_mod.load(cfg.data, cfg.seed)
-    out = stage_dir(build_root, cfg.experiment, "train")
+    return _train(cfg, ds, paths, log, resume, stop_after, progress)[0]
+
+
+def _train(cfg, ds, paths: Paths, log, resume, stop_after, progress):
+    """The train stage, also handing back the run state (for bench)."""
+    out = paths.stage(NAME)
+    trainer = Trainer(cfg, ds, out, progress=progress, log=log)
+    kept_run = None
+    if not (resume and trainer.checkpoint_path.exists()):
+        kept_run = keep_previous(out)
     t0 = time.perf_counter()
-    trainer = Trainer(cfg, ds, out, progress=progress)
     st = trainer.run(resume=resume, stop_after=stop_after)
     seconds = time.perf_counter() - t0
+    kept_lines = [f"previous run kept in {kept_run}"] if kept_run else []
     if st.epoch < cfg.train.epochs:
-        return ({"status": "interrupted", "epoch": st.epoch,
-                 "checkpoint": str(trainer.checkpoint_path)}, ds, st)
-    return finish(cfg, ds, st.net, st.telemetry, build_root, seconds), ds, st
+        result = {"status": "stopped", "epoch": st.epoch, "epochs": cfg.train.epochs,
+                  "checkpoint": str(trainer.checkpoint_path), "previous_run": kept_run}
+        summary = [f"stopped after epoch {st.epoch} of {cfg.train.epochs}; the checkpoint "
+                   f"{trainer.checkpoint_path} holds the run: continue with `crystalbench "
+                   "train --resume` and the same --config"] + kept_lines
+        return stage.finish(NAME, paths, result, summary), st
+    result, summary = _write_crystal(cfg, ds, st.net, paths)
+    last = st.telemetry[-1] if st.telemetry else {}
+    out_files = {"telemetry": str(out / "telemetry.csv"), "plot": str(out / "training.png")}
+    result.update(status="finished", train_accuracy=last.get("train_accuracy"),
+                  train_seconds=seconds, previous_run=kept_run, **out_files)
+    summary += [f"telemetry: {out_files['telemetry']}", f"plot:      {out_files['plot']}"]
+    return stage.finish(NAME, paths, result, summary + kept_lines), st
 
 
-def finish(cfg, ds, net: CrystalNet, telemetry: list, build_root, seconds: float | None) -> dict:
-    out = stage_dir(build_root, cfg.experiment, "train")
+def _write_crystal(cfg, ds, net: CrystalNet, paths: Paths) -> tuple[dict, list[str]]:
+    """Save the net's Crystal (keeping a different one in the way); result and summary."""
     c = crystal_from_net(net, ds, cfg.experiment, cfg.data.calibration_samples, cfg.seed,
-                         provenance={"config": dict(cfg), "epochs": cfg.train.epochs})
-    cdir = crystal_mod.save(c, stage_dir(build_root, cfg.experiment, "crystal"))
+                         provenance={"config": plain(cfg), "epochs": cfg.train.epochs})
+    kept = crystal_mod.save(c, paths.crystal, keep=True)
     s = c.summary()
-    last = telemetry[-1] if telemetry else {}
     result = {
-        "stage": "train",
-        "experiment": cfg.experiment,
-        "dataset": ds.name,
-        "data": ds.split,
-        "test_accuracy": s["reference_test_accuracy"],
-        "train_accuracy": last.get("train_accuracy"),
-        "neurons_final": s["hidden_neurons"],
-        "frozen_fraction": s["frozen_fraction"],
-        "core_neurons": s["core_neurons"],
-        "frontier_neurons": s["frontier_neurons"],
-        "boundary_neurons": s["boundary_neurons"],
-        "connections": s["connections"],
-        "sizes": s["sizes"],
-        "epochs": cfg.train.epochs,
-        "train_seconds": seconds,
-        "crystal": str(cdir),
-        "telemetry": str(out / "telemetry.csv"),
-        "plot": str(out / "training.png"),
+        "dataset": ds.name, "data": ds.split, "test_accuracy": s["reference_test_accuracy"],
+        "neurons_final": s["hidden_neurons"], "frozen_fraction": s["frozen_fraction"],
+        "core_neurons": s["core_neurons"], "frontier_neurons": s["frontier_neurons"],
+        "boundary_neurons": s["boundary_neurons"], "connections": s["connections"],
+        "sizes": s["sizes"], "epochs": cfg.train.epochs, "crystal": str(paths.crystal),
+        "crystal_digest": crystal_mod.digest(c), "previous_crystal": kept,
     }
-    atomic_write_json(out / "result.json", result)
-    return result
+    summary = [f"test accuracy {s['reference_test_accuracy']:.4f}; {s['hidden_neurons']} hidden "
+               f"neurons, {s['frozen_fraction']:.1%} frozen ({s['core_neurons']} core, "
+               f"{s['frontier_neurons']} frontier incl. readout, {s['boundary_neurons']} "
+               "boundary)",
+               f"crystal:   {paths.crystal}/crystal.json + crystal.npz"]
+    if kept:
+        summary.append(f"previous Crystal kept in {kept}")
+    return result, summary
 
 
-def export_checkpoint(checkpoint: str | Path, build_root="build") -> dict:
-    """Write the Crystal from a checkpoint (finished or not): `crystalbench export`."""
-    p = Path(checkpoint)
-    if not p.exists():
-        raise TrainError(f"{p}: checkpoint not found")
-    ck = torch.load(p, weights_only=False)
-    cfg = cfgmod.validate(ck["config"], str(p))
+def export_checkpoint(checkpoint: str | Path, build_root, log) -> dict:
+    """`crystalbench export`: the Crystal of a checkpoint (finished or not) into
+    build/<its experiment>/crystal, the result into build/<experiment>/export."""
+    ck = read_checkpoint(checkpoint)
+    cfg = cfgmod.validate(ck["config"], f"{checkpoint} (its config)")
+    paths = Paths(build_root, cfg.experiment)
     ds = data_mod.load(cfg.data, cfg.seed)
-    net = CrystalNet.from_state(ck["net"])
-    return finish(cfg, ds, net, ck["telemetry"], build_root, None)
+    with lock(paths.crystal), lock(paths.stage("export")):
+        log(f"writing the Crystal of {checkpoint} (epoch {ck['epoch']} of {cfg.train.epochs})")
+        result, summary = _write_crystal(cfg, ds, CrystalNet.from_state(ck["net"]), paths)
+        result.update(checkpoint=str(checkpoint), epoch=ck["epoch"])
+        summary.insert(1, f"from:      {checkpoint}, after epoch {ck['epoch']} of "
+                          f"{cfg.train.epochs}")
+        return stage.finish("export", paths, result, summary)
 
 
-def bench_train(cfg, build_root="build", progress=True, repeats=5) -> dict:
+def import_torch(model_path, cfg, build_root, name, sizes, activation, input_scale,
+                 input_offset, log) -> dict:
+    """`crystalbench import-torch`: a trained PyTorch MLP as a Crystal into
+    build/<name>/crystal (a different one there is kept), the result into build/<name>/import."""
+    paths = Paths(build_root, name or Path(model_path).stem)
+    model = load_model(model_path)
+    ds = data_mod.load(cfg.data, cfg.seed)
+    log(f"importing {model_path} with the {ds.name} data of the config")
+    c = crystal_from_torch(model, ds, name=paths.experiment, sizes=sizes, activation=activation,
+                           input_scale=input_scale, input_offset=input_offset,
+                           calibration_samples=cfg.data.calibration_samples, seed=cfg.seed,
+                           provenance={"model_file": str(model_path)})
+    s = c.summary()
+    own = input_scale is None and input_offset is None
+    with lock(paths.crystal), lock(paths.stage("import")):
+        kept = crystal_mod.save(c, paths.crystal, keep=True)
+        result = {"model_file": str(model_path), "dataset": ds.name, "data": ds.split,
+                  "input_offset": c.input.offset, "input_scale": c.input.scale,
+                  "input_scaling": "the data set's own" if own else "given",
+                  "test_accuracy": s["reference_test_accuracy"], "sizes": s["sizes"],
+                  "core_neurons": s["core_neurons"], "crystal": str(paths.crystal),
+                  "crystal_digest": crystal_mod.digest(c), "previous_crystal": kept}
+        summary = [f"crystal: {paths.crystal} (sizes {s['sizes']}, {s['core_neurons']} core "
+                   f"neurons, reference test accuracy {s['reference_test_accuracy']:.4f})",
+                   f"model inputs: x = (raw - {c.input.offset:g}) * {c.input.scale:g}" +
+                   (f", the {ds.name} data set's own scaling (a model trained on other units "
+                    "needs --input-scale/--input-offset)" if own else "")]
+        if kept:
+            summary.append(f"previous Crystal kept in {kept}")
+        return stage.finish("import", paths, result, summary)
+
+
+# ---- bench -----------------------------------------------------------------------------------
+def bench(cfgs, config_paths, build_root, repeats, progress, log) -> dict:
+    """`crystalbench bench`: per config a crystal run, its never-frozen baseline and the epoch
+    speedup, into build/bench/<experiment>/; the records in build/bench/train.json
+    (rewritten atomically after each config, with the machine and date)."""
+    root = Path(build_root) / "bench"
+    out = root / "train.json"
+    records, summary = [], []
+    with lock(root):
+        for i, (path, cfg) in enumerate(zip(config_paths, cfgs), start=1):
+            log(f"bench {i}/{len(cfgs)}: {path} (crystal run, baseline run, epoch timing)")
+            t0 = time.perf_counter()
+            rec = bench_one(cfg, Paths(root, cfg.experiment), progress, repeats)
+            rec.update(config_file=str(path), bench_seconds=time.perf_counter() - t0)
+            records.append(rec)
+            atomic_write_json(out, {**_measured(), "records": records})
+            summary.append(
+                f"{rec['config']}: test {rec['test_accuracy']:.4f} (baseline "
+                f"{rec['baseline_test_accuracy']:.4f}), frozen {rec['frozen_fraction']:.1%}, "
+                f"{rec['neurons_final']} neurons, epoch speedup {rec['speedup']:.2f}x, "
+                f"training speedup {rec['training_speedup']:.2f}x")
+    return {"file": str(out), "records": records, "summary": summary + [f"wrote {out}"]}
+
+
+def _measured() -> dict:
+    m = measured()
+    m["machine"] = {**m["machine"], "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads()}
+    return m
+
+
+def bench_one(cfg, paths: Paths, progress=True, repeats=5) -> dict:
     """One bench record: the crystal, its never-frozen baseline, and the epoch speedup."""
-    result, ds, st = _train(cfg, build_root, resume=False, progress=progress, stop_after=None)
+    ds = data_mod.load(cfg.data, cfg.seed)
+    result, st = _train(cfg, ds, paths, stage.quiet, resume=False, stop_after=None,
+                        progress=progress)
     net = st.net
     # Baseline: the same final neurons and connections, fresh weights, never frozen.
     base_cfg = cfgmod.validate({**cfg, "growth": {**cfg.growth, "enabled": False},
@@ -93,8 +177,8 @@ def bench_train(cfg, build_root="build", progress=True, repeats=5) -> dict:
                                 "train": {**cfg.train, "speedup_batches": 0}},
                                f"baseline of {cfg.experiment}")
     gen = torch.Generator().manual_seed(cfg.seed)
-    base = Trainer(base_cfg, ds, stage_dir(build_root, cfg.experiment, "baseline"),
-                   net=net.architecture_copy(gen), progress=progress, checkpoints=False).run()
+    base = Trainer(base_cfg, ds, paths.stage("baseline"), net=net.architecture_copy(gen),
+                   progress=progress, checkpoints=False).run()
     _, base_acc = base.net.evaluate(torch.from_numpy(ds.x_test), torch.from_numpy(ds.y_test))
     # Training compute only (steps + cache builds), not evaluation, telemetry or checkpoints.
     crystal_s = sum(r["epoch_seconds"] + r["cache_seconds"] for r in st.telemetry)

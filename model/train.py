@@ -1,4 +1,9 @@
-"""Training: grow + freeze a crystal net, with telemetry, atomic checkpoints and resume."""
+"""Training: grow + freeze a crystal net, with telemetry, atomic checkpoints and resume.
+
+Checkpoints hold tensors and plain values only and are read with
+`torch.load(weights_only=True)`; one is written (atomically) when a run starts and after
+every `train.checkpoint_every` epochs, so an interrupted run can always be resumed.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import csv
 import io
 import json
 import math
-import shutil
 import statistics
 import sys
 import time
@@ -17,22 +21,22 @@ import torch
 from tqdm import tqdm
 
 from crystalbench import config as cfgmod
-from crystalbench.crystal import atomic_write_bytes, atomic_write_json
+from crystalbench.errors import TrainError
+from crystalbench.results import atomic_write_bytes, atomic_write_json
 
+from . import torchfile
 from .data import Dataset
 from .net import CrystalNet, Frontier
 
-CHECKPOINT_VERSION = 1
+# 2: the config is stored as plain dicts (version 1 pickled crystalbench's config class,
+# which weights_only loading cannot read).
+CHECKPOINT_VERSION = 2
+CHECKPOINT_KEYS = ("version", "config_digest", "config", "epoch", "net", "gen", "best_loss",
+                   "stall", "telemetry")
 TELEMETRY_FIELDS = ["epoch", "lr", "loss", "train_accuracy", "test_accuracy", "neurons_total",
                     "neurons_frozen", "frozen_fraction", "grown", "froze", "epoch_seconds",
                     "cache_seconds", "step_ms", "step_ms_all_active", "speedup"]
-
-
 TRAINING_SECTIONS = ("seed", "data", "net", "train", "growth", "freeze")
-
-
-class TrainError(RuntimeError):
-    pass
 
 
 def lr_at(epoch: int, tc) -> float:
@@ -53,30 +57,63 @@ class RunState:
     telemetry: list = field(default_factory=list)
 
 
-def _timed_steps(frontier: Frontier, x, y, batches, lr, wd) -> list[float]:
-    times = []
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by `Trainer`, checked; every problem is a TrainError naming it."""
+    ck = torchfile.load(path, "crystalbench checkpoint", TrainError,
+                        refused="A checkpoint holds only tensors and plain values; one written "
+                                "by an older crystalbench (holding crystalbench.config.Section) "
+                                "cannot be read safely: train again without --resume")
+    if not isinstance(ck, dict) or "version" not in ck:
+        raise TrainError(f"{path}: not a crystalbench checkpoint (no version field); "
+                         "`crystalbench train` writes them as "
+                         "build/<experiment>/train/checkpoint.pt")
+    if ck["version"] != CHECKPOINT_VERSION:
+        raise TrainError(f"{path}: checkpoint version {ck['version']} is not "
+                         f"{CHECKPOINT_VERSION}; train again without --resume")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ck]
+    if missing:
+        raise TrainError(f"{path}: checkpoint lacks {', '.join(missing)}; train again "
+                         "without --resume")
+    return ck
+
+
+def plain(cfg) -> dict:
+    """A config as plain dicts and lists (what a weights-only checkpoint may hold)."""
+    return json.loads(json.dumps(cfg))
+
+
+def _timed_steps(frontier: Frontier, x, y, batches, lr, wd) -> tuple[list[float], float]:
+    """Train steps over `batches`: each step's seconds, and the summed loss x batch size."""
+    times, loss_sum = [], 0.0
     for idx in batches:
         t0 = time.perf_counter()
-        frontier.step(x[idx], y[idx], idx, lr, wd)
+        loss = frontier.step(x[idx], y[idx], idx, lr, wd)
         times.append(time.perf_counter() - t0)
-    return times
+        loss_sum += loss * len(idx)
+    return times, loss_sum
 
 
 class Trainer:
-    """Runs one training job into `out_dir` (build/<experiment>/train)."""
+    """Runs one training job into `out_dir` (build/<experiment>/train). It never replaces
+    a run: starting afresh where a checkpoint exists is refused (the train stage moves
+    the old run aside first)."""
 
     def __init__(self, cfg: cfgmod.Section, ds: Dataset, out_dir: str | Path,
-                 net: CrystalNet | None = None, progress: bool = True, checkpoints: bool = True):
+                 net: CrystalNet | None = None, progress: bool = True, checkpoints: bool = True,
+                 log=None):
         self.cfg = cfg
         self.ds = ds
         self.out = Path(out_dir)
         self.progress = progress
         self.checkpoints = checkpoints
+        self.log = log or (lambda msg: None)
         self.x = torch.from_numpy(ds.x_train)
         self.y = torch.from_numpy(ds.y_train)
         self.xt = torch.from_numpy(ds.x_test)
         self.yt = torch.from_numpy(ds.y_test)
         self._initial_net = net
+        self._cache_key = None  # the frozen set the core cache was built for
+        self._cache = None
         # Only what shapes the training result: editing a backend's section (analog, rtl)
         # must not invalidate a checkpoint.
         self.digest = cfgmod.digest({k: cfg[k] for k in TRAINING_SECTIONS})
@@ -97,124 +134,140 @@ class Trainer:
     def save_checkpoint(self, st: RunState) -> None:
         buf = io.BytesIO()
         torch.save({"version": CHECKPOINT_VERSION, "config_digest": self.digest,
-                    "config": dict(self.cfg), "epoch": st.epoch, "net": st.net.state(),
+                    "config": plain(self.cfg), "epoch": st.epoch, "net": st.net.state(),
                     "gen": st.gen.get_state(), "best_loss": st.best_loss, "stall": st.stall,
                     "telemetry": st.telemetry}, buf)
         atomic_write_bytes(self.checkpoint_path, buf.getvalue())
 
     def load_checkpoint(self) -> RunState:
         p = self.checkpoint_path
-        try:
-            ck = torch.load(p, weights_only=False)
-        except Exception as e:  # a truncated file cannot happen with atomic writes, but say so
-            raise TrainError(f"{p}: cannot read checkpoint ({e}); delete it to start over") from None
-        if ck.get("version") != CHECKPOINT_VERSION:
-            raise TrainError(f"{p}: checkpoint version {ck.get('version')} is not "
-                             f"{CHECKPOINT_VERSION}; delete it to start over")
+        ck = read_checkpoint(p)
         if ck["config_digest"] != self.digest:
             raise TrainError(f"{p}: was written with a different config; resume with the same "
                              "config, or train without --resume to start over (the old run is "
-                             "kept as train.prev)")
+                             "then moved aside as train.prev-<date>-<time>)")
         gen = torch.Generator()
         gen.set_state(ck["gen"])
         return RunState(net=CrystalNet.from_state(ck["net"]), gen=gen, epoch=ck["epoch"],
                         best_loss=ck["best_loss"], stall=ck["stall"], telemetry=ck["telemetry"])
 
-    # ---- the loop ------------------------------------------------------------------------
-    def run(self, resume: bool = False, stop_after: int | None = None, on_epoch=None) -> RunState:
-        """Train to cfg.train.epochs (or stop after `stop_after` epochs of this call)."""
-        if self.cfg.train.threads:
-            torch.set_num_threads(self.cfg.train.threads)
+    def _start(self, resume: bool) -> RunState:
         if resume and self.checkpoint_path.exists():
             st = self.load_checkpoint()
-            self._say(f"resuming {self.checkpoint_path} at epoch {st.epoch}")
-        else:
-            if self.checkpoint_path.exists() and self.checkpoints:
-                prev = self.out.with_name(self.out.name + ".prev")
-                shutil.rmtree(prev, ignore_errors=True)
-                shutil.move(str(self.out), str(prev))
-                self._say(f"previous run kept in {prev}")
-            st = self.fresh_state()
-        self.out.mkdir(parents=True, exist_ok=True)
-        tc, gc, fc = self.cfg.train, self.cfg.growth, self.cfg.freeze
+            self.log(f"resuming {self.checkpoint_path} at epoch {st.epoch}")
+            return st
+        if self.checkpoints and self.checkpoint_path.exists():
+            raise TrainError(f"{self.out} already holds a run ({self.checkpoint_path.name}); "
+                             "resume it, or move it aside before training afresh")
+        st = self.fresh_state()
+        if self.checkpoints:  # from the start on, an interrupted run leaves a checkpoint
+            self.save_checkpoint(st)
+        return st
+
+    # ---- the loop ------------------------------------------------------------------------
+    def run(self, resume: bool = False, stop_after: int | None = None, on_epoch=None) -> RunState:
+        """Train to cfg.train.epochs (or stop after `stop_after` epochs of this call).
+        `on_epoch(state)` is called after each epoch, once its checkpoint is written."""
+        if stop_after is not None and stop_after < 1:
+            raise TrainError(f"stop after {stop_after} epochs: give at least 1")
+        if self.cfg.train.threads:
+            torch.set_num_threads(self.cfg.train.threads)
+        st = self._start(resume)
+        self._cache_key = self._cache = None
+        tc = self.cfg.train
         end = tc.epochs if stop_after is None else min(tc.epochs, st.epoch + stop_after)
         bar = tqdm(total=tc.epochs, initial=st.epoch, desc=self.cfg.experiment, unit="epoch",
                    disable=not self.progress, file=sys.stderr, dynamic_ncols=True)
+        try:
+            while st.epoch < end:
+                row = self._epoch(st)
+                st.telemetry.append(row)
+                st.epoch += 1
+                if self.checkpoints and (st.epoch % tc.checkpoint_every == 0 or st.epoch == end):
+                    self.save_checkpoint(st)
+                    # Telemetry on disk as the run goes, so a long run can be watched.
+                    write_telemetry(st.telemetry, self.out,
+                                    plot=st.epoch % 10 == 0 or st.epoch == end)
+                if on_epoch is not None:
+                    on_epoch(st)
+                bar.set_postfix(loss=f"{row['loss']:.3f}", test=f"{row['test_accuracy']:.3f}",
+                                neurons=row["neurons_total"],
+                                frozen=f"{row['frozen_fraction']:.0%}")
+                bar.update(1)
+        finally:
+            bar.close()
+        return st
+
+    def _epoch(self, st: RunState) -> dict:
+        """One epoch: train the frontier, grow, freeze, evaluate; its telemetry row."""
+        e, tc = st.epoch, self.cfg.train
+        lr = lr_at(e, tc)
+        frontier = Frontier(st.net)
+        cache_s = self._attach_cache(frontier)
         n = len(self.y)
-        cached_frontier_key = None
-        cache = None
-        while st.epoch < end:
-            e = st.epoch
-            lr = lr_at(e, tc)
-            frontier = Frontier(st.net)
-            cache_s = 0.0
-            if tc.cache and frontier.n_frozen:
-                key = tuple(tuple(f.tolist()) for f in frontier.frozen_idx)
-                if key != cached_frontier_key:  # the frozen set changed: recompute
-                    t0 = time.perf_counter()
-                    frontier.build_cache(self.x)
-                    cache_s = time.perf_counter() - t0
-                    cache, cached_frontier_key = frontier.cache, key
-                frontier.cache = cache
-            perm = torch.randperm(n, generator=st.gen)
-            batches = [perm[i:i + tc.batch_size] for i in range(0, n, tc.batch_size)]
-            t0 = time.perf_counter()
-            step_times = []
-            loss_sum = 0.0
-            for idx in batches:
-                s0 = time.perf_counter()
-                loss_sum += frontier.step(self.x[idx], self.y[idx], idx, lr, tc.weight_decay) * len(idx)
-                step_times.append(time.perf_counter() - s0)
-            epoch_s = time.perf_counter() - t0
-            frontier.write_back()
-            ref_ms = math.nan
-            if tc.speedup_batches:
-                # Time an all-active step of the same net on a throwaway copy of its weights.
-                shadow = Frontier(st.net, all_active=True)
-                ref = _timed_steps(shadow, self.x, self.y, batches[:tc.speedup_batches], lr,
-                                   tc.weight_decay)
-                ref_ms = statistics.median(ref) * 1e3
-            loss = loss_sum / n
-            grown = 0
-            if gc.enabled:
-                if loss < st.best_loss * (1 - gc.min_improvement):
-                    st.best_loss, st.stall = loss, 0
-                else:
-                    st.stall += 1
-                may_grow = gc.until_epoch is None or e < gc.until_epoch
-                if st.stall >= gc.stall_epochs and may_grow:
-                    sample = torch.randperm(n, generator=st.gen)[:gc.score_samples]
-                    grown = st.net.grow(self.x[sample], self.y[sample], gc.count, gc.candidates,
-                                        st.gen, e)
-                    st.stall, st.best_loss = 0, loss
-            froze = st.net.check_freeze(e, fc.threshold, fc.patience, fc.min_age, fc.enabled)
-            _, train_acc = st.net.evaluate(self.x, self.y)
-            _, test_acc = st.net.evaluate(self.xt, self.yt)
-            step_ms = statistics.median(step_times) * 1e3
-            total, frozen = st.net.n_hidden(), st.net.n_frozen()
-            st.telemetry.append({
-                "epoch": e, "lr": lr, "loss": loss, "train_accuracy": train_acc,
+        perm = torch.randperm(n, generator=st.gen)
+        batches = [perm[i:i + tc.batch_size] for i in range(0, n, tc.batch_size)]
+        t0 = time.perf_counter()
+        step_times, loss_sum = _timed_steps(frontier, self.x, self.y, batches, lr,
+                                            tc.weight_decay)
+        epoch_s = time.perf_counter() - t0
+        loss = loss_sum / n
+        frontier.write_back()
+        ref_ms = self._all_active_ms(st.net, batches[:tc.speedup_batches], lr)
+        grown = self._grow(st, loss, e)
+        fc = self.cfg.freeze
+        froze = st.net.check_freeze(e, fc.threshold, fc.patience, fc.min_age, fc.enabled)
+        _, train_acc = st.net.evaluate(self.x, self.y)
+        _, test_acc = st.net.evaluate(self.xt, self.yt)
+        step_ms = statistics.median(step_times) * 1e3
+        total, frozen = st.net.n_hidden(), st.net.n_frozen()
+        return {"epoch": e, "lr": lr, "loss": loss, "train_accuracy": train_acc,
                 "test_accuracy": test_acc, "neurons_total": total, "neurons_frozen": frozen,
                 "frozen_fraction": frozen / total, "grown": grown, "froze": froze,
                 "epoch_seconds": epoch_s, "cache_seconds": cache_s, "step_ms": step_ms,
-                "step_ms_all_active": ref_ms, "speedup": ref_ms / step_ms,
-            })
-            st.epoch += 1
-            if self.checkpoints and (st.epoch % tc.checkpoint_every == 0 or st.epoch == end):
-                self.save_checkpoint(st)
-                # Telemetry on disk as the run goes, so a long run can be watched.
-                write_telemetry(st.telemetry, self.out, plot=st.epoch % 10 == 0 or st.epoch == end)
-            if on_epoch is not None:
-                on_epoch(st)
-            bar.set_postfix(loss=f"{loss:.3f}", test=f"{test_acc:.3f}", neurons=total,
-                            frozen=f"{frozen / total:.0%}")
-            bar.update(1)
-        bar.close()
-        return st
+                "step_ms_all_active": ref_ms, "speedup": ref_ms / step_ms}
 
-    def _say(self, msg: str) -> None:
-        if self.progress:
-            print(msg, file=sys.stderr)
+    def _attach_cache(self, frontier: Frontier) -> float:
+        """Give the frontier the frozen core's outputs, rebuilt only when the frozen set
+        changed; the seconds spent building."""
+        if not (self.cfg.train.cache and frontier.n_frozen):
+            return 0.0
+        key = tuple(tuple(f.tolist()) for f in frontier.frozen_idx)
+        seconds = 0.0
+        if key != self._cache_key:
+            t0 = time.perf_counter()
+            frontier.build_cache(self.x)
+            seconds = time.perf_counter() - t0
+            self._cache, self._cache_key = frontier.cache, key
+        frontier.cache = self._cache
+        return seconds
+
+    def _all_active_ms(self, net: CrystalNet, batches, lr: float) -> float:
+        """Median ms of an all-active step of the same net, on a throwaway copy of its
+        weights (the measured-speedup telemetry); NaN when off."""
+        if not batches:
+            return math.nan
+        shadow = Frontier(net, all_active=True)
+        times, _ = _timed_steps(shadow, self.x, self.y, batches, lr, self.cfg.train.weight_decay)
+        return statistics.median(times) * 1e3
+
+    def _grow(self, st: RunState, loss: float, epoch: int) -> int:
+        """Count a stall or progress; nucleate neurons after enough stalled epochs."""
+        gc = self.cfg.growth
+        if not gc.enabled:
+            return 0
+        if loss < st.best_loss * (1 - gc.min_improvement):
+            st.best_loss, st.stall = loss, 0
+        else:
+            st.stall += 1
+        may_grow = gc.until_epoch is None or epoch < gc.until_epoch
+        if st.stall < gc.stall_epochs or not may_grow:
+            return 0
+        sample = torch.randperm(len(self.y), generator=st.gen)[:gc.score_samples]
+        grown = st.net.grow(self.x[sample], self.y[sample], gc.count, gc.candidates, st.gen,
+                            epoch)
+        st.stall, st.best_loss = 0, loss
+        return grown
 
 
 # ---- telemetry -------------------------------------------------------------------------------

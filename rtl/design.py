@@ -24,11 +24,15 @@ and hidden layers stay baked.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
+from crystalbench.errors import DesignError
 
 from .fixed import IntNet
 
@@ -88,7 +92,7 @@ def _signature(net: IntNet, weights: str, addr_depth: int) -> dict:
 
 def _check_weights(weights: str):
     if weights not in ("baked", "loadable"):
-        raise ValueError(f"weights must be 'baked' or 'loadable', got {weights!r}")
+        raise DesignError(f"weights must be 'baked' or 'loadable', got {weights!r}")
 
 
 class ParallelNet(wiring.Component):
@@ -174,7 +178,7 @@ class SerialNet(wiring.Component):
             a = (np.flatnonzero(net.layers[li + 1].mask.any(axis=0)) if li + 1 < L
                  else np.arange(layer.n_out))
             if len(a) == 0 or len(self.sources[0]) == 0:
-                raise ValueError(f"{net.kind} layer {li + 1}: no connection left to compute; "
+                raise DesignError(f"{net.kind} layer {li + 1}: no connection left to compute; "
                                  "keep more connections (fixed_point.small_keep)")
             self.alive.append(a)
             self.sources.append(a)
@@ -204,7 +208,7 @@ class SerialNet(wiring.Component):
         self.n_conn = int(net.layers[-1].mask.sum())
         if weights == "loadable" and not net.layers[-1].mask.any(axis=1).all():
             # Its placeholder step would shift the write addresses of the rows after it.
-            raise ValueError(f"{net.kind}: a readout neuron has no connection; loadable "
+            raise DesignError(f"{net.kind}: a readout neuron has no connection; loadable "
                              "serial weights need every readout row present (use baked)")
         # Offer to result: start, one cycle per step, the pipeline (memory read, operand
         # register, multiply-accumulate, write-back), the transfer. The simulation measures
@@ -214,11 +218,29 @@ class SerialNet(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        net = self.net
+        prd, wrd = self._memories(m)
+        bufs, logit_regs = self._buffers()
+        r = self._registers()
+        self._sequencer(m, r, prd, wrd)
+        x_r, w_r, last_r, mac = self._fetch(m, r, prd, wrd, bufs)
+        wb = self._multiply_accumulate(m, r, x_r, w_r, last_r, mac)
+        self._write_back(m, r, wb, bufs, logit_regs)
+        m.d.comb += [self.o.valid.eq(r.done), self.o.payload.cls.eq(r.cls),
+                     self.o.payload.logits.eq(Cat(*logit_regs))]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += r.done.eq(0)
+        return m
+
+    @property
+    def _kbits(self) -> int:
+        return _bits(max(len(src) for src in self.sources))
+
+    def _memories(self, m):
+        """Program (source index + last-step flag) and weights: synchronous memories, a
+        block RAM each on an FPGA; the weights take writes when loadable."""
         P = len(self.prog_k)
-        n_neurons = sum(len(a) for a in self.alive)
-        kbits = _bits(max(len(src) for src in self.sources))
-        wb = max(layer.weight_bits for layer in net.layers)
+        kbits = self._kbits
+        wb = max(layer.weight_bits for layer in self.net.layers)
         m.submodules.prog = prog = Memory(
             shape=unsigned(kbits + 1), depth=P,
             init=[k | (int(last) << kbits) for k, last in zip(self.prog_k, self.prog_last)])
@@ -229,94 +251,116 @@ class SerialNet(wiring.Component):
             wwr = wmem.write_port()
             m.d.comb += [wwr.en.eq(self.wr.en), wwr.data.eq(self.wr.data),
                          wwr.addr.eq(self.wr.addr + self.start_of_last)]
+        return prd, wrd
 
-        # The input codes come from the payload (held until we take it); then every hidden
-        # layer's output codes.
+    def _buffers(self):
+        """The input codes come from the payload (held until we take it); then every hidden
+        layer's output codes; then the logits."""
+        net = self.net
         xin = [self.i.payload[k * net.in_bits:(k + 1) * net.in_bits] for k in self.sources[0]]
         bufs = [xin]
         for li, layer in enumerate(net.layers[:-1]):
             bufs.append([Signal(layer.out_bits, name=f"h{li + 1}_{j}") for j in self.alive[li]])
         logit_regs = [Signal(signed(net.logit_bits), name=f"logit{j}") for j in range(net.n_classes)]
+        return bufs, logit_regs
 
-        acc_bits = max(layer.acc_bits for layer in net.layers)
-        pc = Signal(range(P + 1))
-        running = Signal()
-        issued = Signal()  # memory data of the previous cycle is a program step
-        done = Signal()
-        first = Signal()
-        n = Signal(range(n_neurons + 1))  # global neuron index
-        lay = Signal(range(len(net.layers)))
-        j_in = Signal(range(max(len(a) for a in self.alive) + 1))  # position in the layer
-        acc = Signal(signed(acc_bits))
-        best = Signal(signed(net.logit_bits))
-        cls = Signal(_bits(net.n_classes))
+    def _registers(self) -> SimpleNamespace:
+        net = self.net
+        r = SimpleNamespace()
+        r.acc_bits = max(layer.acc_bits for layer in net.layers)
+        r.pc = Signal(range(len(self.prog_k) + 1), name="pc")
+        r.running = Signal(name="running")
+        r.issued = Signal(name="issued")  # memory data of the previous cycle is a program step
+        r.done = Signal(name="done")
+        r.first = Signal(name="first")
+        r.n_neurons = sum(len(a) for a in self.alive)
+        r.n = Signal(range(r.n_neurons + 1), name="n")  # global neuron index
+        r.lay = Signal(range(len(net.layers)), name="lay")
+        # position in the layer
+        r.j_in = Signal(range(max(len(a) for a in self.alive) + 1), name="j_in")
+        r.acc = Signal(signed(r.acc_bits), name="acc")
+        r.best = Signal(signed(net.logit_bits), name="best")
+        r.cls = Signal(_bits(net.n_classes), name="cls")
+        return r
 
-        m.d.comb += [prd.addr.eq(pc), wrd.addr.eq(pc)]
-        with m.If(self.i.valid & ~running & ~done):
-            m.d.sync += [running.eq(1), pc.eq(0), n.eq(0), lay.eq(0), j_in.eq(0), first.eq(1)]
-        m.d.sync += issued.eq(running & (pc < P))
-        with m.If(running & (pc < P)):
-            m.d.sync += pc.eq(pc + 1)
+    def _sequencer(self, m, r, prd, wrd):
+        """Start on a valid input; walk the program one step per clock."""
+        P = len(self.prog_k)
+        m.d.comb += [prd.addr.eq(r.pc), wrd.addr.eq(r.pc)]
+        with m.If(self.i.valid & ~r.running & ~r.done):
+            m.d.sync += [r.running.eq(1), r.pc.eq(0), r.n.eq(0), r.lay.eq(0), r.j_in.eq(0),
+                         r.first.eq(1)]
+        m.d.sync += r.issued.eq(r.running & (r.pc < P))
+        with m.If(r.running & (r.pc < P)):
+            m.d.sync += r.pc.eq(r.pc + 1)
 
-        # Stage 1 (issued: the memories hold a program step): fetch the operand.
+    def _fetch(self, m, r, prd, wrd, bufs):
+        """Stage 1 (issued: the memories hold a program step): fetch the operand."""
+        kbits = self._kbits
         k = prd.data[:kbits]
         srcs = [Array(b)[k] for b in bufs]
-        x = Array(srcs)[lay] if len(srcs) > 1 else srcs[0]
+        x = Array(srcs)[r.lay] if len(srcs) > 1 else srcs[0]
         x_r = Signal(len(x))
-        w_r = Signal(signed(wb))
+        w_r = Signal(signed(max(layer.weight_bits for layer in self.net.layers)))
         last_r = Signal()
         mac = Signal()
-        m.d.sync += [x_r.eq(x), w_r.eq(wrd.data), last_r.eq(prd.data[kbits]), mac.eq(issued)]
+        m.d.sync += [x_r.eq(x), w_r.eq(wrd.data), last_r.eq(prd.data[kbits]), mac.eq(r.issued)]
+        return x_r, w_r, last_r, mac
 
-        # Stage 2 (mac): multiply-accumulate; a neuron's last step hands it to stage 3.
-        bias = Array([C(int(layer.bias[j]), signed(acc_bits))
-                      for layer, a in zip(net.layers, self.alive) for j in a])[n]
-        acc_next = Signal(signed(acc_bits))
-        m.d.comb += acc_next.eq(Mux(first, bias, acc) + w_r * x_r)
-        wb_valid = Signal()
-        wb_lay = Signal.like(lay)
-        wb_j = Signal.like(j_in)
-        wb_final = Signal()
-        m.d.sync += wb_valid.eq(0)
+    def _multiply_accumulate(self, m, r, x_r, w_r, last_r, mac) -> SimpleNamespace:
+        """Stage 2 (mac): multiply-accumulate; a neuron's last step hands it to stage 3."""
+        net = self.net
+        bias = Array([C(int(layer.bias[j]), signed(r.acc_bits))
+                      for layer, a in zip(net.layers, self.alive) for j in a])[r.n]
+        acc_next = Signal(signed(r.acc_bits))
+        m.d.comb += acc_next.eq(Mux(r.first, bias, r.acc) + w_r * x_r)
+        wb = SimpleNamespace()
+        wb.valid = Signal(name="wb_valid")
+        wb.lay = Signal.like(r.lay, name="wb_lay")
+        wb.j = Signal.like(r.j_in, name="wb_j")
+        wb.final = Signal(name="wb_final")
+        m.d.sync += wb.valid.eq(0)
         with m.If(mac):
-            m.d.sync += [acc.eq(acc_next), first.eq(last_r)]
+            m.d.sync += [r.acc.eq(acc_next), r.first.eq(last_r)]
             with m.If(last_r):
-                m.d.sync += [n.eq(n + 1), j_in.eq(j_in + 1), wb_valid.eq(1), wb_lay.eq(lay),
-                             wb_j.eq(j_in), wb_final.eq(n == n_neurons - 1)]
+                m.d.sync += [r.n.eq(r.n + 1), r.j_in.eq(r.j_in + 1), wb.valid.eq(1),
+                             wb.lay.eq(r.lay), wb.j.eq(r.j_in),
+                             wb.final.eq(r.n == r.n_neurons - 1)]
                 for li, alive in enumerate(self.alive):
-                    with m.If((lay == li) & (j_in == len(alive) - 1)):
-                        m.d.sync += j_in.eq(0)
+                    with m.If((r.lay == li) & (r.j_in == len(alive) - 1)):
+                        m.d.sync += r.j_in.eq(0)
                         if li + 1 < len(net.layers):
-                            m.d.sync += lay.eq(li + 1)
+                            m.d.sync += r.lay.eq(li + 1)
+        return wb
 
-        # Stage 3 (write-back): `acc` holds the finished neuron.
-        with m.If(wb_valid):
+    def _write_back(self, m, r, wb, bufs, logit_regs):
+        """Stage 3 (write-back): `acc` holds the finished neuron: requantize it into the
+        hidden buffer, or store the logit and update the running argmax."""
+        net = self.net
+        acc = r.acc
+        with m.If(wb.valid):
             for li, (layer, alive) in enumerate(zip(net.layers, self.alive)):
-                with m.If(wb_lay == li):
+                with m.If(wb.lay == li):
                     if li + 1 < len(net.layers):
-                        sh = Array([C(int(layer.shift[j]), 4 + _bits(acc_bits)) for j in alive])[wb_j]
+                        sh = Array([C(int(layer.shift[j]), 4 + _bits(r.acc_bits))
+                                    for j in alive])[wb.j]
                         q = _requant(acc, sh, layer.out_bits)
-                        with m.Switch(wb_j):
+                        with m.Switch(wb.j):
                             for pos in range(len(alive)):
                                 with m.Case(pos):
                                     m.d.sync += bufs[li + 1][pos].eq(q)
                     else:
                         lb = net.logit_bits
-                        with m.Switch(wb_j):
+                        with m.Switch(wb.j):
                             for j in range(layer.n_out):
                                 with m.Case(j):
                                     m.d.sync += logit_regs[j].eq(acc[:lb])
                         # Running argmax, first maximum wins.
-                        with m.If((wb_j == 0) | (acc[:lb].as_signed() > best)):
-                            m.d.sync += [best.eq(acc[:lb]), cls.eq(wb_j)]
-            with m.If(wb_final):
-                m.d.sync += [running.eq(0), done.eq(1)]
+                        with m.If((wb.j == 0) | (acc[:lb].as_signed() > r.best)):
+                            m.d.sync += [r.best.eq(acc[:lb]), r.cls.eq(wb.j)]
+            with m.If(wb.final):
+                m.d.sync += [r.running.eq(0), r.done.eq(1)]
                 m.d.comb += self.i.ready.eq(1)  # the input is used up
-        m.d.comb += [self.o.valid.eq(done), self.o.payload.cls.eq(cls),
-                     self.o.payload.logits.eq(Cat(*logit_regs))]
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += done.eq(0)
-        return m
 
 
 SHAPES = {"parallel": ParallelNet, "serial": SerialNet}
@@ -324,7 +368,7 @@ SHAPES = {"parallel": ParallelNet, "serial": SerialNet}
 
 def build(net: IntNet, shape: str, weights: str):
     if shape not in SHAPES:
-        raise ValueError(f"shape must be one of {list(SHAPES)}, got {shape!r}")
+        raise DesignError(f"shape must be one of {list(SHAPES)}, got {shape!r}")
     return SHAPES[shape](net, weights)
 
 

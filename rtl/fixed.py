@@ -25,12 +25,16 @@ rescaling is a shift, never a multiplier):
   chosen so the largest value seen on the calibration (training) inputs fits;
 * readout: the accumulator itself is the logit; the class is the first maximum.
 
-The integer arrays are recorded in `Crystal.fixed_point` (checked by crystal.validate),
-so the golden model, the RTL and the simulators all read the same numbers.
+The formats and integer arrays are this backend's own artifact, `build/<exp>/fixed/
+fixed_point.json` (written by the `quantize` stage, rtl/quantize.py), stamped with the
+digest of the Crystal and the config they came from; the golden model, the RTL and the
+simulators all read the same numbers from it, and a stale one is refused by name.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +42,16 @@ from pathlib import Path
 import numpy as np
 
 from crystalbench import adc as adc_mod
-from crystalbench.crystal import Crystal, acc_range
+from crystalbench import crystal as crystal_mod
+from crystalbench.crystal import Crystal
+from crystalbench.errors import FixedPointError
+from crystalbench.results import atomic_write_json
 
-FIXED_POINT_VERSION = 1
-MAX_WIDTH = 48  # widest accumulator the RTL generator accepts
-
-
-class FixedPointError(ValueError):
-    """A Crystal or a format the fixed-point stage cannot represent; names what and the fix."""
+FIXED_POINT_VERSION = 2  # 2: own artifact, stamped with the Crystal digest and config
+FILE_NAME = "fixed_point.json"
+MAX_WIDTH = 48  # widest integer the formats may use (the RTL generator's limit)
+LAYER_FIELDS = ("activation", "in_bits", "weight_bits", "weight_frac", "acc_bits", "shift",
+                "out_bits", "weights", "mask", "bias")
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,17 +131,31 @@ class IntNet:
 
     @staticmethod
     def from_dict(kind: str, d: dict) -> "IntNet":
-        layers = tuple(IntLayer(weights=np.array(l["weights"], np.int64),
-                                mask=np.array(l["mask"], bool), bias=np.array(l["bias"], np.int64),
-                                activation=l["activation"], in_bits=int(l["in_bits"]),
-                                weight_bits=int(l["weight_bits"]), weight_frac=np.array(l["weight_frac"], np.int64),
-                                acc_bits=int(l["acc_bits"]), shift=np.array(l["shift"], np.int64),
-                                out_bits=int(l["out_bits"])) for l in d["layers"])
+        layers = tuple(IntLayer(weights=np.array(ly["weights"], np.int64),
+                                mask=np.array(ly["mask"], bool), bias=np.array(ly["bias"], np.int64),
+                                activation=ly["activation"], in_bits=int(ly["in_bits"]),
+                                weight_bits=int(ly["weight_bits"]),
+                                weight_frac=np.array(ly["weight_frac"], np.int64),
+                                acc_bits=int(ly["acc_bits"]), shift=np.array(ly["shift"], np.int64),
+                                out_bits=int(ly["out_bits"])) for ly in d["layers"])
         inp = d["input"]
         return IntNet(kind, inp["kind"], int(inp["layer"]), np.array(inp["index"], np.int64), layers)
 
 
 # ---- choosing formats --------------------------------------------------------------------
+def acc_range(weights: np.ndarray, bias: np.ndarray, in_bits: int) -> tuple[int, int]:
+    """Worst-case accumulator range of an integer layer over every unsigned input code
+    (zero included): what its accumulator width must hold."""
+    top = (1 << in_bits) - 1
+    w = np.asarray(weights, np.int64)
+    b = np.asarray(bias, np.int64)
+    if w.size == 0:
+        return int(min(b.min(initial=0), 0)), int(max(b.max(initial=0), 0))
+    hi = (np.clip(w, 0, None).sum(axis=1) * top + b).max()
+    lo = (np.clip(w, None, 0).sum(axis=1) * top + b).min()
+    return int(min(lo, 0)), int(max(hi, 0))
+
+
 def signed_bits(lo: int, hi: int) -> int:
     """Smallest two's-complement width holding every integer in [lo, hi]."""
     n = 1
@@ -155,9 +175,18 @@ def _check_activations(c: Crystal, first: int) -> None:
                 f"stage for a {role} layer (supported: {want!r}); retrain with {want!r}")
 
 
-def _quantize_layer(W: np.ndarray, mask: np.ndarray, b: np.ndarray, lsb: np.ndarray,
-                    offset: np.ndarray, activation: str, in_bits: int, weight_bits: int,
-                    where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def requant_shift(top: int, out_bits: int) -> int:
+    """Smallest right shift that brings accumulator value `top` into unsigned `out_bits`
+    after rounding half up (the half-step the bias carries): (top + 2**(s-1)) >> s."""
+    s = 0
+    while ((top + ((1 << s) >> 1)) >> s) > (1 << out_bits) - 1:
+        s += 1
+    return s
+
+
+def quantize_layer(W: np.ndarray, mask: np.ndarray, b: np.ndarray, lsb: np.ndarray,
+                   offset: np.ndarray, activation: str,
+                   weight_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Float weights reading codes (value = offset + code * lsb) -> (W_int, bias_int, frac).
 
     A hidden neuron gets its own power-of-two scale (its requantizing shift absorbs it
@@ -192,19 +221,14 @@ def _build(c: Crystal, kind: str, first_layer: int, input_kind: str, index: np.n
         if li == first_layer:
             W, mask = W[:, index], mask[:, index]
         where = f"{kind} layer {li}"
-        w_int, b_int, frac = _quantize_layer(W, mask, cl.bias, lsb, offset, cl.activation,
-                                             in_bits, weight_bits, where)
+        w_int, b_int, frac = quantize_layer(W, mask, cl.bias, lsb, offset, cl.activation,
+                                            weight_bits)
         if cl.activation == "relu":
             # Largest accumulator on the training inputs decides the shift; the rounding
             # half-step goes into the bias, so requantizing is a bare shift + clip.
             acc_cal = h_cal @ w_int.T + b_int
-            shift = np.zeros(cl.n_out, np.int64)
-            for j in range(cl.n_out):
-                top = int(max(acc_cal[:, j].max(), 0))
-                s = 0
-                while ((top + ((1 << s) >> 1)) >> s) > (1 << act_bits) - 1:
-                    s += 1
-                shift[j] = s
+            shift = np.array([requant_shift(int(max(acc_cal[:, j].max(initial=0), 0)), act_bits)
+                              for j in range(cl.n_out)], np.int64)
             b_int = b_int + ((1 << shift) >> 1)
             out_bits = act_bits
         else:
@@ -239,8 +263,14 @@ def frontier_readout_only(c: Crystal) -> None:
                 "analog core); train until the hidden layers freeze, or use the all-digital net")
 
 
+def config_stamp(fp, adc_bits: int) -> dict:
+    """The config a fixed-point artifact depends on (a change makes it stale)."""
+    return {"fixed_point": dict(fp), "adc_bits": int(adc_bits)}
+
+
 def quantize(c: Crystal, fp, adc_bits: int) -> dict:
-    """Choose every format from the calibration inputs; return the `fixed_point` dict.
+    """Choose every format from the calibration inputs; return the fixed-point artifact
+    (a dict: formats and integer arrays, stamped with the Crystal's digest and the config).
 
     `fp` is the validated `fixed_point` config section.
     """
@@ -274,8 +304,12 @@ def quantize(c: Crystal, fp, adc_bits: int) -> dict:
         nets[kind] = _build(c, kind, 1, "input_codes", idx, np.full(len(idx), dadc.input_lsb()),
                             np.full(len(idx), dadc.input_low), ib, wb, ab,
                             dadc.input_codes(cal_x), fp.max_acc_bits, masks)
-    return {"version": FIXED_POINT_VERSION, "adc_bits": adc_bits,
-            "nets": {k: n.to_dict() for k, n in nets.items()}}
+    out = {"version": FIXED_POINT_VERSION, "crystal": {"name": c.name,
+                                                       "digest": crystal_mod.digest(c)},
+           "config": config_stamp(fp, adc_bits), "adc_bits": adc_bits,
+           "nets": {k: n.to_dict() for k, n in nets.items()}}
+    validate_formats(out, c)
+    return out
 
 
 def prune_masks(c: Crystal, keep: float) -> list[np.ndarray]:
@@ -306,36 +340,136 @@ def prune_masks(c: Crystal, keep: float) -> list[np.ndarray]:
     return masks
 
 
-def nets_of(c: Crystal) -> dict[str, IntNet]:
-    if c.fixed_point is None:
-        raise FixedPointError(f"crystal {c.name!r} has no fixed_point formats yet; run "
-                              "`crystalbench synth` (it quantizes first)")
-    return {k: IntNet.from_dict(k, d) for k, d in c.fixed_point["nets"].items()}
+# ---- the artifact on disk -------------------------------------------------------------------
+def _fail(where: str, msg: str):
+    raise FixedPointError(f"{where}: {msg}")
+
+
+def _validate_layer(c: Crystal, lay: dict, li: int, nxt: dict | None, lat: str) -> None:
+    for key in LAYER_FIELDS:
+        if key not in lay:
+            _fail(lat, f"missing field {key!r}")
+    readout = li == len(c.layers)
+    want = "linear" if readout else "relu"
+    if lay["activation"] != want or c.layers[li - 1].activation != want:
+        _fail(lat, f"activation {lay['activation']!r} (crystal layer {li}: "
+                   f"{c.layers[li - 1].activation!r}) is not supported in fixed point for "
+                   f"a {'readout' if readout else 'hidden'} layer; only {want!r} is")
+    for key in ("in_bits", "weight_bits", "acc_bits", "out_bits"):
+        v = lay[key]
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_WIDTH:
+            _fail(lat, f"{key} = {v!r} must be a whole number in 1..{MAX_WIDTH}")
+    try:
+        w = np.asarray(lay["weights"], dtype=np.int64)
+        b = np.asarray(lay["bias"], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as e:
+        _fail(lat, f"weights or bias are not integer arrays ({e})")
+    n_out = c.layers[li - 1].n_out
+    if w.ndim != 2 or w.shape[0] != n_out or b.shape != (n_out,):
+        _fail(lat, f"weights {w.shape} / bias {b.shape} do not match the {n_out} neurons "
+                   f"of crystal layer {li}")
+    lim = 1 << (lay["weight_bits"] - 1)
+    if w.size and (w.max() > lim - 1 or w.min() < -lim):
+        _fail(lat, f"a weight ({int(np.abs(w).max())}) overflows weight_bits {lay['weight_bits']}")
+    lo, hi = acc_range(w, b, lay["in_bits"])
+    alim = 1 << (lay["acc_bits"] - 1)
+    if hi > alim - 1 or lo < -alim:
+        _fail(lat, f"acc_bits {lay['acc_bits']} would overflow: the accumulator can reach "
+                   f"{lo}..{hi}; re-run `crystalbench quantize` or lower the widths")
+    if nxt is not None and nxt.get("in_bits") != lay["out_bits"]:
+        _fail(lat, f"out_bits {lay['out_bits']} differs from the next layer's in_bits "
+                   f"{nxt.get('in_bits')}")
+
+
+def validate_formats(fp: dict, c: Crystal, where: str = "fixed point") -> None:
+    """The formats are complete, belong to this Crystal's shape and can never overflow:
+    refused here, before any synthesis, naming the field."""
+    if not isinstance(fp, dict):
+        _fail(where, f"must be a mapping, got {type(fp).__name__}")
+    for key in ("version", "nets"):
+        if key not in fp:
+            _fail(where, f"missing field {key!r}; re-run `crystalbench quantize`")
+    if fp["version"] != FIXED_POINT_VERSION:
+        _fail(where, f"version {fp['version']} is not {FIXED_POINT_VERSION}; re-run "
+                     "`crystalbench quantize` (or `synth`, which runs it)")
+    for kind in ("frontier", "all_digital"):
+        if kind not in fp["nets"]:
+            _fail(where, f"missing field 'nets.{kind}'")
+    for kind, net in fp["nets"].items():
+        for key in ("input", "layers"):
+            if key not in net:
+                _fail(where, f"missing field 'nets.{kind}.{key}'")
+        layers = net["layers"]
+        first = len(c.layers) - len(layers) + 1
+        if not layers or first < 1:
+            _fail(where, f"nets.{kind}.layers has {len(layers)} layers; the crystal has "
+                         f"{len(c.layers)}")
+        for i, lay in enumerate(layers):
+            _validate_layer(c, lay, first + i, layers[i + 1] if i + 1 < len(layers) else None,
+                            f"{where}: nets.{kind}.layers[{i}]")
+
+
+def nets_of(fp: dict) -> dict[str, IntNet]:
+    return {k: IntNet.from_dict(k, d) for k, d in fp["nets"].items()}
+
+
+def save(fp: dict, folder: str | Path) -> Path:
+    path = Path(folder) / FILE_NAME
+    atomic_write_json(path, fp)
+    return path
+
+
+def artifact_digest(fp: dict) -> str:
+    """Content hash of a fixed-point artifact: synth's designs are stamped with it."""
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load(folder: str | Path, c: Crystal, cfg=None) -> dict:
+    """Read build/<exp>/fixed/fixed_point.json for Crystal `c`; refuse a missing, damaged
+    or stale one (another Crystal, or, given `cfg`, other fixed_point/adc settings),
+    saying what to run."""
+    path = Path(folder) / FILE_NAME
+    fix = "run `crystalbench synth` (or `crystalbench quantize`) with this config"
+    if not path.exists():
+        raise FixedPointError(f"{path}: not found; {fix}")
+    try:
+        fp = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FixedPointError(f"{path}: not valid JSON ({e}); {fix}") from None
+    made_from = (fp.get("crystal") or {}).get("digest") if isinstance(fp, dict) else None
+    if made_from != crystal_mod.digest(c):
+        raise FixedPointError(f"{path}: made from another Crystal (digest {made_from}, this one "
+                              f"{crystal_mod.digest(c)}); it is stale: {fix}")
+    if cfg is not None and fp.get("config") != config_stamp(cfg.fixed_point, cfg.adc.bits):
+        raise FixedPointError(f"{path}: made with other fixed_point/adc settings than this "
+                              f"config; it is stale: {fix}")
+    validate_formats(fp, c, str(path))
+    return fp
 
 
 def input_codes(c: Crystal, net: IntNet, x: np.ndarray | None = None,
                 core_outputs: np.ndarray | None = None) -> np.ndarray:
     """Integer input codes of `net` for model inputs x (default: the test split).
 
-    For the frontier the core outputs come from the torch reference (what an ideal analog
-    core produces), through the shared ADC model.
+    Raw inputs go through the input converter at the net's input width; for the frontier
+    the core outputs (default: the torch reference, what an ideal analog core produces)
+    go through the shared ADC model, whose width is the frontier's input width.
     """
-    fp = c.fixed_point
     if net.input_kind == "input_codes":
         xs = c.reference.x if x is None else x
         return adc_mod.adc_for(c, net.in_bits).input_codes(xs)[:, net.input_index]
     li = net.input_layer - 1
     if core_outputs is None:
         core_outputs = (c.reference.outputs[li] if x is None else c.forward(x)[li])
-    return adc_mod.adc_for(c, fp["adc_bits"]).codes(core_outputs, li)[:, net.input_index]
+    return adc_mod.adc_for(c, net.in_bits).codes(core_outputs, li)[:, net.input_index]
 
 
-def evaluate(c: Crystal) -> dict:
+def evaluate(c: Crystal, nets: dict[str, IntNet]) -> dict:
     """Golden model on the test split: accuracy and agreement with torch, per net."""
     torch_cls = c.reference.outputs[-1].argmax(1)
     y = c.reference.y
     res = {"float_test_accuracy": float((torch_cls == y).mean()), "vectors": int(len(y))}
-    for k, net in nets_of(c).items():
+    for k, net in nets.items():
         g = net.forward(input_codes(c, net))
         res[k] = {"fixed_point_test_accuracy": float((g["cls"] == y).mean()),
                   "class_agreement_with_torch": float((g["cls"] == torch_cls).mean())}
@@ -343,7 +477,7 @@ def evaluate(c: Crystal) -> dict:
 
 
 # ---- profiling plot ----------------------------------------------------------------------
-def profile(c: Crystal, path: str | Path) -> Path:
+def profile(c: Crystal, nets: dict[str, IntNet], path: str | Path) -> Path:
     """Per tensor: the range of values seen on the calibration inputs vs what the format holds.
 
     Plotted as bits of magnitude, log2(|value|), in integer units of each tensor: a box
@@ -355,7 +489,7 @@ def profile(c: Crystal, path: str | Path) -> Path:
 
     rows = []
     cal = c.reference.calibration_x
-    for k, net in nets_of(c).items():
+    for k, net in nets.items():
         codes = input_codes(c, net, x=cal)
         g = net.forward(codes)
         rows.append((f"{k}: input codes", codes, net.in_bits - 0, False))
@@ -370,7 +504,7 @@ def profile(c: Crystal, path: str | Path) -> Path:
     data = [np.log2(np.abs(v[v != 0]).astype(np.float64).ravel() + 0.0) if np.any(v != 0)
             else np.zeros(1) for _, v, _, _ in rows]
     ax.boxplot(data, orientation="horizontal", whis=(0, 100), widths=0.5)
-    for i, (_, _, bits, signed) in enumerate(rows, start=1):
+    for i, (_, _, bits, _signed) in enumerate(rows, start=1):
         ax.barh(i, bits, height=0.7, color="tab:green", alpha=0.2, zorder=0)
     ax.set_yticks(range(1, len(rows) + 1), [r[0] for r in rows], fontsize=8)
     ax.invert_yaxis()

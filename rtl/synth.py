@@ -21,7 +21,6 @@ Method (also written into result.json):
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -30,16 +29,13 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from crystalbench import toolrun
+from crystalbench.errors import SynthError
 
 from . import design as design_mod
-from .fixed import IntNet
 
 GATE_CELLS = ("AND", "NAND", "OR", "NOR", "XOR", "XNOR", "ANDNOT", "ORNOT", "NOT", "MUX", "BUF")
+# part -> (nextpnr flag, package, LUT4 count)
 PARTS = {"up5k": ("--up5k", "sg48", 5280), "hx8k": ("--hx8k", "ct256", 7680)}
-
-
-class SynthError(RuntimeError):
-    pass
 
 
 class Harness(wiring.Component):
@@ -68,6 +64,7 @@ class Harness(wiring.Component):
 
 
 def parse_generic_stat(text: str) -> dict:
+    """Yosys `stat -tech cmos` of a generic-gate netlist: gates, flip-flops, transistors."""
     cells = {}
     for name, count in re.findall(r"^\s+\$_(\w+?)_\s+(\d+)\s*$", text, re.M):
         cells[name] = cells.get(name, 0) + int(count)
@@ -110,7 +107,11 @@ def gate_script(src: Path, stat: Path, netlist: Path, abc: str, all_logic_stat: 
 
 
 def parse_ice40_stat(text: str) -> dict:
+    """Yosys `stat` after `synth_ice40`: LUT4, flip-flops, carries, DSPs, block RAMs."""
     cells = dict((k, int(v)) for k, v in re.findall(r"^\s+(SB_\w+)\s+(\d+)\s*$", text, re.M))
+    if not cells:
+        raise SynthError("could not read the Yosys iCE40 statistics (no SB_* cells listed); "
+                         "see the yosys log")
     ff = sum(v for k, v in cells.items() if k.startswith("SB_DFF"))
     return {"lut4": cells.get("SB_LUT4", 0), "ice40_ff": ff, "carry": cells.get("SB_CARRY", 0),
             "dsp": cells.get("SB_MAC16", 0), "bram": cells.get("SB_RAM40_4K", 0),
@@ -118,12 +119,14 @@ def parse_ice40_stat(text: str) -> dict:
 
 
 def parse_fmax(text: str) -> float | None:
+    """The final `Max frequency for clock` line of a nextpnr log (MHz), None if absent."""
     found = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+)\s+MHz", text)
     return float(found[-1]) if found else None
 
 
 def synth_design(dut, name: str, out: Path, part: str = "up5k", pnr: bool = True,
-                 abc: str = "fast", large_part: str = "ecp5", verilog: str | None = None) -> dict:
+                 abc: str = "fast", large_part: str = "ecp5", verilog: str | None = None,
+                 clock_mhz: float = 12.0) -> dict:
     """Synthesize one component; return its figures; files go to out/<name>/.
     `verilog`: the component's Verilog when the caller already has it."""
     toolrun.require("yosys", *(["nextpnr-ice40"] if pnr else []))
@@ -136,7 +139,6 @@ def synth_design(dut, name: str, out: Path, part: str = "up5k", pnr: bool = True
                                             d / "gates_all_logic_stat.txt"))
     r = toolrun.run("yosys", ["-q", d / "gates.ys"], log=d / "yosys_gates.log")
     res.update(parse_generic_stat((d / "gates_stat.txt").read_text()))
-    res["other_cells"].pop("mem_v2", None)  # listed in `memories`
     mems = parse_memories((d / "gates.v").read_text())
     res["memories"] = mems
     res["memory_bits"] = sum(m["bits"] for m in mems)
@@ -153,12 +155,14 @@ def synth_design(dut, name: str, out: Path, part: str = "up5k", pnr: bool = True
     res.update(parse_ice40_stat((d / "ice40_stat.txt").read_text()))
     res["yosys_ice40_seconds"] = round(r.seconds, 2)
     if pnr:
-        res.update(place_and_route(dut, d, res["lut4"], part, large_part))
+        res.update(place_and_route(dut, d, res["lut4"], part, large_part, clock_mhz))
     return res
 
 
-def place_and_route(dut, d: Path, lut4: int, part: str, large_part: str = "ecp5") -> dict:
-    flag, pkg, luts = PARTS[part]
+def place_and_route(dut, d: Path, lut4: int, part: str, large_part: str = "ecp5",
+                    clock_mhz: float = 12.0) -> dict:
+    """fmax on the configured iCE40 part, or the next that holds the design."""
+    luts = PARTS[part][2]
     res = {"part": f"iCE40{part.upper()}", "part_luts": luts,
            "utilization": round(lut4 / luts, 4), "fits": lut4 <= luts}
     chosen = part
@@ -166,7 +170,7 @@ def place_and_route(dut, d: Path, lut4: int, part: str, large_part: str = "ecp5"
         if lut4 <= PARTS["hx8k"][2] * 0.95:
             chosen = "hx8k"
         elif large_part == "ecp5":
-            return {**res, **place_and_route_ecp5(dut, d)}
+            return {**res, **place_and_route_ecp5(dut, d, clock_mhz)}
         else:
             return {**res, "fmax_mhz": None, "fmax_part": None,
                     "fmax_note": f"{lut4} LUT4 exceed the UP5K and the HX8K; fmax not measured "
@@ -177,7 +181,8 @@ def place_and_route(dut, d: Path, lut4: int, part: str, large_part: str = "ecp5"
                                   f"synth_ice40 -top harness -json {d / 'harness.json'}\n")
     toolrun.run("yosys", ["-q", d / "harness.ys"], log=d / "yosys_harness.log")
     r = toolrun.run("nextpnr-ice40", [flag, "--package", pkg, "--json", d / "harness.json",
-                                      "--freq", "12", "--timing-allow-fail", "--seed", "1",
+                                      "--freq", f"{clock_mhz:g}", "--timing-allow-fail",
+                                      "--seed", "1",
                                       "--report", d / "nextpnr_report.json"],
                     log=d / "nextpnr.log", timeout=1800)
     fmax = parse_fmax(r.stdout)
@@ -188,7 +193,7 @@ def place_and_route(dut, d: Path, lut4: int, part: str, large_part: str = "ecp5"
     return res
 
 
-def place_and_route_ecp5(dut, d: Path) -> dict:
+def place_and_route_ecp5(dut, d: Path, clock_mhz: float = 12.0) -> dict:
     """fmax on a Lattice ECP5-85F (LFE5U-85F, CABGA381) when no iCE40 holds the design."""
     tool = "nextpnr-ecp5"
     try:
@@ -201,7 +206,7 @@ def place_and_route_ecp5(dut, d: Path) -> dict:
                                        f"synth_ecp5 -top harness -json {d / 'harness_ecp5.json'}\n")
     toolrun.run("yosys", ["-q", d / "harness_ecp5.ys"], log=d / "yosys_harness_ecp5.log")
     r = toolrun.run(tool, ["--85k", "--package", "CABGA381", "--json", d / "harness_ecp5.json",
-                           "--freq", "12", "--timing-allow-fail", "--seed", "1"],
+                           "--freq", f"{clock_mhz:g}", "--timing-allow-fail", "--seed", "1"],
                     log=d / "nextpnr_ecp5.log", timeout=3600)
     fmax = parse_fmax(r.stdout)
     if fmax is None:

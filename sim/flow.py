@@ -1,76 +1,146 @@
-"""`crystalbench sim`: every design built by `synth`, as RTL and as the Yosys gate netlist,
+"""`crystalbench sim`: every design `synth` built, as RTL and as the Yosys gate netlist,
 driven by the Crystal's test vectors under cocotb + Icarus; bit-exact against the golden
-model, classes against torch. Writes build/<experiment>/sim/result.json.
+model, classes against torch. Each netlist is simulated once: the gate-level run also
+records the switching activity of its first `sim.power_vectors` results, which prices
+energy and power; latency is measured in the same run. Writes
+build/<experiment>/sim/result.json.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
-from crystalbench import crystal as crystal_mod
+from crystalbench import stage
+from crystalbench.crystal import Crystal
+from crystalbench.errors import CrystalbenchError, SimError
+from crystalbench.results import Paths, read_json
 from crystalbench.rtl import fixed
-from crystalbench.rtl import flow as rtl_flow
+from crystalbench.rtl import flow as synth_stage
+from crystalbench.rtl import quantize as fixed_stage
 
-from . import runner
+from . import power, runner
+
+NAME = "sim"
+WRITES = (NAME,)
+NEEDS_CRYSTAL = True
+LEVELS = ("rtl", "gates")
+METHOD = ("cocotb 2.x + Icarus via cocotb_tools.runner; vectors streamed back to back with "
+          "the output always ready; a vector is bit-exact when every logit and the class "
+          "equal the golden model (rtl/fixed.py). Latency: clock edges from the offer of a "
+          "vector to the transfer of its result, measured in the gate-level run; latency_ns "
+          "at synth's fmax. Energy: toggles of every net of the gate netlist (memory cell "
+          "contents excluded, their address and data nets included) from the end of reset "
+          "to the transfer of the sim.power_vectors-th result, priced by the iCE40 model "
+          "(measured currents; block RAM access not priced) and a generic CMOS model "
+          "(assumed), plus static; power_mw = continuous inference at rtl.clock_mhz")
 
 
-def run_sim(cfg, build_dir, waves: bool = False, vectors: int | None = None, log=print) -> dict:
-    t_all = time.perf_counter()
-    synth_dir = Path(build_dir) / cfg.experiment / "synth"
-    sres = synth_dir / "result.json"
-    if not sres.exists():
-        raise runner.SimError(f"{sres}: not found; run `crystalbench synth --config ...` "
-                              "(`make synth`) first: it writes the gate netlists")
-    c = rtl_flow.load_crystal(cfg, build_dir)
-    if c.fixed_point is None:
-        raise runner.SimError(f"{rtl_flow.crystal_dir(cfg, build_dir)}: the Crystal has no "
-                              "fixed_point formats; run `crystalbench synth` first")
-    designs = json.loads(sres.read_text())["designs"]
-    nets = fixed.nets_of(c)
-    out = Path(build_dir) / cfg.experiment / "sim"
-    out.mkdir(parents=True, exist_ok=True)
-    n = vectors or cfg.rtl.sim_vectors or len(c.reference.y)
+def synth_results(c: Crystal, cfg, paths: Paths) -> dict:
+    """synth's result.json, checked to belong to this Crystal and fixed-point artifact."""
+    fp = fixed.load(paths.stage(fixed_stage.NAME), c, cfg)
+    path = paths.result(synth_stage.NAME)
+    if not path.exists():
+        raise SimError(f"{path}: not found; run `crystalbench synth` (`make synth`) first: it "
+                       "writes the gate netlists")
+    try:
+        res = read_json(path, "synth result")
+    except CrystalbenchError as e:
+        raise SimError(str(e)) from None
+    if res.get("fixed_digest") != fixed.artifact_digest(fp):
+        raise SimError(f"{path}: the designs were built from other fixed-point formats than "
+                       f"{paths.stage(fixed_stage.NAME)} holds; re-run `crystalbench synth`")
+    return res
+
+
+def run_design(c: Crystal, cfg, paths: Paths, name: str, d: dict, net, n: int, waves: bool,
+               log: stage.Log) -> dict:
+    """One design, RTL then gates: bit-exactness, classes, latency, energy."""
+    out = paths.stage(NAME)
+    codes = fixed.input_codes(c, net)[:n]
     torch_cls = c.reference.outputs[-1].argmax(1)[:n]
     y = c.reference.y[:n]
-    res = {"experiment": cfg.experiment, "vectors": int(min(n, len(c.reference.y))),
-           "float_test_accuracy": float((torch_cls == y).mean()),
-           "bit_exact_fraction": {}, "vectors_per_run": {}, "latency_cycles": {}, "interval_cycles": {},
-           "class_agreement_with_torch": {}, "fixed_point_test_accuracy": {}, "seconds_per_run": {},
-           "method": "cocotb 2.x + Icarus via cocotb_tools.runner; vectors streamed back to "
-                     "back with the output always ready; a vector is bit-exact when every "
-                     "logit and the class equal the golden model (rtl/fixed.py)"}
-    for name, d in designs.items():
-        net = nets[d["kind"]]
-        codes = fixed.input_codes(c, net)[:n]
-        golden = net.forward(codes)
-        for level, src in (("rtl", d["verilog"]), ("gates", d["gate_netlist"])):
-            key = f"{name}_{level}"
-            m = len(codes)
-            t0 = time.perf_counter()
-            vcd = out / f"{key}.vcd" if waves else None
-            r = runner.run_vectors(src, codes[:m], net.in_bits, net.logit_bits, net.n_classes,
-                                   out / key, d["weights"] == "loadable", vcd=vcd,
-                                   max_cycles=runner.cycle_limit(d["latency_cycles"], m))
-            exact = (r["cls"] == golden["cls"][:m]) & (r["logits"] == golden["logits"][:m]).all(axis=1)
-            res["bit_exact_fraction"][key] = float(exact.mean())
-            res["latency_cycles"][key] = int(max(r["latency_cycles"]))
-            res["interval_cycles"][key] = r["interval_cycles"]
-            res["vectors_per_run"][key] = m
-            res["class_agreement_with_torch"][key] = float((r["cls"] == torch_cls[:m]).mean())
-            res["fixed_point_test_accuracy"][key] = float((r["cls"] == y[:m]).mean())
-            res["seconds_per_run"][key] = round(time.perf_counter() - t0, 1)
-            log(f"{key}: {m} vectors, bit-exact {exact.mean():.4f}, class agreement "
-                f"with torch {res['class_agreement_with_torch'][key]:.4f}, accuracy "
-                f"{res['fixed_point_test_accuracy'][key]:.4f}, latency "
-                f"{res['latency_cycles'][key]} cycles ({res['seconds_per_run'][key]} s)"
-                + (f", waves {vcd}" if vcd else ""))
-    res["all_bit_exact"] = all(v == 1.0 for v in res["bit_exact_fraction"].values())
-    res["seconds"] = round(time.perf_counter() - t_all, 1)
-    crystal_mod.atomic_write_json(out / "result.json", res)
-    log(f"float test accuracy {res['float_test_accuracy']:.4f}; all bit-exact: "
-        f"{res['all_bit_exact']}")
+    n_power = min(cfg.sim.power_vectors, n)
+    res = {}
+    for level, src in (("rtl", d["verilog"]), ("gates", d["gate_netlist"])):
+        key = f"{name}_{level}"
+        t0 = time.perf_counter()
+        vcd = out / f"{key}.vcd" if (waves or level == "gates") else None
+        r = runner.run_vectors(src, codes, net.in_bits, net.logit_bits, net.n_classes, out / key,
+                               d["weights"] == "loadable", vcd=vcd,
+                               max_cycles=runner.cycle_limit(d["design_latency_cycles"], n),
+                               vcd_results=0 if waves else n_power)
+        exact = golden_check(codes, r, net)
+        run = {"vectors": n, "bit_exact_fraction": float(exact.mean()),
+               "class_agreement_with_torch": float((r["cls"] == torch_cls).mean()),
+               "fixed_point_test_accuracy": float((r["cls"] == y).mean()),
+               "latency_cycles": int(max(r["latency_cycles"])),
+               "interval_cycles": r["interval_cycles"]}
+        if level == "gates":
+            run.update(activity(d, r, vcd, n_power, cfg.rtl.clock_mhz))
+            if not waves:
+                vcd.unlink()  # the counts are what we keep
+        run["seconds"] = round(time.perf_counter() - t0, 1)
+        res[key] = run
+        log(f"{key}: {n} vectors, bit-exact {run['bit_exact_fraction']:.4f}, class agreement "
+            f"with torch {run['class_agreement_with_torch']:.4f}, accuracy "
+            f"{run['fixed_point_test_accuracy']:.4f}, latency {run['latency_cycles']} cycles"
+            + (f", {run['energy_per_inference_nj']:.3g} nJ/inference" if level == "gates" else "")
+            + f" ({run['seconds']} s)" + (f", waves {vcd}" if waves else ""))
     return res
+
+
+def activity(d: dict, r: dict, vcd, n_power: int, clock_mhz: float) -> dict:
+    """Energy and power of a gate-level run from its toggles over the first n_power results."""
+    start, end = r["t0_ns"], r["result_ns"][n_power - 1]
+    t = power.count_toggles(vcd, start_ns=start, end_ns=end)
+    cycles = round((end - start) / runner.PERIOD_NS)
+    fmax = d.get("fmax_mhz")
+    lat = int(max(r["latency_cycles"]))
+    interval = r["interval_cycles"] or lat
+    return {"latency_ns": lat * 1e3 / fmax if fmax else None,
+            "throughput_per_s": fmax * 1e6 / interval if fmax else None,
+            "activity": {"toggles": t["toggles"], "net_bits": t["net_bits"], "cycles": cycles,
+                         "vectors": n_power},
+            **power.estimate(t["toggles"], t["net_bits"], cycles, n_power, d, clock_mhz)}
+
+
+def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet, waves: bool = False,
+        vectors: int | None = None) -> dict:
+    t_all = time.perf_counter()
+    sres = synth_results(c, cfg, paths)
+    nets = fixed.nets_of(fixed.load(paths.stage(fixed_stage.NAME), c, cfg))
+    n = min(vectors or cfg.sim.vectors or len(c.reference.y), len(c.reference.y))
+    runs = {}
+    for name, d in sres["designs"].items():
+        runs.update(run_design(c, cfg, paths, name, d, nets[d["kind"]], n, waves, log))
+    torch_cls = c.reference.outputs[-1].argmax(1)[:n]
+    res = {"crystal_digest": sres["crystal_digest"], "fixed_digest": sres["fixed_digest"],
+           "vectors": n, "float_test_accuracy": float((torch_cls == c.reference.y[:n]).mean()),
+           "runs": runs, "energy_models": {"ice40": power.ICE40, "cmos": power.CMOS},
+           "clock_mhz": cfg.rtl.clock_mhz, "method": METHOD}
+    for kind in ("frontier", "all_digital"):  # the designs synth's headline names
+        if kind in sres:
+            g = runs[f"{sres[kind]['design']}_gates"]
+            res[kind] = {"design": sres[kind]["design"], **{k: g.get(k) for k in (
+                "bit_exact_fraction", "class_agreement_with_torch", "fixed_point_test_accuracy",
+                "latency_cycles", "latency_ns", "energy_per_inference_nj", "power_mw",
+                "energy_per_inference_nj_cmos")}}
+    res["all_bit_exact"] = all(r["bit_exact_fraction"] == 1.0 for r in runs.values())
+    res["passed"] = res["all_bit_exact"]
+    res["seconds"] = round(time.perf_counter() - t_all, 1)
+    bad = [k for k, r in runs.items() if r["bit_exact_fraction"] != 1.0]
+    summary = [f"{k}: bit-exact {r['bit_exact_fraction']:.4f}, agreement with torch "
+               f"{r['class_agreement_with_torch']:.4f}, latency {r['latency_cycles']} cycles"
+               + (f", {r['energy_per_inference_nj']:.3g} nJ/inference (iCE40 model)"
+                  if "energy_per_inference_nj" in r else "") for k, r in runs.items()]
+    summary.append(f"{n} vectors per run; float test accuracy {res['float_test_accuracy']:.4f}; "
+                   + ("all bit-exact" if not bad else f"NOT bit-exact: {', '.join(bad)}"))
+    return stage.finish(NAME, paths, res, summary)
+
+
+def golden_check(codes: np.ndarray, got: dict, net) -> np.ndarray:
+    """Per vector: do the design's logits and class equal the golden model's?"""
+    g = net.forward(codes)
+    return (got["cls"] == g["cls"]) & (got["logits"] == g["logits"]).all(axis=1)

@@ -4,8 +4,8 @@ Toggles: every bit change of every net of the design after time 0 (the initial d
 not a toggle), the clock excluded (it is priced per flip-flop instead). Both models are
 stated here and copied into result.json.
 
-iCE40 UP5K, from measurements (tinyvision-ai-inc/ice40_power, Joulescope on the core
-rail at 1.219 V, icestorm-built designs; figures in ../shared/FIGURES.md):
+iCE40 UP5K, from measurements (tinyvision-ai-inc/ice40_power on GitHub: Joulescope on
+the core rail at 1.219 V, icestorm-built designs):
 * static: blank design 85.6 uA -> 104 uW;
 * clock + baseline: 12 MHz clock + 32-LC counter 613.5 uA; minus blank = 527.9 uA
   -> 643.5 uW / 12 MHz = 53.6 pJ per clock cycle;
@@ -35,28 +35,60 @@ CMOS = {"net_toggle_j": 0.81e-15, "ff_clock_j_per_cycle": 1.62e-15, "leak_w_per_
                   "transistor (order checked against Horowitz ISSCC 2014)"}
 
 
-def count_toggles(vcd: str | Path, exclude=("clk",)) -> dict:
-    """Total bit toggles and the number of net bits in a VCD (aliases counted once)."""
+_UNITS_NS = {"s": 1e9, "ms": 1e6, "us": 1e3, "ns": 1.0, "ps": 1e-3, "fs": 1e-6}
+
+
+def _timescale_ns(text: str) -> float:
+    """`$timescale 1ps $end` (number and unit, spaced or not) -> nanoseconds per tick."""
+    words = text.replace("$timescale", "").replace("$end", "").split()
+    joined = "".join(words)
+    num = "".join(ch for ch in joined if ch.isdigit()) or "1"
+    unit = joined[len(num):] if joined.startswith(num) else joined.lstrip("0123456789")
+    if unit not in _UNITS_NS:
+        raise ValueError(f"unknown VCD timescale {text.strip()!r}")
+    return int(num) * _UNITS_NS[unit]
+
+
+def count_toggles(vcd: str | Path, exclude=("clk",), start_ns: float = 0.0,
+                  end_ns: float | None = None) -> dict:
+    """Bit toggles of every net in a VCD within the window (start_ns, end_ns], and the
+    number of net bits (aliases counted once). The values at start_ns are the baseline
+    (the initial dump is not a toggle); changes after end_ns or after a `$dumpoff` are
+    not counted. `exclude`: net names left out (the clock is priced per flip-flop)."""
     ids: dict[str, int] = {}  # id code -> width
     skip: set[str] = set()
     last: dict[str, str] = {}
     toggles = 0
-    started = False
+    tick_ns = 1.0
+    now = 0.0
+    header = True
+    pending = ""
     with open(vcd) as fh:
         for line in fh:
-            if not started:
-                if line.startswith("$var"):
-                    parts = line.split()
+            if header:
+                pending += line
+                if "$end" not in line:
+                    continue
+                block, pending = pending, ""
+                if block.lstrip().startswith("$timescale"):
+                    tick_ns = _timescale_ns(block)
+                elif block.lstrip().startswith("$var"):
+                    parts = block.split()
                     width, code, name = int(parts[2]), parts[3], parts[4]
                     if name in exclude:
                         skip.add(code)
                     ids.setdefault(code, width)
-                elif line.startswith("$enddefinitions"):
-                    started = True
+                elif block.lstrip().startswith("$enddefinitions"):
+                    header = False
                 continue
             c = line[:1]
-            if c == "#" or c == "$" or not line.strip():
+            if c == "#":
+                now = int(line[1:]) * tick_ns
+                if end_ns is not None and now > end_ns:
+                    break
                 continue
+            if line.startswith("$dumpoff"):
+                break
             if c in "01xzXZ":
                 val, code = c, line[1:].strip()
             elif c in "bB":
@@ -66,7 +98,7 @@ def count_toggles(vcd: str | Path, exclude=("clk",)) -> dict:
             if code in skip:
                 continue
             prev = last.get(code)
-            if prev is not None:
+            if prev is not None and now > start_ns:
                 w = ids.get(code, 1)
                 a, b = prev.rjust(w, "0"), val.rjust(w, "0")
                 toggles += sum(1 for p, q in zip(a, b) if p != q)

@@ -17,19 +17,26 @@ from pathlib import Path
 import numpy as np
 
 from crystalbench import toolrun
+from crystalbench.errors import SimError
 
+PERIOD_NS = 10  # testbench clock period
 
-class SimError(RuntimeError):
-    pass
-
-
+# +vcd=<file> dumps the whole design; +vcd_results=N stops the dump at the N-th result
+# transfer, so a run over every test vector keeps a small activity window.
 DUMP_V = """module cb_vcd_dump();
   reg [8*1024-1:0] path;
+  integer results, limit;
   initial begin
+    results = 0;
+    if (!$value$plusargs("vcd_results=%d", limit)) limit = 0;
     if ($value$plusargs("vcd=%s", path)) begin
       $dumpfile(path);
       $dumpvars(0, top);
     end
+  end
+  always @(posedge top.clk) if (limit > 0 && top.o__valid && top.o__ready) begin
+    results = results + 1;
+    if (results == limit) $dumpoff;
   end
 endmodule
 """
@@ -70,7 +77,11 @@ def cycle_limit(latency: int, vectors: int) -> int:
 
 def run_vectors(verilog: str | Path, codes: np.ndarray, in_bits: int, logit_bits: int,
                 n_classes: int, build_dir: str | Path, loadable: bool, vcd: str | Path | None = None,
-                max_cycles: int | None = None) -> dict:
+                max_cycles: int | None = None, vcd_results: int = 0) -> dict:
+    """Stream `codes` through the design; return its classes, logits and measured timing
+    (`latency_cycles` per vector, `interval_cycles`, `t0_ns` = end of reset,
+    `result_ns` = time of each result transfer). With `vcd`, dump the design's nets
+    (only up to the `vcd_results`-th result when that is > 0)."""
     from cocotb_tools.runner import get_runner
 
     toolrun.require("iverilog", "vvp")
@@ -82,7 +93,7 @@ def run_vectors(verilog: str | Path, codes: np.ndarray, in_bits: int, logit_bits
     job = build_dir / "job.json"
     job.write_text(json.dumps({
         "vectors": codes.tolist(), "in_bits": in_bits, "logit_bits": logit_bits,
-        "n_classes": n_classes, "loadable": loadable, "out": str(out),
+        "n_classes": n_classes, "loadable": loadable, "out": str(out), "period_ns": PERIOD_NS,
         "max_cycles": max_cycles or cycle_limit(4000, len(codes))}))
     if out.exists():
         out.unlink()
@@ -97,13 +108,15 @@ def run_vectors(verilog: str | Path, codes: np.ndarray, in_bits: int, logit_bits
             try:  # Icarus and cocotb print from C: redirect the file descriptors
                 sys.stdout.flush(), sys.stderr.flush()
                 os.dup2(fh.fileno(), 1), os.dup2(fh.fileno(), 2)
-                runner.build(sources=[_kick_comb_blocks(Path(verilog).resolve(), build_dir), build_dir / "cb_vcd_dump.v"],
+                runner.build(sources=[_kick_comb_blocks(Path(verilog).resolve(), build_dir),
+                                      build_dir / "cb_vcd_dump.v"],
                              hdl_toplevel="top", build_dir=build_dir, always=True,
                              timescale=("1ns", "1ps"), build_args=["-s", "cb_vcd_dump"])
                 runner.test(hdl_toplevel="top", test_module="tb_net", test_dir=here,
                             build_dir=build_dir, extra_env={"CB_TB": str(job),
                                                             "PYTHONPATH": here},
-                            plusargs=[f"+vcd={Path(vcd).resolve()}"] if vcd else [],
+                            plusargs=([f"+vcd={Path(vcd).resolve()}",
+                                       f"+vcd_results={int(vcd_results)}"] if vcd else []),
                             results_xml=str(build_dir / "results.xml"))
             finally:
                 sys.stdout.flush(), sys.stderr.flush()

@@ -20,12 +20,10 @@ from cocotb.triggers import FallingEdge, First, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 
 
-PERIOD_NS = 10
-
-
 @cocotb.test()
 async def stream_vectors(dut):
     job = json.loads(Path(os.environ["CB_TB"]).read_text())
+    period_ns = job["period_ns"]  # the runner's clock period
     vecs, in_bits, lb, ncls = job["vectors"], job["in_bits"], job["logit_bits"], job["n_classes"]
     words = [sum(int(c) << (k * in_bits) for k, c in enumerate(v)) for v in vecs]
     # Every input is driven before the first clock edge: a gate netlist turns an X on a
@@ -39,7 +37,7 @@ async def stream_vectors(dut):
         dut.wr__addr.value = 0
         dut.wr__data.value = 0
     await Timer(1, unit="ns")
-    cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, period_ns, unit="ns").start())
     for _ in range(3):
         await FallingEdge(dut.clk)
     dut.rst.value = 0
@@ -49,7 +47,7 @@ async def stream_vectors(dut):
     limit = job["max_cycles"]
     while len(results) < len(vecs):
         await FallingEdge(dut.clk)
-        edge = round((get_sim_time("ns") - t0) / PERIOD_NS)
+        edge = round((get_sim_time("ns") - t0) / period_ns)
         if edge > limit:
             raise AssertionError(f"no result after {limit} cycles ({len(results)} of "
                                  f"{len(vecs)} received)")
@@ -80,9 +78,10 @@ async def stream_vectors(dut):
             # the falling edge after that is where the loop looks again. The timer wakes
             # a design that never answers, so the cycle limit still ends the run.
             await First(RisingEdge(dut.o__valid), RisingEdge(dut.i__ready),
-                        Timer((limit - edge + 1) * PERIOD_NS, unit="ns"))
+                        Timer((limit - edge + 1) * period_ns, unit="ns"))
     lat = [o - i for i, o in zip(in_edge, out_edge)]
     interval = ((out_edge[-1] - out_edge[0]) / (len(out_edge) - 1)) if len(out_edge) > 1 else None
     with open(job["out"], "w") as fh:
         json.dump({"results": results, "latency_cycles": lat, "interval_cycles": interval,
-                   "cycles": edge}, fh)
+                   "cycles": edge, "t0_ns": t0,
+                   "result_ns": [t0 + e * period_ns for e in out_edge]}, fh)

@@ -1,6 +1,11 @@
+import contextlib
 import copy
+import io
+import shutil
+from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from crystalbench import config as cfgmod
 
@@ -20,6 +25,12 @@ TINY = {
 }
 
 
+def write_config(folder, data=None, name="tiny.yaml"):
+    p = folder / name
+    p.write_text(yaml.safe_dump(copy.deepcopy(TINY) if data is None else data))
+    return p
+
+
 @pytest.fixture
 def tiny_cfg():
     def make(**overrides):
@@ -37,3 +48,25 @@ def tiny_data():
 
     cfg = cfgmod.validate(copy.deepcopy(TINY), "<tiny>")
     return data.load(cfg.data, cfg.seed)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """One uninterrupted `crystalbench train` of TINY, shared by the tests: its config
+    file, build root and printed output. Tests that change a build use `copy_build`."""
+    from crystalbench.cli import main
+
+    root = tmp_path_factory.mktemp("trained")
+    cfg = write_config(root)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["--build-dir", str(root / "build"), "train", "--config", str(cfg),
+                     "--quiet"]) == 0
+    return SimpleNamespace(config=cfg, build=root / "build", run=root / "build" / "tiny" / "train",
+                           crystal=root / "build" / "tiny" / "crystal", out=out.getvalue())
+
+
+@pytest.fixture
+def copy_build(trained, tmp_path):
+    """A private copy of the shared build folder."""
+    return shutil.copytree(trained.build, tmp_path / "build", symlinks=True)

@@ -41,7 +41,8 @@ def fp_cfg(**over):
 
 
 def quantized(seed=0, **over):
+    """(Crystal, its fixed-point artifact dict) for the tiny crystal."""
     from crystalbench.rtl import fixed
 
     c = tiny_crystal(seed)
-    return c.replace(fixed_point=fixed.quantize(c, fp_cfg(**over), 8))
+    return c, fixed.quantize(c, fp_cfg(**over), 8)

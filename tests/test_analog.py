@@ -1,12 +1,17 @@
-"""Analog core: E-series, design, golden netlist, ngspice against the exact model, errors.
+"""Analog core: E-series, design, golden netlist, ngspice raw files, ngspice against the
+exact model, settling, supply power, errors, the `analog` stage.
 
 Tolerances: ngspice with the ideal op-amp equals the numpy model of the snapped
 resistors to 1e-4 V (solver precision); with the MCP6002 macro-model (A_OL 112 dB, no
-offset) to 0.1 ADC LSB.
+offset) to 0.1 ADC LSB. The raw-file parser is exact to float64 rounding (1e-12
+relative) on a checked-in ngspice-39 file. Settling and power are pinned on synthetic
+waveforms whose answers are computed by hand below.
 """
 
 import json
+import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +24,12 @@ from crystalbench import toolrun
 from crystalbench.analog import eseries, flow, spice
 from crystalbench.analog import netlist as nl
 from crystalbench.analog.opamps import OPAMPS, spec_for
+from crystalbench.errors import AnalogError, SpiceRunError, ToolNotFound
+from crystalbench.results import Paths, atomic_write_bytes
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_core.cir"
+DATA = Path(__file__).parent / "data"
+LSB = 1.0 / 255  # adc_ref_v 1 V, 8 bits
 
 
 def tiny_crystal():
@@ -52,8 +61,12 @@ def tiny_crystal():
                       reference=ref)
 
 
+def config(**analog):
+    return cfgmod.validate({"analog": analog}, "<test>")
+
+
 def acfg(**changes):
-    return cfgmod.validate({"analog": changes}, "<test>").analog
+    return config(**changes).analog
 
 
 def design(c, **changes):
@@ -64,8 +77,8 @@ def design(c, **changes):
 def write_dc(d, x, path):
     cir = nl.build_circuit(d, x, slew=False)
     nodes = [f"v(h{n.layer + 1}_{n.index})" for n in d.neurons]
-    cm.atomic_write_bytes(path, flow._netlist_text(cir, f".dc Vidx 0 {len(x) - 1} 1", "dc",
-                                                   nodes).encode())
+    atomic_write_bytes(path, flow.netlist_text(cir, f".dc Vidx 0 {len(x) - 1} 1", "dc",
+                                               nodes, nodes).encode())
     return nodes
 
 
@@ -79,17 +92,49 @@ def exact_volts(d, x):
     return np.stack([v[n.layer][:, n.index] for n in d.neurons], 1)
 
 
+# ---- E-series and part names ------------------------------------------------------------
 def test_e_series_values():
     e96 = eseries.mantissas("E96")
     assert len(e96) == 96 and e96[0] == 1.0 and 9.76 in e96 and 4.99 in e96
-    assert len(eseries.mantissas("E192")) == 192 and 9.2 in eseries.mantissas("E192")
+    e192 = eseries.mantissas("E192")
+    assert len(e192) == 192 and 9.2 in e192 and 9.19 not in e192  # IEC 60063's exception
     assert 4.7 in eseries.mantissas("E24") and 3.3 in eseries.mantissas("E24")
     table = eseries.values_in("E96", 1e3, 1e6)
-    assert table[0] == 1e3 and table[-1] == 1e6
-    np.testing.assert_array_equal(eseries.snap([1005.0, 1040.0, 2e6, 10.0], table),
-                                  [1000.0, 1050.0, 1e6, 1e3])
+    assert table[0] == 1e3 and table[-1] == 1e6 and len(table) == 3 * 96 + 1
 
 
+def test_e_series_snapping_edges():
+    table = eseries.values_in("E96", 1e3, 1e6)
+    # below the range -> r_min, above -> r_max
+    np.testing.assert_array_equal(eseries.snap([10.0, 999.0, 2e6], table), [1e3, 1e3, 1e6])
+    # across a decade: 9.76k and 10k meet at their geometric mean
+    mid = math.sqrt(9760.0 * 10000.0)
+    np.testing.assert_array_equal(eseries.snap([mid * (1 - 1e-9), mid * (1 + 1e-9)], table),
+                                  [9760.0, 10000.0])
+    mid = math.sqrt(1000.0 * 1020.0)
+    np.testing.assert_array_equal(eseries.snap([1005.0, mid * (1 - 1e-9), mid * (1 + 1e-9)],
+                                               table), [1000.0, 1000.0, 1020.0])
+    np.testing.assert_array_equal(eseries.snap([4990.0], table), [4990.0])  # exact stays
+    one = eseries.values_in("E24", 1050.0, 1150.0)  # only 1.1k inside
+    np.testing.assert_array_equal(eseries.snap([10.0, 1e9], one), [1100.0, 1100.0])
+
+
+def test_e_series_and_part_errors_name_the_key():
+    with pytest.raises(AnalogError, match=r"^analog\.e_series 'E12' .*E24, E48, E96, E192$"):
+        eseries.values_in("E12", 1e3, 1e6)
+    with pytest.raises(AnalogError, match=r"^analog\.e_series 'E6' .*E24, E48, E96, E192$"):
+        eseries.mantissas("E6")
+    with pytest.raises(AnalogError, match=r"^no E24 value lies in analog\.r_min\.\.r_max = "
+                       r"1010\.\.1090 ohm; .*analog\.r_min, analog\.r_max"):
+        eseries.values_in("E24", 1010.0, 1090.0)
+    with pytest.raises(AnalogError, match=r"analog\.r_min\.\.r_max = 0\.\.1000 "):
+        eseries.values_in("E96", 0.0, 1e3)
+    with pytest.raises(AnalogError, match=r"^analog\.opamp 'ua741' .*ideal, mcp6002, opa2333, "
+                       r"tlv9062, lm358$"):
+        spec_for("ua741")
+
+
+# ---- design and netlist ---------------------------------------------------------------------
 def test_design_counts_and_signs():
     c = tiny_crystal()
     d = design(c)
@@ -121,59 +166,11 @@ def test_netlist_matches_golden():
                                         "tests/test_analog.py")
 
 
-def test_ngspice_ideal_equals_exact_model(tmp_path):
-    c = tiny_crystal()
-    d = design(c, opamp="ideal")
-    x = c.reference.x.astype(np.float64)
-    write_dc(d, x, tmp_path / "core.cir")
-    vec, _ = spice.run_file(tmp_path / "core.cir", points=len(x))
-    np.testing.assert_allclose(core_volts(d, vec), exact_volts(d, x), atol=1e-4)
-
-
-def test_ngspice_mcp6002_against_golden_values_and_torch(tmp_path):
-    c = tiny_crystal()
-    d = design(c)
-    x = c.reference.x.astype(np.float64)
-    write_dc(d, x, tmp_path / "core.cir")
-    vec, _ = spice.run_file(tmp_path / "core.cir", points=len(x))
-    lsb = 1.0 / 255
-    got = core_volts(d, vec)
-    np.testing.assert_allclose(got, exact_volts(d, x), atol=0.1 * lsb)
-    # and against torch x gain: resistor snapping (E96, ~1%) keeps it within a few LSB
-    want = np.stack([c.reference.outputs[n.layer][:, n.index] * n.gain for n in d.neurons], 1)
-    assert np.abs(got - want).max() < 6 * lsb
-
-
-def test_written_netlist_runs_in_ngspice_by_hand(tmp_path):
-    c = tiny_crystal()
-    d = design(c)
-    write_dc(d, c.reference.x.astype(np.float64), tmp_path / "core.cir")
-    res = toolrun.run("ngspice", ["-b", "core.cir"], log=tmp_path / "ngspice.log", cwd=tmp_path,
-                      timeout=60)
-    assert "h1_0" in res.stdout.lower() and "index" in res.stdout.lower()
-
-
-def test_transient_settles_to_dc(tmp_path):
-    c = tiny_crystal()
-    d = design(c)
-    x = c.reference.x[:3].astype(np.float64)
-    step = 60e-6
-    cir = nl.build_circuit(d, x, step_s=step)
-    p = tmp_path / "tran.cir"
-    cm.atomic_write_bytes(p, flow._netlist_text(cir, f".tran 0.1u {3 * step:g} 0 0.2u", "tran",
-                                                []).encode())
-    vec, _ = spice.run_file(p, t_stop=3 * step)
-    end = np.searchsorted(vec["time"], np.arange(1, 4) * step - 1e-6)
-    got = core_volts(d, vec)[end]
-    np.testing.assert_allclose(got, exact_volts(d, x), atol=0.5 / 255)
-    assert vec["i(vcc)"].max() < 0  # the supply delivers current
-
-
 def test_out_of_range_weights_clipped_or_refused():
     c = tiny_crystal()
     d = design(c, r_min=1e4, r_max=3e4)
     assert sum(v for k, v in d.clipped.items() if k != "worst") > 0
-    with pytest.raises(nl.AnalogError, match=r"analog\.out_of_range is 'refuse'.*r_min"):
+    with pytest.raises(AnalogError, match=r"analog\.out_of_range is 'refuse'.*r_min"):
         design(c, r_min=1e4, r_max=3e4, out_of_range="refuse")
 
 
@@ -181,15 +178,8 @@ def test_headroom_refused_with_the_key_to_change():
     c = tiny_crystal()
     a = acfg(opamp="lm358", supply_v=5.0)
     d = nl.design_core(c, a, adc_mod.adc_for(c, 8), spec_for("lm358"))
-    with pytest.raises(nl.AnalogError, match=r"analog\.supply_v|does not fit"):
+    with pytest.raises(AnalogError, match=r"does not fit .*raise analog\.supply_v"):
         flow.check_headroom(d, a)
-
-
-def test_failed_run_names_the_netlist(tmp_path):
-    bad = tmp_path / "broken.cir"
-    bad.write_text(".title broken\nV1 a 0 1\nR1 a b 1k\nXnope b 0 no_such_subckt\n.op\n.end\n")
-    with pytest.raises(spice.SpiceRunError, match="broken.cir"):
-        spice.run_file(bad)
 
 
 def test_config_rejects_bad_analog_values():
@@ -209,25 +199,265 @@ def test_every_opamp_cites_its_source():
         assert s.gbw_hz > 0 and s.slew_v_per_us > 0 and s.iq_a > 0 and s.vos_max_v > 0
 
 
-def test_flow_writes_result(tmp_path):
+# ---- ngspice raw files ---------------------------------------------------------------------
+def check_divider(plots):
+    """tests/data/ngspice_divider.cir: 1k over 3k, .dc V1 0 2 0.5, then .op at 2 V."""
+    assert [p.plotname for p in plots] == ["DC transfer characteristic", "Operating Point"]
+    dc, op = plots
+    assert dc.points == 5 and dc.names == ["v(v-sweep)", "v(in)", "v(mid)", "i(v1)"]
+    assert list(dc.vectors) == ["v-sweep", "in", "mid", "i(v1)"]
+    v_in = np.arange(5) * 0.5
+    np.testing.assert_allclose(dc.vectors["in"], v_in, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(dc.vectors["mid"], v_in * 3 / 4, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(dc.vectors["i(v1)"], -v_in / 4000, rtol=1e-12, atol=0)
+    assert op.points == 1 and list(op.vectors) == ["in", "mid", "i(v1)"]
+    np.testing.assert_allclose([op.vectors[k][0] for k in ("in", "mid", "i(v1)")],
+                               [2.0, 1.5, -5e-4], rtol=1e-12)
+
+
+def test_raw_parser_on_checked_in_files():
+    for name in ("ngspice_divider.raw", "ngspice_divider_ascii.raw"):
+        check_divider(spice.parse_raw((DATA / name).read_bytes(), name))
+    last = spice.read_raw(DATA / "ngspice_divider.raw")  # the last analysis: .op
+    assert set(last) == {"in", "mid", "i(v1)"} and last["mid"][0] == pytest.approx(1.5)
+
+
+def test_raw_parser_short_and_broken_files(tmp_path):
+    data = (DATA / "ngspice_divider.raw").read_bytes()
+    start = data.index(b"Binary:\n") + len(b"Binary:\n")
+    cut = spice.parse_raw(data[:start + 2 * 4 * 8 + 5], "cut.raw")  # 2 points and a bit
+    np.testing.assert_allclose(cut[0].vectors["mid"], [0.0, 0.375], rtol=1e-12)
+    assert cut[0].points == 5  # the header's count: run_file's check compares against it
+    with pytest.raises(SpiceRunError, match=r"^head\.raw: raw file ends inside a header"):
+        spice.parse_raw(data[:start - 10], "head.raw")
+    with pytest.raises(SpiceRunError, match=r"^junk\.raw: not an ngspice raw file"):
+        spice.parse_raw(b"\x00\x01garbage\n", "junk.raw")
+    with pytest.raises(SpiceRunError, match=r"missing\.raw: no raw file"):
+        spice.read_raw(tmp_path / "missing.raw")
+    assert spice.vector_key("Vcc#branch") == "i(vcc)" and spice.vector_key("V(H1_0)") == "h1_0"
+
+
+def test_run_file_reads_what_ngspice_writes(tmp_path):
+    """The live run beside the checked-in file: same netlist, same numbers, log left."""
+    shutil.copy(DATA / "ngspice_divider.cir", tmp_path)
+    vec, seconds = spice.run_file(tmp_path / "ngspice_divider.cir")
+    check_divider(spice.parse_raw((tmp_path / "ngspice_divider.raw").read_bytes()))
+    assert vec["mid"][0] == pytest.approx(1.5) and seconds > 0
+    log = (tmp_path / "ngspice_divider.log").read_text()
+    assert log.startswith("$ ") and "-b -r ngspice_divider.raw ngspice_divider.cir" in log
+
+
+def test_missing_ngspice_names_the_variable(tmp_path, monkeypatch):
+    shutil.copy(DATA / "ngspice_divider.cir", tmp_path)
+    monkeypatch.setenv("NGSPICE", "/nonexistent")
+    with pytest.raises(ToolNotFound, match=r"^NGSPICE='/nonexistent' does not name an "
+                       r"executable; fix or unset NGSPICE$"):
+        spice.run_file(tmp_path / "ngspice_divider.cir")
+    with pytest.raises(ToolNotFound, match="NGSPICE"):  # before the stage does any work
+        flow.run(tiny_crystal(), config(), Paths(tmp_path, "tiny"))
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_failed_run_names_the_netlist_and_log(tmp_path):
+    bad = tmp_path / "broken.cir"
+    bad.write_text(".title broken\nV1 a 0 1\nR1 a b 1k\nXnope b 0 no_such_subckt\n.op\n.end\n")
+    with pytest.raises(SpiceRunError, match=r"^ngspice failed on .*broken\.cir: .*unknown "
+                       r"subckt.*; see .*broken\.log$"):
+        spice.run_file(bad)
+    assert (tmp_path / "broken.log").exists()
+
+
+def test_short_sweep_is_an_error(tmp_path):
+    shutil.copy(DATA / "ngspice_divider.cir", tmp_path)
+    with pytest.raises(SpiceRunError, match=r"stopped after 1 of 5 sweep points of .*"
+                       r"ngspice_divider\.cir .*see .*ngspice_divider\.log"):
+        spice.run_file(tmp_path / "ngspice_divider.cir", points=5)  # the last plot: .op
+    with pytest.raises(SpiceRunError, match=r"transient of .*ngspice_divider\.cir stopped"):
+        spice.run_file(tmp_path / "ngspice_divider.cir", t_stop=1e-3)
+
+
+# ---- ngspice against the exact model ----------------------------------------------------------
+def test_ngspice_ideal_equals_exact_model(tmp_path):
     c = tiny_crystal()
-    a = acfg(transient_samples=3, step_us=60.0, monte_carlo_runs=3)
-    res = flow.run(c, a, tmp_path, progress=lambda *_: None)
-    on_disk = json.loads((tmp_path / "result.json").read_text())
+    d = design(c, opamp="ideal")
+    x = c.reference.x.astype(np.float64)
+    write_dc(d, x, tmp_path / "core.cir")
+    vec, _ = spice.run_file(tmp_path / "core.cir", points=len(x))
+    np.testing.assert_allclose(core_volts(d, vec), exact_volts(d, x), atol=1e-4)
+
+
+def test_ngspice_mcp6002_against_golden_values_and_torch(tmp_path):
+    c = tiny_crystal()
+    d = design(c)
+    x = c.reference.x.astype(np.float64)
+    nodes = write_dc(d, x, tmp_path / "core.cir")
+    vec, _ = spice.run_file(tmp_path / "core.cir", points=len(x))
+    assert set(vec) == {"v-sweep"} | {n[2:-1] for n in nodes}  # .save keeps only these
+    got = core_volts(d, vec)
+    np.testing.assert_allclose(got, exact_volts(d, x), atol=0.1 * LSB)
+    # and against torch x gain: resistor snapping (E96, ~1%) keeps it within a few LSB
+    want = np.stack([c.reference.outputs[n.layer][:, n.index] * n.gain for n in d.neurons], 1)
+    assert np.abs(got - want).max() < 6 * LSB
+
+
+def test_written_netlist_runs_in_ngspice_by_hand(tmp_path):
+    c = tiny_crystal()
+    d = design(c)
+    write_dc(d, c.reference.x.astype(np.float64), tmp_path / "core.cir")
+    res = toolrun.run("ngspice", ["-b", "core.cir"], log=tmp_path / "ngspice.log", cwd=tmp_path,
+                      timeout=60)
+    assert "h1_0" in res.stdout.lower() and "index" in res.stdout.lower()
+
+
+def test_transient_settles_to_dc(tmp_path):
+    c = tiny_crystal()
+    d = design(c)
+    x = c.reference.x[:3].astype(np.float64)
+    step = 60e-6
+    cir = nl.build_circuit(d, x, step_s=step)
+    p = tmp_path / "tran.cir"
+    atomic_write_bytes(p, flow.netlist_text(cir, f".tran 0.1u {3 * step:g} 0 0.2u", "tran",
+                                            [], flow.transient_vectors(d)).encode())
+    vec, _ = spice.run_file(p, t_stop=3 * step)
+    end = np.searchsorted(vec["time"], np.arange(1, 4) * step - 1e-6)
+    got = core_volts(d, vec)[end]
+    np.testing.assert_allclose(got, exact_volts(d, x), atol=0.5 * LSB)
+    assert vec["i(vcc)"].max() < 0 < vec["i(vee)"].min()  # both rails deliver current
+
+
+# ---- measurement steps on hand-made data ----------------------------------------------------
+def test_settling_on_synthetic_waveforms():
+    step, band = 1e-6, 0.01
+    t = np.round(np.arange(0, 3e-6, 10e-9), 15)  # 10 ns grid: crossings fall between points
+    s = t - step  # time into step 1
+    # output 0: linear ramp 0 -> 1 V over T; within the band from T * (1 - band)
+    T = 0.4e-6
+    ramp = np.clip(s / T, 0, 1)
+    # output 1: exponential 0.5 -> 0.2 V, tau; within the band from tau * ln(0.3 / band)
+    tau = 150e-9
+    expo = np.where(s < 0, 0.5, 0.2 + 0.3 * np.exp(-np.maximum(s, 0) / tau))
+    # output 2: drives negative; the ADC sees 0, so it is settled from the start
+    neg = np.where(s < 0, 0.0, -0.3)
+    outs = np.stack([ramp, expo, neg], 1)
+    finals = np.array([[0.0, 0.5, 0.0], [1.0, 0.2, 0.0], [1.0, 0.2, 0.0]])  # step 2: no change
+    times, unsettled = flow.settling(t, outs, finals, step, band)
+    assert unsettled == 0 and times.shape == (2,)
+    exact_expo = tau * math.log(0.3 / band)  # 510.2 ns, the slower of the two
+    # linear interpolation between 10 ns points: exact on the ramp, within dt^2/(8 tau) here
+    assert times[0] == pytest.approx(exact_expo, abs=(10e-9) ** 2 / (8 * tau))
+    assert exact_expo > T * (1 - band)
+    assert times[1] == 0.0
+    only_ramp, _ = flow.settling(t, outs[:, :1], finals[:, :1], step, band)
+    assert only_ramp[0] == pytest.approx(T * (1 - band), rel=1e-9)
+
+
+def test_settling_reports_unsettled_steps():
+    step, band = 1e-6, 0.01
+    t = np.arange(0, 3e-6, 10e-9)
+    slow = np.clip((t - step) / 1.5e-6, 0, 1)  # needs 1.485 us: past the end of step 1
+    finals = np.array([[0.0], [1.0], [1.0]])
+    times, unsettled = flow.settling(t, slow[:, None], finals, step, band)
+    assert unsettled == 1 and math.isnan(times[0])
+    # step 2 starts with the ramp still 0.33 V short: settles at 1.485 us - 1 us after it
+    assert times[1] == pytest.approx(1.5e-6 * (1 - band) - step, rel=1e-9)
+
+
+def test_supply_power_on_synthetic_currents():
+    t = np.array([0.0, 1e-6, 2e-6, 4e-6])
+    i_vcc = -np.array([1.0, 2.0, 3.0, 3.0]) * 1e-3  # delivered from +2.5 V
+    i_vee = np.array([1.0, 1.0, 2.0, 2.0]) * 1e-3  # delivered from -2.5 V
+    i_ref = np.array([0.1, -0.1, 0.1, -0.1]) * 1e-3  # a reference, both directions
+    p = flow.supply_power(t, i_vcc, i_vee, 2.5, -2.5, [i_ref], t_from=1e-6)
+    rails = 2.5 * np.array([1 + 1, 2 + 1, 3 + 2, 3 + 2]) * 1e-3  # W, both rails
+    total = rails + 2.5 * 0.1e-3
+    np.testing.assert_allclose(p.trace, total, rtol=1e-12)
+    # trapezoid over 1..4 us: segments of 1 us and 2 us
+    avg = ((total[1] + total[2]) / 2 * 1 + (total[2] + total[3]) / 2 * 2) / 3
+    assert p.average == pytest.approx(avg, rel=1e-12)
+    assert p.peak == pytest.approx(total[2], rel=1e-12)
+    assert p.rails_average == pytest.approx(
+        ((rails[1] + rails[2]) / 2 + (rails[2] + rails[3])) / 3, rel=1e-12)
+
+
+def test_error_stats_on_hand_made_arrays():
+    volts = [np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[5.0], [6.0]])]
+    ref = [np.array([[0.0, 9.0], [3.0, 9.0]]), np.array([[5.0], [4.0]])]
+    masks = [np.array([True, False]), np.array([True])]  # errors 1, 0 and 0, 2
+    stats, errs = flow.error_stats(volts, ref, masks, 0.5)
+    assert stats == pytest.approx({"rms_v": math.sqrt(5 / 4), "max_v": 2.0,
+                                   "rms_lsb": math.sqrt(5 / 4) / 0.5, "max_lsb": 4.0})
+    np.testing.assert_array_equal(errs, [2.0, 0.0, 0.0, 4.0])
+
+
+# ---- the stage ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def settled_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("analog_settled")
+    cfg = config(transient_samples=3, step_us=60.0, monte_carlo_runs=3)
+    lines = []
+    res = flow.run(tiny_crystal(), cfg, Paths(root, "tiny"), lines.append)
+    return res, root / "tiny" / "analog", lines
+
+
+@pytest.fixture(scope="module")
+def unsettled_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("analog_unsettled")
+    cfg = config(transient_samples=4, step_us=0.1, monte_carlo_runs=0)
+    return flow.run(tiny_crystal(), cfg, Paths(root, "tiny")), root / "tiny" / "analog"
+
+
+def test_stage_writes_result(settled_run):
+    res, out, lines = settled_run
+    on_disk = json.loads((out / "result.json").read_text())
+    assert on_disk["stage"] == "analog" and on_disk["experiment"] == "tiny"
+    assert on_disk["crystal_digest"] == cm.digest(tiny_crystal())
     for key in ("opamp", "e_series", "neurons", "resistors", "opamps",
                 "class_agreement_with_torch", "rms_error_lsb", "max_error_lsb",
                 "settling_time_us", "power_mw", "energy_per_inference_nj",
-                "samples_per_second", "monte_carlo", "method"):
+                "samples_per_second", "monte_carlo", "method", "measured", "summary"):
         assert key in on_disk, key
     assert on_disk["monte_carlo"]["runs"] == 3 and 0 <= on_disk["monte_carlo"]["yield"] <= 1
-    assert res["neurons"] == 4 and res["power_mw"] > 0 and res["settling_time_us"] > 0
+    assert res["neurons"] == 4 and res["opamps"] == 4 + res["inverters"]
     per = on_disk["per_neuron_error"]
-    assert len(per) == 4 and max(p["max_lsb"] for p in per) == pytest.approx(on_disk["max_error_lsb"])
-    for f in ("core.cir", "core_tran.cir", "bom.json", "transient.png", "error_histogram.png"):
-        assert (tmp_path / f).exists(), f
-    bom = json.loads((tmp_path / "bom.json").read_text())
+    assert len(per) == 4
+    assert max(p["max_lsb"] for p in per) == pytest.approx(on_disk["max_error_lsb"])
+    for f in ("core.cir", "core_tran.cir", "core.log", "core_tran.log", "core.raw", "bom.json",
+              "transient.png", "error_histogram.png", "monte_carlo_tol0.01_board0.log"):
+        assert (out / f).exists(), f
+    bom = json.loads((out / "bom.json").read_text())
     assert bom["resistors"]["total"] == res["resistors"]
     assert bom["opamps"]["amplifiers"] == res["opamps"]
+    assert any("DC operating points of 12 test samples" in ln for ln in lines)
+
+
+def test_stage_settling_energy_and_power_floor(settled_run):
+    res = settled_run[0]
+    assert res["unsettled_steps"] == 0 and res["transient_steps"] == 2
+    steps = res["settling_times_us"]
+    assert len(steps) == 2 and res["settling_time_us"] == max(steps) < 60.0
+    assert res["transient_end_vs_dc_max_lsb"] < 0.5  # each step ends on its DC value
+    assert res["energy_per_inference_nj"] == pytest.approx(
+        res["power_mw"] * 1e-3 * res["settling_time_us"] * 1e-6 * 1e9, rel=1e-12)
+    # the op-amps' quiescent current alone: n x I_q x the 5 V between the rails
+    floor_mw = res["opamps"] * OPAMPS["mcp6002"].iq_a * 5.0 * 1e3
+    assert res["power_opamps_mw"] >= floor_mw * (1 - 1e-6)
+    assert res["power_mw"] >= res["power_opamps_mw"] and res["power_peak_mw"] >= res["power_mw"]
+    assert res["summary"][2].startswith(f"settling {res['settling_time_us']:.2f} us (worst step)")
+
+
+def test_stage_reports_unsettled_steps(unsettled_run):
+    res, out = unsettled_run
+    on_disk = json.loads((out / "result.json").read_text())
+    assert on_disk["transient_steps"] == 3 and on_disk["unsettled_steps"] == 3
+    for key in ("settling_time_us", "settling_time_median_us", "energy_per_inference_nj",
+                "energy_per_neuron_nj"):
+        assert on_disk[key] is None, key
+    assert on_disk["settling_times_us"] == [None, None, None]
+    assert on_disk["power_mw"] > 0 and on_disk["monte_carlo"] == {"runs": 0}
+    line = res["summary"][2]
+    assert line.startswith("did not settle within analog.step_us = 0.1 us in 3 of 3 steps; "
+                           "raise analog.step_us"), line
+    assert "worst step" not in line and "nJ" not in line
 
 
 def test_cli_names_the_missing_crystal(tmp_path, capsys):

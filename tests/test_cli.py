@@ -1,80 +1,242 @@
-"""The command line, as a user runs it: train -> Crystal -> info / export / import-torch."""
-import copy
+"""The command line, as a user runs it: train -> Crystal -> info / export / import-torch /
+data / bench; every user mistake one line on stderr and exit status 2."""
 import json
 
+import numpy as np
+import pytest
 import torch
-import yaml
 
 from crystalbench import crystal as cm
+from crystalbench import results
 from crystalbench.cli import main
+from crystalbench.model import train as train_mod
 
-from .conftest import TINY
-
-
-def write_cfg(tmp_path, **train):
-    d = copy.deepcopy(TINY)
-    d["train"].update(train)
-    p = tmp_path / "tiny.yaml"
-    p.write_text(yaml.safe_dump(d))
-    return p
+from .conftest import TINY, write_config
 
 
-def test_train_writes_crystal_telemetry_and_plot(tmp_path, capsys):
-    cfg = write_cfg(tmp_path)
-    build = tmp_path / "build"
-    assert main(["--build-dir", str(build), "train", "--config", str(cfg), "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "test accuracy" in out and "training.png" in out
-    run = build / "tiny" / "train"
-    res = json.loads((run / "result.json").read_text())
-    c = cm.load(build / "tiny" / "crystal")
-    assert res["test_accuracy"] == c.summary()["reference_test_accuracy"]
-    assert (run / "training.png").stat().st_size > 10_000
-    rows = json.loads((run / "telemetry.json").read_text())
-    assert len(rows) == TINY["train"]["epochs"]
-    assert {"loss", "neurons_total", "neurons_frozen", "frozen_fraction", "epoch_seconds", "speedup"} <= rows[0].keys()
-    assert (run / "telemetry.csv").read_text().count("\n") == len(rows) + 1
-
-    assert main(["info", str(build / "tiny" / "crystal")]) == 0
-    assert json.loads(capsys.readouterr().out)["sizes"][0] == 64
-
-    # export from the checkpoint gives the same Crystal
-    assert main(["--build-dir", str(tmp_path / "b2"), "export", str(run / "checkpoint.pt")]) == 0
-    d = cm.load(tmp_path / "b2" / "tiny" / "crystal")
-    for a, b in zip(c.layers, d.layers):
-        assert (a.weights == b.weights).all()
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crystalbench: error: "), err
+    return lines[0]
 
 
-def test_stop_and_resume_from_the_command_line(tmp_path, capsys):
-    cfg = write_cfg(tmp_path)
-    build = str(tmp_path / "build")
-    assert main(["--build-dir", build, "train", "--config", str(cfg), "--quiet", "--stop-after", "4"]) == 0
-    assert "continue with --resume" in capsys.readouterr().out
-    assert main(["--build-dir", build, "train", "--config", str(cfg), "--quiet", "--resume"]) == 0
-    rows = json.loads((tmp_path / "build" / "tiny" / "train" / "telemetry.json").read_text())
+def prev_folders(folder, name):
+    return sorted(p.name for p in folder.glob(f"{name}.prev-*"))
+
+
+def test_train_writes_crystal_telemetry_and_plot(trained, capsys):
+    c = cm.load(trained.crystal)
+    ref = c.reference
+    acc = float((ref.outputs[-1].argmax(1) == ref.y).mean())
+    hidden = sum(layer.n_out for layer in c.layers[:-1])
+    core = int(sum(x.sum() for x in c.partition.core))
+    frontier = sum(layer.n_out for layer in c.layers) - core
+    boundary = int(sum(b.sum() for b in c.partition.boundary))
+    assert trained.out.splitlines()[0] == (
+        f"test accuracy {acc:.4f}; {hidden} hidden neurons, {core / hidden:.1%} frozen ({core} "
+        f"core, {frontier} frontier incl. readout, {boundary} boundary)")
+    assert f"crystal:   {trained.crystal}/crystal.json + crystal.npz" in trained.out
+    assert f"results: {trained.run / 'result.json'}" in trained.out
+    res = json.loads((trained.run / "result.json").read_text())
+    assert res["status"] == "finished" and res["stage"] == "train"
+    assert res["test_accuracy"] == acc and res["neurons_final"] == hidden
+    assert res["crystal_digest"] == cm.digest(c) == json.loads(
+        (trained.crystal / "crystal.json").read_text())["digest"]
+    assert (trained.run / "training.png").stat().st_size > 10_000
+    rows = json.loads((trained.run / "telemetry.json").read_text())
     assert [r["epoch"] for r in rows] == list(range(TINY["train"]["epochs"]))
-    # A fresh run keeps the old one aside instead of deleting it.
-    assert main(["--build-dir", build, "train", "--config", str(cfg), "--quiet", "--stop-after", "1"]) == 0
-    assert (tmp_path / "build" / "tiny" / "train.prev" / "checkpoint.pt").exists()
+    assert rows[-1]["neurons_total"] == hidden and rows[-1]["neurons_frozen"] == core
+    assert (trained.run / "telemetry.csv").read_text().count("\n") == len(rows) + 1
+
+    assert main(["info", str(trained.crystal)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["sizes"] == [64] + [layer.n_out for layer in c.layers]
+    assert info["digest"] == cm.digest(c)
+
+
+def test_ctrl_c_then_stop_then_resume_gives_the_same_crystal(trained, tmp_path, capsys,
+                                                             monkeypatch):
+    cfg = write_config(tmp_path)
+    build = tmp_path / "build"
+    argv = ["--build-dir", str(build), "train", "--config", str(cfg), "--quiet"]
+    save = train_mod.Trainer.save_checkpoint
+
+    def ctrl_c_after_epoch_3(self, st):
+        save(self, st)
+        if st.epoch == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod.Trainer, "save_checkpoint", ctrl_c_after_epoch_3)
+    assert main(argv) == 130
+    ck = build / "tiny" / "train" / "checkpoint.pt"
+    err = capsys.readouterr().err.strip()
+    assert err == (f"interrupted; the checkpoint {ck} is intact (written atomically after each "
+                   f"finished epoch); continue with `crystalbench train --config {cfg} --resume`")
+    assert train_mod.read_checkpoint(ck)["epoch"] == 3
+    monkeypatch.undo()
+
+    assert main(argv + ["--resume", "--stop-after", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        f"resuming {ck} at epoch 3",
+        f"stopped after epoch 5 of 14; the checkpoint {ck} holds the run: continue with "
+        "`crystalbench train --resume` and the same --config"]
+    assert not (build / "tiny" / "crystal").exists()
+    assert main(argv + ["--resume"]) == 0
+    assert cm.digest(cm.load(build / "tiny" / "crystal")) == cm.digest(cm.load(trained.crystal))
+    rows = json.loads((build / "tiny" / "train" / "telemetry.json").read_text())
+    assert [r["epoch"] for r in rows] == list(range(14))
+
+
+def test_a_fresh_run_keeps_every_previous_run(copy_build, tmp_path, capsys):
+    cfg = write_config(tmp_path)
+    exp = copy_build / "tiny"
+    finished = (exp / "train" / "checkpoint.pt").read_bytes()
+    argv = ["--build-dir", str(copy_build), "train", "--config", str(cfg), "--quiet",
+            "--stop-after", "1"]
+    assert main(argv) == 0
+    assert main(argv) == 0
+    kept = prev_folders(exp, "train")
+    assert len(kept) == 2 and f"previous run kept in {exp / kept[0]}" in capsys.readouterr().out
+    first, second = (train_mod.read_checkpoint(exp / k / "checkpoint.pt") for k in kept)
+    assert (exp / kept[0] / "checkpoint.pt").read_bytes() == finished and first["epoch"] == 14
+    assert second["epoch"] == 1 and (exp / kept[0] / "result.json").exists()
+    assert train_mod.read_checkpoint(exp / "train" / "checkpoint.pt")["epoch"] == 1
+    assert prev_folders(exp, "crystal") == []  # a stopped run writes no Crystal
+
+
+def test_a_second_run_on_a_locked_folder_is_refused(copy_build, capsys):
+    run = copy_build / "tiny" / "train"
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with results.lock(run):
+        assert main(["--build-dir", str(copy_build), "train", "--config",
+                     str(write_config(copy_build)), "--quiet"]) == 2
+    line = one_line_error(capsys)
+    assert f"{run} is being written by another crystalbench run (pid " in line
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert prev_folders(copy_build / "tiny", "train") == []
+
+
+def test_export_of_another_checkpoint_keeps_the_current_crystal(copy_build, trained, tmp_path,
+                                                                capsys):
+    exp = copy_build / "tiny"
+    current = cm.digest(cm.load(exp / "crystal"))
+    early = tmp_path / "early"  # a checkpoint after 2 epochs: another Crystal
+    from crystalbench import config as cfgmod
+    from crystalbench.model import data
+
+    cfg = cfgmod.load(trained.config)
+    train_mod.Trainer(cfg, data.load(cfg.data, cfg.seed), early, progress=False).run(stop_after=2)
+    assert main(["--build-dir", str(copy_build), "export", str(early / "checkpoint.pt")]) == 0
+    out = capsys.readouterr().out
+    kept = prev_folders(exp, "crystal")
+    assert len(kept) == 1 and cm.digest(cm.load(exp / kept[0])) == current
+    assert f"previous Crystal kept in {exp / kept[0]}" in out
+    res = json.loads((exp / "export" / "result.json").read_text())
+    new = cm.load(exp / "crystal")
+    assert res["epoch"] == 2 and res["crystal_digest"] == cm.digest(new) != current
+    assert res["previous_crystal"] == str(exp / kept[0])
+    # Exporting the Crystal already there changes nothing and keeps nothing more.
+    assert main(["--build-dir", str(copy_build), "export", str(early / "checkpoint.pt")]) == 0
+    assert prev_folders(exp, "crystal") == kept
+
+
+def test_import_torch_keeps_the_crystal_it_replaces(copy_build, tmp_path, capsys):
+    exp = copy_build / "tiny"
+    current = cm.digest(cm.load(exp / "crystal"))
+    model = torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.ReLU(), torch.nn.Linear(8, 10))
+    path = tmp_path / "mine.pt"
+    torch.save(model.state_dict(), path)
+    cfg = write_config(tmp_path)
+    base = ["--build-dir", str(copy_build), "import-torch", str(path), "--config", str(cfg),
+            "--sizes", "64,8,10"]
+    assert main(base + ["--name", "tiny"]) == 2
+    assert "does not record the activation" in one_line_error(capsys)
+    assert prev_folders(exp, "crystal") == []
+    assert main(base + ["--name", "tiny", "--activation", "relu", "--input-scale", "1"]) == 0
+    out = capsys.readouterr().out
+    kept = prev_folders(exp, "crystal")
+    assert len(kept) == 1 and cm.digest(cm.load(exp / kept[0])) == current
+    c = cm.load(exp / "crystal")
+    assert c.summary()["core_neurons"] == 8 and (c.input.offset, c.input.scale) == (0.0, 1.0)
+    with torch.no_grad():
+        np.testing.assert_array_equal(c.reference.outputs[-1],
+                                      model(torch.from_numpy(c.reference.x)).numpy())
+    assert "model inputs: x = (raw - 0) * 1\n" in out
+    res = json.loads((exp / "import" / "result.json").read_text())
+    assert res["previous_crystal"] == str(exp / kept[0]) and res["input_scale"] == 1.0
+    # Default name: the file's stem; default scaling: the data set's own, said so.
+    assert main(["--build-dir", str(copy_build), "import-torch", str(path), "--config", str(cfg),
+                 "--sizes", "64,8,10", "--activation", "relu"]) == 0
+    assert "x = (raw - 0) * 0.0625, the digits data set's own scaling" in capsys.readouterr().out
+    assert cm.load(copy_build / "mine" / "crystal").input.scale == 0.0625
+
+
+def test_import_torch_refuses_a_tanh_model(tmp_path, capsys):
+    path = tmp_path / "tanh.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.Tanh(),
+                                   torch.nn.Linear(8, 10)), path)
+    assert main(["--build-dir", str(tmp_path), "import-torch", str(path), "--config",
+                 str(write_config(tmp_path))]) == 2
+    assert f"{path}: holds torch.nn.modules.activation.Tanh" in one_line_error(capsys)
+    assert not (tmp_path / "tanh").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["import-torch", "{model}", "--sizes", "64,x,10"],
+     "--sizes '64,x,10': expected whole numbers separated by commas, e.g. 64,32,10"),
+    (["import-torch", "{text}"], "{text}: not a PyTorch model written by torch.save"),
+    (["train", "--config", "{tmp}"], "{tmp}: is a folder, not a config file"),
+    (["train", "--config", "{binary}"], "{binary}: not a text file"),
+    (["train", "--config", "{empty}"], "{empty}: the config is empty"),
+    (["export", "{text}"], "{text}: not a crystalbench checkpoint written by torch.save"),
+])
+def test_user_mistakes_are_one_line_with_the_fix(tmp_path, capsys, argv, message):
+    files = {"tmp": tmp_path, "model": tmp_path / "m.pt", "text": tmp_path / "notes.txt",
+             "binary": tmp_path / "model.bin", "empty": tmp_path / "empty.yaml"}
+    torch.save(torch.nn.Linear(64, 10).state_dict(), files["model"])
+    files["text"].write_text("a note\n")
+    files["binary"].write_bytes(bytes(range(256)))
+    files["empty"].write_text("# nothing yet\n\n")
+    cfg = write_config(tmp_path)
+    argv = [a.format(**files) for a in argv]
+    if argv[0] == "import-torch":
+        argv += ["--config", str(cfg)]
+    assert main(["--build-dir", str(tmp_path / "build"), *argv]) == 2
+    assert message.format(**files) in one_line_error(capsys)
+    assert not (tmp_path / "build" / "digits").exists()  # no schema-default run
 
 
 def test_bad_config_is_a_clear_error_before_work(tmp_path, capsys):
     p = tmp_path / "bad.yaml"
     p.write_text("train:\n  lr: -1\n")
     assert main(["--build-dir", str(tmp_path), "train", "--config", str(p)]) == 2
-    err = capsys.readouterr().err
-    assert "bad.yaml: train.lr: -1.0 is below the minimum 0.0" in err
+    assert "bad.yaml: train.lr: -1.0 is below the minimum 0.0" in one_line_error(capsys)
     assert not (tmp_path / "digits").exists()
 
 
-def test_import_torch_from_the_command_line(tmp_path, capsys):
-    model = torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.ReLU(), torch.nn.Linear(8, 10))
-    path = tmp_path / "mine.pt"
-    torch.save(model.state_dict(), path)
-    cfg = write_cfg(tmp_path)
-    assert main(["--build-dir", str(tmp_path), "import-torch", str(path), "--sizes", "64,8,10",
-                 "--config", str(cfg)]) == 0
-    c = cm.load(tmp_path / "mine" / "crystal")
-    assert c.summary()["core_neurons"] == 8
-    assert main(["--build-dir", str(tmp_path), "import-torch", str(path), "--config", str(cfg)]) == 2
-    assert "needs sizes" in capsys.readouterr().err
+def test_bench_writes_records_with_machine_and_date(tmp_path, capsys):
+    d = json.loads(json.dumps(TINY))
+    d.update(experiment="benchy")
+    d["train"].update(epochs=3, speedup_batches=0)
+    cfg = write_config(tmp_path, d)
+    assert main(["--build-dir", str(tmp_path), "bench", "--config", str(cfg), "--repeats", "1",
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "bench" / "train.json").read_text())
+    assert report["machine"]["torch"] == torch.__version__
+    assert report["machine"]["torch_threads"] == torch.get_num_threads()
+    assert report["machine"]["cores"] == results.machine()["cores"] and report["date"][:2] == "20"
+    [rec] = report["records"]
+    assert rec["config"] == "benchy" and rec["config_file"] == str(cfg) and rec["epochs"] == 3
+    assert rec["epoch_timing"]["repeats"] == 1
+    assert rec["training_speedup"] == rec["baseline_train_step_seconds"] / rec["train_step_seconds"]
+    c = cm.load(tmp_path / "bench" / "benchy" / "crystal")
+    s = c.summary()
+    assert (rec["test_accuracy"], rec["neurons_final"], rec["frozen_fraction"], rec["sizes"]) == (
+        s["reference_test_accuracy"], s["hidden_neurons"], s["frozen_fraction"], s["sizes"])
+    assert out.splitlines()[-1] == f"wrote {tmp_path / 'bench' / 'train.json'}"
+    assert out.splitlines()[-2] == (
+        f"benchy: test {rec['test_accuracy']:.4f} (baseline {rec['baseline_test_accuracy']:.4f}), "
+        f"frozen {rec['frozen_fraction']:.1%}, {rec['neurons_final']} neurons, epoch speedup "
+        f"{rec['speedup']:.2f}x, training speedup {rec['training_speedup']:.2f}x")

@@ -21,13 +21,15 @@ def test_shipped_configs_validate():
 
 def test_unknown_key_names_file_key_and_suggestion(tmp_path):
     p = write(tmp_path, "train:\n  epochz: 3\n")
-    with pytest.raises(ConfigError, match=r"exp\.yaml: unknown key 'train\.epochz'; allowed keys: .*did you mean 'epochs'\?"):
+    with pytest.raises(ConfigError, match=r"exp\.yaml: unknown key 'train\.epochz'; "
+                                          r"allowed keys: .*did you mean 'epochs'\?"):
         cfgmod.load(p)
 
 
 def test_bad_choice_lists_allowed_values(tmp_path):
     p = write(tmp_path, "data:\n  dataset: cifar\n")
-    with pytest.raises(ConfigError, match=r"exp\.yaml: data\.dataset: 'cifar' is not allowed; choose one of digits, mnist1d, mnist"):
+    with pytest.raises(ConfigError, match=r"exp\.yaml: data\.dataset: 'cifar' is not allowed; "
+                                          r"choose one of digits, mnist1d, mnist"):
         cfgmod.load(p)
 
 
@@ -57,3 +59,42 @@ def test_defaults_fill_in(tmp_path):
     cfg = cfgmod.load(write(tmp_path, "seed: 5\n"))
     assert cfg.seed == 5 and cfg.train.epochs == cfgmod.SCHEMA["train"]["epochs"].default
     assert cfg.net.hidden[0].radius == 2.5
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# just a comment\n# and another\n", "{}\n"])
+def test_empty_config_is_refused_not_trained_with_defaults(tmp_path, text):
+    with pytest.raises(ConfigError, match=r"exp\.yaml: the config is empty; start from a copy of "
+                       r"configs/digits\.yaml"):
+        cfgmod.load(write(tmp_path, text))
+
+
+def test_folder_and_binary_file_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r": is a folder, not a config file; name a YAML file"):
+        cfgmod.load(tmp_path)
+    p = tmp_path / "model.pt"
+    p.write_bytes(b"PK\x03\x04\x00\xff\xfe\x80binary")
+    with pytest.raises(ConfigError, match=r"model\.pt: not a text file; a config is YAML text"):
+        cfgmod.load(p)
+
+
+def test_yaml_1_1_float_strings_are_floats(tmp_path):
+    # YAML 1.1 reads 1.0e6 (no sign in the exponent) as the string '1.0e6'
+    cfg = cfgmod.load(write(tmp_path, "analog:\n  r_min: 1.0e6\n  r_max: 5.0e7\n"
+                                      "  r_inverter: 2e6\ntrain:\n  lr: 1e-2\n"))
+    assert (cfg.analog.r_min, cfg.analog.r_max, cfg.analog.r_inverter) == (1e6, 5e7, 2e6)
+    assert cfg.train.lr == 0.01
+    assert all(isinstance(v, float) for v in (cfg.analog.r_min, cfg.analog.r_max,
+                                              cfg.analog.r_inverter))
+    with pytest.raises(ConfigError, match=r"analog\.r_min: '1\.0e6x' is not a float"):
+        cfgmod.load(write(tmp_path, "analog:\n  r_min: 1.0e6x\n"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("rtl:\n  sim_vectors: 10\n", r"exp\.yaml: key 'rtl\.sim_vectors' is now 'sim\.vectors'; rename it"),
+    ("rtl:\n  power_vectors: 4\n",
+     r"exp\.yaml: key 'rtl\.power_vectors' is now 'sim\.power_vectors'; rename it"),
+    ("rtl:\n  package: sg48\n", r"exp\.yaml: key 'rtl\.package' is no longer used; delete it"),
+])
+def test_moved_keys_name_their_new_place(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        cfgmod.load(write(tmp_path, text))

@@ -1,4 +1,5 @@
 """The Crystal artifact: round trip, validation messages, partition invariants."""
+import dataclasses
 import json
 
 import numpy as np
@@ -83,7 +84,8 @@ def test_forward_matches_reference():
      r"layer 1: weights has shape \(3, 3\), expected \(3, 4\)"),
     (lambda meta, z: z.update({"layer1.weights": z["layer1.weights"] + 1}),
      r"layer 1: weight \[0, 2\] is non-zero but its connection is absent"),
-    (lambda meta, z: z.update({"layer3.frozen": np.ones(3, bool), "layer3.epoch_frozen": np.zeros(3, np.int32)}),
+    (lambda meta, z: z.update({"layer3.frozen": np.ones(3, bool),
+                               "layer3.epoch_frozen": np.zeros(3, np.int32)}),
      r"the readout must stay active"),
     (lambda meta, z: meta["partition"]["core"].__setitem__(0, [0]),
      r"partition\.core of layer 1 disagrees"),
@@ -102,4 +104,67 @@ def test_validation_names_the_problem(tmp_path, mutate, message):
 
 def test_missing_files(tmp_path):
     with pytest.raises(CrystalError, match=r"crystal\.json: not found; train one"):
+        cm.load(tmp_path)
+
+
+def test_digest_is_content_not_provenance_and_is_checked_on_load(tmp_path):
+    c = small_crystal()
+    assert cm.digest(c) == cm.digest(c.replace(provenance={"created": "another day"}))
+    w = c.layers[0].weights.copy()
+    w[0, 0] += np.float32(1e-3)
+    changed = c.replace(layers=(dataclasses.replace(c.layers[0], weights=w),) + c.layers[1:])
+    assert cm.digest(changed) != cm.digest(c)
+    cm.save(c, tmp_path)
+    assert json.loads((tmp_path / "crystal.json").read_text())["digest"] == cm.digest(c)
+    # crystal.npz from another crystal (same partition) beside this crystal.json
+    cm.save(changed, tmp_path / "other")
+    (tmp_path / "crystal.npz").write_bytes((tmp_path / "other" / "crystal.npz").read_bytes())
+    with pytest.raises(CrystalError, match=r"digest .* does not match the arrays"):
+        cm.load(tmp_path)
+
+
+def test_saving_a_different_crystal_keeps_the_old_one(tmp_path):
+    c = small_crystal()
+    folder = tmp_path / "crystal"
+    assert cm.save(c, folder) is None
+    assert cm.save(c, folder) is None  # the same crystal again: nothing to keep
+    other = small_crystal(frozen1=(True, False, False))
+    kept = cm.save(other, folder)
+    assert kept is not None and kept.name.startswith("crystal.prev-")
+    assert cm.digest(cm.load(kept)) == cm.digest(c)
+    assert cm.digest(cm.load(folder)) == cm.digest(other)
+
+
+@pytest.mark.parametrize("where", ["reference.x", "reference.calibration_x", "reference.layer2"])
+def test_nan_in_reference_arrays_is_refused_at_load(tmp_path, where):
+    cm.save(small_crystal(), tmp_path)
+    with np.load(tmp_path / "crystal.npz") as f:
+        z = {k: f[k] for k in f.files}
+    z[where] = z[where].copy()
+    z[where][0, 0] = np.nan
+    np.savez(tmp_path / "crystal.npz", **z)
+    meta = json.loads((tmp_path / "crystal.json").read_text())
+    meta.pop("digest")
+    (tmp_path / "crystal.json").write_text(json.dumps(meta))
+    name = where.replace("reference.layer2", "reference.outputs layer 2")
+    with pytest.raises(CrystalError, match=rf"{name} contains NaN or inf"):
+        cm.load(tmp_path)
+
+
+def test_truncated_and_malformed_files_are_clear_errors(tmp_path):
+    cm.save(small_crystal(), tmp_path)
+    npz = (tmp_path / "crystal.npz").read_bytes()
+    (tmp_path / "crystal.npz").write_bytes(npz[: len(npz) // 2])
+    with pytest.raises(CrystalError, match=r"crystal\.npz: cannot be read .* damaged or truncated"):
+        cm.load(tmp_path)
+    (tmp_path / "crystal.npz").write_bytes(npz)
+    meta = json.loads((tmp_path / "crystal.json").read_text())
+    for field, bad, message in (("n_classes", "three", r"field 'n_classes' is malformed"),
+                                ("input", {"size": 4}, r"field 'input' is malformed"),
+                                ("layers", [{"activation": "relu"}], r"field 'layers' is malformed")):
+        (tmp_path / "crystal.json").write_text(json.dumps({**meta, field: bad}))
+        with pytest.raises(CrystalError, match=message):
+            cm.load(tmp_path)
+    (tmp_path / "crystal.json").write_text("[1, 2]")
+    with pytest.raises(CrystalError, match="expected a JSON object"):
         cm.load(tmp_path)

@@ -1,11 +1,22 @@
 import gzip
+import json
 import struct
 
 import numpy as np
 import pytest
 
+from crystalbench import config as cfgmod
+from crystalbench import crystal as cm
+from crystalbench.cli import main
+from crystalbench.errors import DataError
 from crystalbench.model import data
-from crystalbench.model.data import DataError
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    return load_digits()
 
 
 def write_idx(path, arr):
@@ -56,6 +67,8 @@ def test_mnist_loader_on_small_idx_files(tmp_path, gz):
     np.testing.assert_allclose(ds.x_train, imgs["train"][0].reshape(30, -1) / 255.0, rtol=1e-6)
     np.testing.assert_array_equal(ds.y_test, imgs["t10k"][1])
     assert ds.x_train.dtype == np.float32 and ds.scale == pytest.approx(1 / 255)
+    np.testing.assert_array_equal(ds.train_index, np.arange(30))
+    np.testing.assert_array_equal(ds.test_index, np.arange(10))
 
 
 def test_mnist_missing_file_is_named(tmp_path):
@@ -83,3 +96,72 @@ def test_shift_augmentation():
     xa, ya = data.augment_shifts(x, np.array([7]), (3, 3), 1)
     assert xa.shape == (5, 9) and set(ya) == {7}
     assert sorted(int(np.argmax(r)) for r in xa[1:]) == [1, 3, 5, 7]
+
+
+def test_digits_indices_reproduce_the_split_from_load_digits(digits):
+    ds = data.load({"dataset": "digits", "test_fraction": 0.2}, seed=0)
+    assert np.array_equal(np.sort(np.concatenate([ds.train_index, ds.test_index])), np.arange(1797))
+    np.testing.assert_array_equal(ds.x_test, (digits.data[ds.test_index] / 16).astype(np.float32))
+    np.testing.assert_array_equal(ds.y_test, digits.target[ds.test_index])
+    np.testing.assert_array_equal(ds.x_train, (digits.data[ds.train_index] / 16).astype(np.float32))
+    np.testing.assert_array_equal(ds.y_train, digits.target[ds.train_index])
+    # per class, round(20%) of its samples: 36 or 37 of each digit, 359 in all
+    assert len(ds.y_test) == sum(round(n * 0.2) for n in np.bincount(digits.target)) == 359
+
+
+def test_subsampling_and_shift_copies_keep_their_source_index(digits):
+    ds = data.load({"dataset": "digits", "test_fraction": 0.2, "max_train": 100,
+                    "augment_shifts": 1}, seed=0)
+    assert len(ds.y_train) == len(ds.train_index) == 500  # 100 + 4 one-pixel shifts of each
+    src = ds.train_index[:100]
+    np.testing.assert_array_equal(ds.train_index, np.tile(src, 5))
+    np.testing.assert_array_equal(ds.x_train[:100], (digits.data[src] / 16).astype(np.float32))
+    np.testing.assert_array_equal(ds.y_train, np.tile(digits.target[src], 5))
+    img = digits.data[src].reshape(100, 8, 8)
+    down = np.zeros_like(img)
+    down[:, 1:] = img[:, :-1]  # the first copy: shifted one row down
+    np.testing.assert_array_equal(ds.x_train[100:200],
+                                  (down.reshape(100, 64) / 16).astype(np.float32))
+
+
+def test_rescaled_gives_the_same_samples_in_other_units(digits):
+    ds = data.load({"dataset": "digits", "test_fraction": 0.2}, seed=0)
+    raw = ds.rescaled(0.0, 1.0)
+    assert (raw.offset, raw.scale) == (0.0, 1.0)
+    np.testing.assert_array_equal(raw.x_test, digits.data[ds.test_index].astype(np.float32))
+    np.testing.assert_array_equal(ds.raw(ds.x_test), raw.x_test)
+    centred = ds.rescaled(8.0, 0.5)
+    np.testing.assert_array_equal(centred.x_train,
+                                  ((digits.data[ds.train_index] - 8) * 0.5).astype(np.float32))
+    np.testing.assert_array_equal(centred.y_test, ds.y_test)
+    with pytest.raises(DataError, match=r"the scale must be a finite non-zero number"):
+        ds.rescaled(0.0, 0.0)
+
+
+def test_exported_split_is_the_crystals_and_reproducible_from_load_digits(trained, tmp_path,
+                                                                         digits):
+    out = tmp_path / "split"
+    assert main(["data", "--config", str(trained.config), "--export", str(out)]) == 0
+    with np.load(out / "split.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    c = cm.load(trained.crystal)
+    np.testing.assert_array_equal(arrays["x_test"], c.reference.x)
+    np.testing.assert_array_equal(arrays["y_test"], c.reference.y)
+    idx = arrays["test_index"]
+    np.testing.assert_array_equal(arrays["x_test_raw"], digits.data[idx].astype(np.float32))
+    np.testing.assert_array_equal(digits.target[idx], c.reference.y)
+    np.testing.assert_array_equal(arrays["x_train_raw"], digits.data[arrays["train_index"]])
+    meta = json.loads((out / "split.json").read_text())
+    assert meta["scaling"] == {"offset": 0.0, "scale": 0.0625,
+                               "model_input": "x = (raw - offset) * scale"}
+    assert (meta["n_train"], meta["n_test"]) == (400, 359)  # TINY keeps 400 training samples
+    assert meta["augmentation"] is None and meta["dataset"] == "digits"
+    assert "d.data[test_index]" in meta["reproduce"]
+
+
+def test_export_into_a_file_is_refused(tmp_path):
+    f = tmp_path / "taken"
+    f.write_text("x")
+    cfg = cfgmod.validate({"experiment": "e"}, "<t>")
+    with pytest.raises(DataError, match=r"taken: is a file; --export names a folder"):
+        data.export_split(cfg, f)

@@ -1,13 +1,22 @@
-"""The crystal net: growth, freezing, the core cache, resume."""
+"""The crystal net: growth, freezing, the core cache, checkpoints, interrupt and resume."""
 import numpy as np
+import pytest
 import torch
 
+from crystalbench.errors import TrainError
 from crystalbench.model.net import CrystalNet, Frontier
-from crystalbench.model.train import Trainer
+from crystalbench.model.train import Trainer, read_checkpoint
 
 
 def train(cfg, ds, out, **kw):
     return Trainer(cfg, ds, out, progress=False).run(**kw)
+
+
+def assert_same_net(state_a: dict, state_b: dict):
+    for la, lb in zip(state_a["layers"], state_b["layers"], strict=True):
+        for name, t in la.items():
+            if isinstance(t, torch.Tensor):
+                assert torch.equal(t, lb[name]), name
 
 
 def test_growth_preserves_the_function(tiny_cfg, tiny_data):
@@ -76,46 +85,95 @@ def test_frozen_neurons_never_change_and_core_grows_front_to_back(tiny_cfg, tiny
     assert first[0] <= first[1], "the core crystallizes from the input side"
 
 
-def test_cache_gives_the_same_result_as_recomputing(tiny_cfg, tiny_data, tmp_path):
-    with_cache = train(tiny_cfg(train__cache=True), tiny_data, tmp_path / "a")
-    without = train(tiny_cfg(train__cache=False), tiny_data, tmp_path / "b")
-    assert with_cache.net.n_frozen() > 0
-    for la, lb in zip(with_cache.net.layers, without.net.layers):
+def test_cache_gives_the_same_result_as_recomputing(tiny_cfg, tiny_data, tmp_path, trained):
+    with_cache = CrystalNet.from_state(read_checkpoint(trained.run / "checkpoint.pt")["net"])
+    without = train(tiny_cfg(train__cache=False), tiny_data, tmp_path).net
+    assert with_cache.n_frozen() > 0
+    for la, lb in zip(with_cache.layers, without.layers):
         assert torch.equal(la.frozen, lb.frozen) and torch.equal(la.mask, lb.mask)
         torch.testing.assert_close(la.W, lb.W, rtol=0, atol=1e-5)
     x = torch.from_numpy(tiny_data.x_test)
-    assert torch.equal(with_cache.net.forward_all(x)[-1].argmax(1), without.net.forward_all(x)[-1].argmax(1))
+    assert torch.equal(with_cache.forward_all(x)[-1].argmax(1), without.forward_all(x)[-1].argmax(1))
 
 
-def test_resume_ends_where_an_uninterrupted_run_ends(tiny_cfg, tiny_data, tmp_path):
+def test_interrupted_run_leaves_a_checkpoint_and_resume_ends_bit_identical(
+        tiny_cfg, tiny_data, tmp_path, trained):
     cfg = tiny_cfg()
-    full = train(cfg, tiny_data, tmp_path / "full")
-    part = Trainer(cfg, tiny_data, tmp_path / "split", progress=False)
-    first = part.run(stop_after=5)
-    assert first.epoch == 5 and part.checkpoint_path.exists()
-    resumed = Trainer(cfg, tiny_data, tmp_path / "split", progress=False).run(resume=True)
-    assert resumed.epoch == full.epoch == cfg.train.epochs
-    for la, lb in zip(full.net.layers, resumed.net.layers):
-        for name, t in la.tensors().items():
-            assert torch.equal(t, lb.tensors()[name]), name
+    full = read_checkpoint(trained.run / "checkpoint.pt")  # the uninterrupted run
+
+    def ctrl_c_after_5(st):
+        if st.epoch == 5:
+            raise KeyboardInterrupt
+
+    trainer = Trainer(cfg, tiny_data, tmp_path, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(on_epoch=ctrl_c_after_5)
+    ck = read_checkpoint(trainer.checkpoint_path)  # weights-only loadable
+    assert ck["epoch"] == 5 and [r["epoch"] for r in ck["telemetry"]] == [0, 1, 2, 3, 4]
+    resumed = Trainer(cfg, tiny_data, tmp_path, progress=False).run(resume=True)
+    assert resumed.epoch == full["epoch"] == cfg.train.epochs == 14
+    assert_same_net(full["net"], resumed.net.state())
     keys = ("loss", "test_accuracy", "neurons_total", "neurons_frozen", "grown", "froze")
-    assert [[r[k] for k in keys] for r in full.telemetry] == [[r[k] for k in keys] for r in resumed.telemetry]
+    assert [[r[k] for k in keys] for r in full["telemetry"]] == \
+           [[r[k] for k in keys] for r in resumed.telemetry]
+
+
+def test_a_checkpoint_exists_from_the_start(tiny_cfg, tiny_data, tmp_path, monkeypatch):
+    def ctrl_c(self, st):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_epoch", ctrl_c)
+    trainer = Trainer(tiny_cfg(), tiny_data, tmp_path, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    ck = read_checkpoint(trainer.checkpoint_path)
+    assert ck["epoch"] == 0 and ck["telemetry"] == []
+    fresh = trainer.fresh_state()
+    assert_same_net(ck["net"], fresh.net.state())
+    assert torch.equal(ck["gen"], fresh.gen.get_state())
+
+
+def test_a_fresh_start_never_overwrites_a_run(tiny_cfg, tiny_data, tmp_path):
+    Trainer(tiny_cfg(), tiny_data, tmp_path, progress=False).run(stop_after=1)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(TrainError, match=r"already holds a run \(checkpoint\.pt\); resume it"):
+        Trainer(tiny_cfg(), tiny_data, tmp_path, progress=False).run()
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    with pytest.raises(TrainError, match=r"stop after 0 epochs: give at least 1"):
+        Trainer(tiny_cfg(), tiny_data, tmp_path, progress=False).run(resume=True, stop_after=0)
 
 
 def test_resume_refuses_a_changed_config(tiny_cfg, tiny_data, tmp_path):
-    import pytest
-
-    from crystalbench.model.train import TrainError
-
     Trainer(tiny_cfg(), tiny_data, tmp_path, progress=False).run(stop_after=1)
     with pytest.raises(TrainError, match=r"checkpoint\.pt: was written with a different config"):
         Trainer(tiny_cfg(train__lr=0.03), tiny_data, tmp_path, progress=False).run(resume=True)
 
 
-def test_architecture_copy_is_all_active_with_same_connections(tiny_cfg, tiny_data, tmp_path):
-    st = train(tiny_cfg(), tiny_data, tmp_path)
-    base = st.net.architecture_copy(torch.Generator().manual_seed(1))
-    for a, b in zip(st.net.layers, base.layers):
+@pytest.mark.parametrize("content, message", [
+    (b"not a checkpoint\n",
+     r"bad\.pt: not a crystalbench checkpoint written by torch\.save \(torch cannot read it"),
+    ({"weights": torch.zeros(2)}, r"bad\.pt: not a crystalbench checkpoint \(no version field\)"),
+    ({"version": 1, "x": 0}, r"bad\.pt: checkpoint version 1 is not 2; train again"),
+    ({"version": 2, "epoch": 3}, r"bad\.pt: checkpoint lacks config_digest, config, net, gen"),
+    (torch.nn.Linear(2, 2), r"bad\.pt: holds torch\.nn\.modules\.linear\.Linear, which a "
+                            r"crystalbench checkpoint may not hold; it was not loaded"),
+])
+def test_unreadable_checkpoints_are_named(tmp_path, content, message):
+    p = tmp_path / "bad.pt"
+    if isinstance(content, bytes):
+        p.write_bytes(content)
+    else:
+        torch.save(content, p)
+    with pytest.raises(TrainError, match=message):
+        read_checkpoint(p)
+
+
+def test_architecture_copy_is_all_active_with_same_connections(trained):
+    ck = read_checkpoint(trained.run / "checkpoint.pt")
+    net = CrystalNet.from_state(ck["net"])
+    base = net.architecture_copy(torch.Generator().manual_seed(1))
+    for a, b in zip(net.layers, base.layers):
         assert torch.equal(a.mask, b.mask) and not b.frozen.any()
         assert torch.all(b.W[~b.mask] == 0)
-    assert np.isfinite([r["speedup"] for r in st.telemetry]).all()
+        assert not torch.equal(a.W, b.W) and torch.all(b.epoch_frozen == -1)
+    assert np.isfinite([r["speedup"] for r in ck["telemetry"]]).all()

@@ -9,17 +9,20 @@ import pytest
 from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
+from crystalbench import config as cfgmod
 from crystalbench import crystal as cm
 from crystalbench import toolrun
-from crystalbench.crystal import CrystalError
-from crystalbench.rtl import design, fixed, synth
+from crystalbench.errors import DesignError, FixedPointError
+from crystalbench.results import Paths
+from crystalbench.rtl import design, fixed, quantize, synth
+
 sys.path.insert(0, str(Path(__file__).parent))
 from hw_tiny import fp_cfg, quantized, tiny_crystal
 
 
 def test_golden_matches_float_within_quantization():
-    c = quantized(digital_input_bits=8, digital_weight_bits=10, digital_activation_bits=10)
-    nets = fixed.nets_of(c)
+    c, fp = quantized(digital_input_bits=8, digital_weight_bits=10, digital_activation_bits=10)
+    nets = fixed.nets_of(fp)
     # Frontier: logits * 2**-frac are the float logits up to the ADC + weight rounding.
     # (on the calibration inputs: the ADC's full scale covers them, so nothing clips)
     fr = nets["frontier"]
@@ -33,43 +36,76 @@ def test_golden_matches_float_within_quantization():
     assert (g["cls"] == ref.argmax(1)).mean() >= 0.9
 
 
-def test_formats_recorded_and_round_trip(tmp_path):
-    c = quantized()
-    cm.save(c, tmp_path)
-    d = cm.load(tmp_path)
-    a, b = fixed.nets_of(c), fixed.nets_of(d)
+def test_formats_round_trip_through_their_own_artifact(tmp_path):
+    c, fp = quantized()
+    fixed.save(fp, tmp_path)
+    back = fixed.load(tmp_path, c)
+    a, b = fixed.nets_of(fp), fixed.nets_of(back)
     for k in a:
         for la, lb in zip(a[k].layers, b[k].layers):
             np.testing.assert_array_equal(la.weights, lb.weights)
             assert la.acc_bits == lb.acc_bits
+    assert back["crystal"]["digest"] == cm.digest(c)
+
+
+def test_the_crystal_is_not_written_by_quantize(tmp_path):
+    c = tiny_crystal()
+    cm.save(c, tmp_path / "tiny" / "crystal")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "tiny" / "crystal").iterdir()}
+    res = quantize.run(c, cfgmod.validate({"experiment": "tiny"}, "<t>"), Paths(tmp_path, "tiny"))
+    after = {p.name: p.read_bytes() for p in (tmp_path / "tiny" / "crystal").iterdir()}
+    assert before == after
+    assert (tmp_path / "tiny" / "fixed" / "fixed_point.json").exists()
+    assert res["crystal_digest"] == cm.digest(c)
+
+
+def test_a_stale_artifact_is_refused_with_what_to_run(tmp_path):
+    c, fp = quantized()
+    fixed.save(fp, tmp_path)
+    other = tiny_crystal(seed=1)
+    with pytest.raises(FixedPointError, match=r"made from another Crystal .* stale: run "
+                                              r"`crystalbench synth`"):
+        fixed.load(tmp_path, other)
+    cfg = cfgmod.validate({"fixed_point": {"weight_bits": 7}}, "<t>")
+    with pytest.raises(FixedPointError, match=r"other fixed_point/adc settings"):
+        fixed.load(tmp_path, c, cfg)
+    with pytest.raises(FixedPointError, match=r"fixed_point\.json: not found; run"):
+        fixed.load(tmp_path / "nowhere", c)
+    # Re-saving the same Crystal (train --resume re-exports it) keeps the artifact valid.
+    cm.save(c, tmp_path / "crystal")
+    fixed.load(tmp_path, cm.load(tmp_path / "crystal"))
 
 
 def test_missing_field_refused_naming_it():
-    c = quantized()
-    fp = copy.deepcopy(c.fixed_point)
+    c, fp = quantized()
+    fp = copy.deepcopy(fp)
     del fp["nets"]["frontier"]["layers"][0]["acc_bits"]
-    with pytest.raises(CrystalError, match=r"fixed_point: nets\.frontier\.layers\[0\]: missing field 'acc_bits'"):
-        c.replace(fixed_point=fp)
+    with pytest.raises(FixedPointError, match=r"nets\.frontier\.layers\[0\]: missing field 'acc_bits'"):
+        fixed.validate_formats(fp, c)
 
 
 def test_overflowing_width_refused():
-    c = quantized()
-    fp = copy.deepcopy(c.fixed_point)
+    c, fp = quantized()
+    fp = copy.deepcopy(fp)
     fp["nets"]["all_digital"]["layers"][1]["acc_bits"] = 4
-    with pytest.raises(CrystalError, match=r"nets\.all_digital\.layers\[1\]: acc_bits 4 would overflow"):
-        c.replace(fixed_point=fp)
+    with pytest.raises(FixedPointError, match=r"nets\.all_digital\.layers\[1\]: acc_bits 4 would overflow"):
+        fixed.validate_formats(fp, c)
 
 
 def test_unsupported_activation_refused():
     c = tiny_crystal(hidden_act="linear")
-    with pytest.raises(fixed.FixedPointError, match=r"crystal layer 1: activation 'linear' is not supported .* hidden"):
+    with pytest.raises(FixedPointError,
+                       match=r"crystal layer 1: activation 'linear' is not supported .* hidden"):
         fixed.quantize(c, fp_cfg(), 8)
-    with pytest.raises(fixed.FixedPointError, match=r"max_acc_bits 4"):
+    with pytest.raises(FixedPointError, match=r"max_acc_bits 4"):
         fixed.quantize(tiny_crystal(), fp_cfg(max_acc_bits=4), 8)
 
 
-def amaranth_run(dut, net, codes, writes=()):
+def amaranth_run(dut, net, codes, writes=(), max_cycles=None):
+    """Drive codes through a component in Amaranth's simulator; a design that does not
+    answer within `max_cycles` per vector (default: twice its latency + 10) fails."""
     got = []
+    limit = max_cycles or 2 * dut.latency + 10
 
     async def tb(ctx):
         for addr, val in writes:
@@ -80,13 +116,22 @@ def amaranth_run(dut, net, codes, writes=()):
         if writes:
             ctx.set(dut.wr.en, 0)
         ctx.set(dut.o.ready, 1)
-        for v in codes:
+        for n, v in enumerate(codes):
             ctx.set(dut.i.payload, sum(int(x) << (k * net.in_bits) for k, x in enumerate(v)))
             ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
+            for _ in range(limit):
+                *_, ready = await ctx.tick().sample(dut.i.ready)
+                if ready:
+                    break
+            else:
+                raise AssertionError(f"vector {n}: i.ready never rose within {limit} cycles")
             ctx.set(dut.i.valid, 0)
-            while not ctx.get(dut.o.valid):
+            for _ in range(limit):
+                if ctx.get(dut.o.valid):
+                    break
                 await ctx.tick()
+            else:
+                raise AssertionError(f"vector {n}: o.valid never rose within {limit} cycles")
             got.append((ctx.get(dut.o.payload.cls), ctx.get(dut.o.payload.logits)))
             await ctx.tick()
 
@@ -105,8 +150,8 @@ def amaranth_run(dut, net, codes, writes=()):
 @pytest.mark.parametrize("shape, weights", [("parallel", "baked"), ("parallel", "loadable"),
                                             ("serial", "baked"), ("serial", "loadable")])
 def test_components_match_golden(kind, shape, weights):
-    c = quantized()
-    net = fixed.nets_of(c)[kind]
+    c, fp = quantized()
+    net = fixed.nets_of(fp)[kind]
     codes = fixed.input_codes(c, net)[:5]
     cls, logits = amaranth_run(design.build(net, shape, weights), net, codes)
     g = net.forward(codes)
@@ -118,8 +163,8 @@ def test_components_match_golden(kind, shape, weights):
 def test_loadable_weights_take_writes(shape):
     import dataclasses
 
-    c = quantized()
-    net = fixed.nets_of(c)["frontier"]
+    c, fp = quantized()
+    net = fixed.nets_of(fp)["frontier"]
     last = net.layers[-1]
     new_w = last.weights.copy()
     rows, cols = np.nonzero(last.mask)
@@ -132,6 +177,29 @@ def test_loadable_weights_take_writes(shape):
     np.testing.assert_array_equal(logits, net2.forward(codes)["logits"])
 
 
+@pytest.mark.parametrize("shape", ["parallel", "serial"])
+def test_tied_logits_give_the_first_class_in_both_shapes(shape):
+    """Equal logits: the first maximum wins, as in numpy's and torch's argmax."""
+    _, fp = quantized()
+    net = fixed.nets_of(fp)["frontier"]
+    last = net.layers[-1]
+    codes = np.array([[0] * net.n_in, [5] * net.n_in])
+    for bias, want in (([4, 4, 4], 0), ([1, 9, 9], 1), ([-3, -5, -3], 0), ([2, 1, 7], 2)):
+        tied = dataclasses.replace(last, weights=np.zeros_like(last.weights), bias=np.array(bias))
+        net2 = dataclasses.replace(net, layers=net.layers[:-1] + (tied,))
+        cls, logits = amaranth_run(design.build(net2, shape, "baked"), net2, codes)
+        assert cls.tolist() == [want, want] and logits.tolist() == [bias, bias]
+        assert net2.forward(codes)["cls"].tolist() == [want, want]
+
+
+def test_a_design_that_never_answers_fails_at_the_cycle_limit():
+    _, fp = quantized()
+    net = fixed.nets_of(fp)["frontier"]
+    dut = design.build(net, "serial", "baked")
+    with pytest.raises(AssertionError, match=r"never rose within 3 cycles"):
+        amaranth_run(dut, net, np.zeros((1, net.n_in), np.int64), max_cycles=3)
+
+
 def test_csd_digits():
     for w in range(-130, 130):
         assert sum(s << p for s, p in csd_(w)) == w
@@ -142,8 +210,8 @@ def csd_(w):
 
 
 def test_synth_tiny_serial(tmp_path):
-    c = quantized()
-    net = fixed.nets_of(c)["frontier"]
+    c, fp = quantized()
+    net = fixed.nets_of(fp)["frontier"]
     fig = synth.synth_design(design.build(net, "serial", "loadable"), "t", tmp_path)
     assert fig["gates"] > 10 and fig["flip_flops"] > 5 and fig["transistors"] > fig["gates"]
     assert fig["lut4"] > 0 and fig["fmax_mhz"] > 10 and fig["part"] == "iCE40UP5K"
@@ -177,8 +245,8 @@ def test_prune_masks_drop_dead_and_small_connections():
 
 
 def test_serial_skips_neurons_nobody_reads():
-    c = quantized()
-    net = fixed.nets_of(c)["all_digital"]
+    c, fp = quantized()
+    net = fixed.nets_of(fp)["all_digital"]
     last = net.layers[-1]
     mask = last.mask.copy()
     mask[:, 2] = False  # nobody reads hidden neuron 2
@@ -194,13 +262,13 @@ def test_serial_skips_neurons_nobody_reads():
 
 
 def test_serial_loadable_refuses_an_empty_readout_row():
-    net = fixed.nets_of(quantized())["frontier"]
+    net = fixed.nets_of(quantized()[1])["frontier"]
     last = net.layers[-1]
     mask = last.mask.copy()
     mask[1] = False
     net2 = dataclasses.replace(net, layers=net.layers[:-1] + (dataclasses.replace(
         last, mask=mask, weights=last.weights * mask),))
-    with pytest.raises(ValueError, match="no connection; loadable"):
+    with pytest.raises(DesignError, match="no connection; loadable"):
         design.build(net2, "serial", "loadable")
     # A placeholder step is fine when nothing is written.
     Fragment.get(design.build(net2, "serial", "baked"), None)

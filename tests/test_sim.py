@@ -10,6 +10,8 @@ from amaranth.hdl import Fragment
 from crystalbench import cli
 from crystalbench import config as cfgmod
 from crystalbench import crystal as cm
+from crystalbench.errors import FixedPointError, SimError
+from crystalbench.results import Paths
 from crystalbench.sim import runner
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -17,33 +19,38 @@ from hw_tiny import tiny_crystal  # noqa: E402
 
 
 def tiny_cfg(**rtl):
-    return cfgmod.validate({"experiment": "tiny", "rtl": {"power_vectors": 4, "sim_vectors": 6,
-                                                          **rtl}}, "<test>")
+    return cfgmod.validate({"experiment": "tiny", "rtl": rtl,
+                            "sim": {"power_vectors": 4, "vectors": 6}}, "<test>")
 
 
-def test_synth_then_sim_end_to_end(tmp_path):
-    from crystalbench.rtl.flow import run_synth
-    from crystalbench.sim.flow import run_sim
+def test_synth_then_sim_end_to_end(tmp_path, monkeypatch):
+    from crystalbench.rtl import flow as synth_stage
+    from crystalbench.sim import flow as sim_stage
 
-    cm.save(tiny_crystal(), tmp_path / "tiny" / "crystal")
+    c = tiny_crystal()
+    cm.save(c, tmp_path / "tiny" / "crystal")
+    paths = Paths(tmp_path, "tiny")
     cfg = tiny_cfg(digital_shapes="serial")
-    res = run_synth(cfg, tmp_path, log=lambda *_: None)
+    simulated = []
+    real = runner.run_vectors
+    monkeypatch.setattr(runner, "run_vectors",
+                        lambda src, *a, **k: simulated.append(Path(src).name) or real(src, *a, **k))
+    res = synth_stage.run(c, cfg, paths)
+    assert simulated == [], "synth simulates nothing: latency and energy come from sim"
     saved = json.loads((tmp_path / "tiny" / "synth" / "result.json").read_text())
-    assert "method" in saved and (tmp_path / "tiny" / "synth" / "result.md").exists()
-    assert (tmp_path / "tiny" / "synth" / "fixed_point.png").stat().st_size > 1000
+    assert saved["measured"]["machine"]["cores"] >= 1 and "method" in saved
+    assert (tmp_path / "tiny" / "fixed" / "fixed_point.png").stat().st_size > 1000
     for kind in ("frontier", "all_digital"):
-        for key in ("gates", "flip_flops", "transistors", "lut4", "fmax_mhz", "latency_cycles",
-                    "latency_ns", "energy_per_inference_nj", "power_mw"):
-            assert saved[kind][key] is not None and saved[kind][key] > 0, (kind, key)
-    assert res["designs"]["frontier_parallel"]["latency_cycles"] == 2  # readout + argmax
-    assert res["designs"]["frontier_parallel"]["interval_cycles"] == 1
-    c = cm.load(tmp_path / "tiny" / "crystal")
+        assert set(saved[kind]) == {"design", *synth_stage.KEYS}
+    designs = res["designs"]
+    assert designs["frontier_parallel"]["memory_bits"] == 0
     from crystalbench.rtl import design, fixed
+    nets = fixed.nets_of(fixed.load(tmp_path / "tiny" / "fixed", c))
     for name in ("frontier_serial", "all_digital_serial", "all_digital_small_serial"):
-        d = res["designs"][name]
-        dut = design.build(fixed.nets_of(c)[d["kind"]], "serial", d["weights"])
+        d = designs[name]
+        dut = design.build(nets[d["kind"]], "serial", d["weights"])
         Fragment.get(dut, None)  # elaborated (Amaranth warns about a component never used)
-        assert d["latency_cycles"] == d["interval_cycles"] == dut.latency  # measured = intent
+        assert d["design_latency_cycles"] == dut.latency
         # Program and weights stay memory macros in the gate netlist (RAM when loadable);
         # the all-logic count maps them to flip-flops and gates.
         kinds = {m["name"]: m["kind"] for m in d["memories"]}
@@ -52,23 +59,51 @@ def test_synth_then_sim_end_to_end(tmp_path):
         ram_bits = sum(m["bits"] for m in d["memories"] if m["kind"] == "ram")
         assert d["all_logic"]["flip_flops"] >= d["flip_flops"] + ram_bits
         assert d["all_logic"]["gates"] > d["gates"]
-    assert res["designs"]["frontier_parallel"]["memory_bits"] == 0
-    # The formats are recorded in the Crystal.
-    assert cm.load(tmp_path / "tiny" / "crystal").fixed_point["nets"]["frontier"]
-    sim = run_sim(cfg, tmp_path, waves=True, log=lambda *_: None)
-    assert set(sim["bit_exact_fraction"]) == {f"{d}_{lvl}" for d in res["designs"]
-                                              for lvl in ("rtl", "gates")}
-    assert all(v == 1.0 for v in sim["bit_exact_fraction"].values())
-    for key in ("vectors", "class_agreement_with_torch", "fixed_point_test_accuracy",
-                "float_test_accuracy"):
-        assert key in sim
+
+    sim = sim_stage.run(c, cfg, paths, waves=True)
+    # Each netlist once: the RTL and the gate netlist of every design.
+    assert sorted(simulated) == sorted(n for d in designs.values()
+                                       for n in ("top.v", "gates.v"))
+    assert set(sim["runs"]) == {f"{d}_{lvl}" for d in designs for lvl in ("rtl", "gates")}
+    assert all(r["bit_exact_fraction"] == 1.0 for r in sim["runs"].values()) and sim["passed"]
+    par = sim["runs"]["frontier_parallel_gates"]
+    assert par["latency_cycles"] == 2 and par["interval_cycles"] == 1  # readout + argmax
+    for name in ("frontier_serial", "all_digital_serial"):
+        g = sim["runs"][f"{name}_gates"]
+        assert g["latency_cycles"] == g["interval_cycles"] == designs[name]["design_latency_cycles"]
+        # the activity window: 4 results back to back, from the end of reset
+        assert g["activity"]["vectors"] == 4
+        assert g["activity"]["cycles"] == 4 * g["interval_cycles"] + 1
+        assert g["latency_ns"] == pytest.approx(g["latency_cycles"] * 1e3 / designs[name]["fmax_mhz"])
+    assert sim["frontier"]["design"] == res["frontier"]["design"]
     assert (tmp_path / "tiny" / "sim" / "frontier_serial_gates.vcd").stat().st_size > 0
+
+
+def test_sim_refuses_designs_of_other_formats(tmp_path):
+    from crystalbench.rtl import flow as synth_stage
+    from crystalbench.sim import flow as sim_stage
+
+    c = tiny_crystal()
+    paths = Paths(tmp_path, "tiny")
+    cfg = tiny_cfg(shapes="parallel", digital_shapes="none", large_part="none")
+    with pytest.raises(FixedPointError, match=r"fixed_point\.json: not found; run `crystalbench synth`"):
+        sim_stage.run(c, cfg, paths)
+    synth_stage.run(c, cfg, paths)
+    other = tiny_cfg(shapes="parallel", digital_shapes="none", large_part="none")
+    other["fixed_point"]["weight_bits"] = 6
+    with pytest.raises(FixedPointError, match="stale"):
+        sim_stage.run(c, other, paths)
+    # formats re-made (by quantize) without re-running synth: its designs are stale
+    from crystalbench.rtl import quantize
+    quantize.run(c, other, paths)
+    with pytest.raises(SimError, match=r"other fixed-point formats .* re-run `crystalbench synth`"):
+        sim_stage.run(c, other, paths)
 
 
 def test_icarus_failure_names_its_log(tmp_path):
     bad = tmp_path / "bad.v"
     bad.write_text("module top(input clk; endmodule\n")
-    with pytest.raises(runner.SimError, match=r"see .*sim\.log"):
+    with pytest.raises(SimError, match=r"see .*sim\.log"):
         runner.run_vectors(bad, np.zeros((1, 2), int), 8, 8, 2, tmp_path / "b", False)
 
 
@@ -78,7 +113,7 @@ def test_design_that_never_answers_ends_at_the_cycle_limit(tmp_path):
                     "  output i__ready, output o__valid, input o__ready, output [16:0] o__payload);\n"
                     "  assign i__ready = 1'b0; assign o__valid = 1'b0; assign o__payload = 0;\n"
                     "endmodule\n")
-    with pytest.raises(runner.SimError, match=r"see .*sim\.log"):
+    with pytest.raises(SimError, match=r"see .*sim\.log"):
         runner.run_vectors(mute, np.zeros((1, 2), int), 8, 8, 2, tmp_path / "m", False,
                            max_cycles=50)
     assert "no result after 50 cycles" in (tmp_path / "m" / "sim.log").read_text()
@@ -90,4 +125,9 @@ def test_cli_names_missing_inputs(tmp_path, capsys):
     assert cli.main(["--build-dir", str(tmp_path), "synth", "--config", str(cfgf)]) == 2
     assert "crystalbench train" in capsys.readouterr().err
     assert cli.main(["--build-dir", str(tmp_path), "sim", "--config", str(cfgf)]) == 2
-    assert "crystalbench synth" in capsys.readouterr().err
+    assert "crystalbench train" in capsys.readouterr().err
+    cm.save(tiny_crystal(), tmp_path / "nothing" / "crystal")
+    assert cli.main(["--build-dir", str(tmp_path), "sim", "--config", str(cfgf)]) == 2
+    err = capsys.readouterr().err
+    assert "fixed_point.json: not found; run `crystalbench synth`" in err
+    assert err.count("\n") == 1  # one line

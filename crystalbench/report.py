@@ -1,0 +1,170 @@
+"""`crystalbench report`: build/report.md from the result.json files present.
+
+Only figures a stage wrote are shown, each table with the machine, date and commit it
+was measured on (the `measured` block of the one result writer). Reads JSON only: no
+stage is imported, so a report can be made anywhere the build folder is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .errors import CrystalbenchError
+from .results import RESULT_NAME, atomic_write_bytes
+
+REPORT_NAME = "report.md"
+
+
+def _num(v, nd: int = 4) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:,.{nd}f}"
+    return str(v)
+
+
+def measured_line(res: dict) -> str:
+    m = res.get("measured")
+    if not m:
+        return "_measured: not recorded (written before results carried their machine)_"
+    mach = m.get("machine", {})
+    commit = (m.get("commit") or "unknown")[:10]
+    return (f"_measured {m.get('date', '?')} on {mach.get('cpu', '?')} ({mach.get('cores', '?')} "
+            f"cores, host {mach.get('host', '?')}), crystalbench commit {commit}_")
+
+
+def table(header: list[str], rows: list[list]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_num(v) if not isinstance(v, str) else v for v in row) + " |"
+            for row in rows]
+    return out
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def bench_section(root: Path) -> list[str]:
+    res = _load(root / "bench" / "train.json")
+    if not res:
+        return []
+    rows = [[r.get("config"), r.get("neurons_final"), r.get("test_accuracy"),
+             r.get("baseline_test_accuracy"), r.get("frozen_fraction"),
+             f"{_num(r.get('speedup'), 2)}x", f"{_num(r.get('training_speedup'), 2)}x"]
+            for r in res.get("records", [])]
+    return (["## Training bench (`build/bench/train.json`)", "", measured_line(res), ""]
+            + table(["config", "hidden neurons", "test acc.", "baseline", "frozen",
+                     "epoch speedup", "whole-run speedup"], rows) + [""])
+
+
+def train_section(res: dict) -> list[str]:
+    row = [res.get("test_accuracy"), res.get("neurons_final"), res.get("frozen_fraction"),
+           res.get("core_neurons"), res.get("frontier_neurons"), res.get("boundary_neurons"),
+           res.get("connections"), res.get("train_seconds")]
+    return table(["test acc.", "hidden neurons", "frozen", "core", "frontier (incl. readout)",
+                  "boundary", "connections", "train s"], [row])
+
+
+def analog_section(res: dict) -> list[str]:
+    mc = res.get("monte_carlo") or {}
+    settling = res.get("settling_time_us")
+    if settling is None and res.get("unsettled_steps"):
+        settling = (f"unsettled in {res['unsettled_steps']} of {res.get('transient_steps')} steps "
+                    f"of {_num(res.get('step_us'), 1)} us")
+    row = [res.get("opamp_part"), res.get("neurons"), res.get("opamps"), res.get("resistors"),
+           res.get("class_agreement_with_torch"), res.get("rms_error_lsb"),
+           res.get("max_error_lsb"), settling, res.get("power_mw"),
+           res.get("energy_per_inference_nj"),
+           f"{_num(mc.get('yield'), 2)} ({mc.get('runs', 0)} boards, tol. {mc.get('tolerance')})"]
+    return table(["op-amp", "neurons", "op-amps", "resistors", "agreement with torch",
+                  "error RMS (LSB)", "max (LSB)", "settling (us)", "power (mW)",
+                  "energy (nJ)", "Monte Carlo yield"], [row])
+
+
+def fixed_section(res: dict) -> list[str]:
+    gold = res.get("golden") or {}
+    rows = [[k, (res.get("connections") or {}).get(k), v.get("fixed_point_test_accuracy"),
+             v.get("class_agreement_with_torch")] for k, v in gold.items() if isinstance(v, dict)]
+    return table(["net", "connections", "test acc.", "agreement with torch"], rows) + [
+        "", f"Float test accuracy {_num(gold.get('float_test_accuracy'))} on "
+            f"{_num(gold.get('vectors'))} vectors."]
+
+
+def digital_section(synth: dict | None, sim: dict | None) -> list[str]:
+    designs = (synth or {}).get("designs", {})
+    runs = (sim or {}).get("runs", {})
+    rows = []
+    for name, d in designs.items():
+        al = d.get("all_logic") or {}
+        g, r = runs.get(f"{name}_gates", {}), runs.get(f"{name}_rtl", {})
+        fmax = d.get("fmax_mhz")
+        rows.append([
+            name, f"{_num(d.get('gates'))} + {_num(d.get('flip_flops'))} "
+                  f"(+ {_num(d.get('memory_bits'))})",
+            (al.get("gates") or 0) + (al.get("flip_flops") or 0) if al else None,
+            f"{_num(d.get('lut4'))} LUT4 + {_num(d.get('bram'))} BRAM",
+            f"{_num(fmax, 1)} MHz ({d.get('fmax_part') or 'n/a'})",
+            f"{_num(r.get('bit_exact_fraction'))} / {_num(g.get('bit_exact_fraction'))}",
+            g.get("class_agreement_with_torch"), g.get("fixed_point_test_accuracy"),
+            g.get("latency_cycles"), g.get("latency_ns"), g.get("energy_per_inference_nj")])
+    return table(["design", "gates + FFs (+ memory bits)", "all as logic", "iCE40",
+                  "fmax", "bit-exact RTL / gates", "agreement with torch", "test acc.",
+                  "latency (cycles)", "latency (ns)", "energy (nJ, iCE40 model)"], rows)
+
+
+SECTIONS = (
+    ("train", "Training", train_section),
+    ("analog", "Analog core in ngspice (`sim-analog`)", analog_section),
+    ("fixed", "Fixed point, golden model (`quantize`)", fixed_section),
+)
+
+
+def experiment_section(folder: Path) -> list[str]:
+    out = [f"## Experiment `{folder.name}`", ""]
+    found = False
+    for stage, title, render in SECTIONS:
+        res = _load(folder / stage / RESULT_NAME)
+        if res:
+            found = True
+            out += [f"### {title}", "", measured_line(res), ""] + render(res) + [""]
+    synth, sim = _load(folder / "synth" / RESULT_NAME), _load(folder / "sim" / RESULT_NAME)
+    if synth:
+        found = True
+        out += ["### Digital designs (`synth`, then `sim` on the gate netlists)", "",
+                "synth: " + measured_line(synth),
+                "sim: " + (measured_line(sim) if sim else "_not run yet (`make sim`)_"), ""]
+        out += digital_section(synth, sim) + [""]
+    return out if found else []
+
+
+def render(root: Path) -> str:
+    lines = ["# crystalbench report", "",
+             f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `crystalbench "
+             f"report` from the result.json files under `{root}`. Every figure below is one a "
+             "stage wrote; each table names the machine, date and commit it was measured on, "
+             "and each result.json holds a `method` block saying how.", ""]
+    lines += bench_section(root)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "bench"):
+        lines += experiment_section(folder)
+    return "\n".join(lines) + "\n"
+
+
+def write(root: Path) -> dict:
+    """Write <root>/report.md; return a result with summary lines like a stage's."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CrystalbenchError(f"{root}: no build folder; run a stage first (`make demo`)")
+    text = render(root)
+    path = root / REPORT_NAME
+    atomic_write_bytes(path, text.encode())
+    n = text.count("\n### ") + text.count("\n## Training bench")
+    return {"summary": [f"{n} tables from the results under {root}"], "result_file": str(path)}

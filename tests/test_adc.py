@@ -1,0 +1,59 @@
+"""The ADC model between the analog core and the frontier (crystalbench/adc.py), by hand:
+round to nearest (exact halves to even, numpy's rint), clip to 0 .. 2**bits - 1."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crystalbench import adc
+from crystalbench.errors import ConfigError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hw_tiny import tiny_crystal  # noqa: E402
+
+
+def model(bits=2, fs=3.0, low=-1.0, high=1.0):
+    return adc.AdcModel(bits=bits, full_scale=(np.array([fs]),), input_low=low, input_high=high)
+
+
+def test_codes_by_hand():
+    m = model()  # 2 bits: 3 levels over 0..3.0 -> LSB 1.0
+    assert m.levels == 3 and m.lsb(0).tolist() == [1.0]
+    v = np.array([-5.0, -0.4, 0.0, 0.49, 0.5, 0.51, 1.5, 2.5, 2.51, 3.0, 3.49, 100.0])
+    # halves go to the even code (0.5 -> 0, 1.5 -> 2, 2.5 -> 2); below 0 -> 0; above -> 3
+    assert m.codes(v[:, None], 0)[:, 0].tolist() == [0, 0, 0, 0, 0, 1, 2, 2, 3, 3, 3, 3]
+    assert m.values(np.array([[0], [1], [3]]), 0)[:, 0].tolist() == [0.0, 1.0, 3.0]
+
+
+def test_per_neuron_full_scale():
+    m = adc.AdcModel(bits=8, full_scale=(np.array([1.0, 255.0]),), input_low=0, input_high=1)
+    got = m.codes(np.array([[1.0, 1.0], [0.5, 254.6]]), 0)
+    assert got.tolist() == [[255, 1], [128, 255]]  # 0.5 * 255 = 127.5 -> 128 (even)
+
+
+def test_input_codes_by_hand():
+    m = model(bits=3, low=-1.0, high=1.0)  # 7 levels over 2.0: LSB 2/7
+    assert m.input_lsb() == pytest.approx(2 / 7)
+    x = np.array([-2.0, -1.0, -1.0 + 1 / 7, -1.0 + 1.01 / 7, 0.0, 1.0, 3.0])
+    # (x + 1) / (2/7): -3.5 -> 0 (clip), 0, 0.5 -> 0 (even), 0.505 -> 1, 3.5 -> 4 (even), 7, 14 -> 7
+    assert m.input_codes(x).tolist() == [0, 0, 0, 1, 4, 7, 7]
+
+
+def test_calibrated_from_the_crystal():
+    c = tiny_crystal()
+    m = adc.adc_for(c, 6)
+    h = c.forward(c.reference.calibration_x)[0]
+    top = h.max(axis=0)
+    want = np.where(top > 0, top, 1.0)  # a neuron never on keeps a unit range
+    np.testing.assert_array_equal(m.full_scale[0], want.astype(np.float64))
+    assert len(m.full_scale) == len(c.layers) - 1  # hidden layers only, not the readout
+    assert (m.input_low, m.input_high, m.levels) == (c.input.low, c.input.high, 63)
+    # the largest calibration output of each neuron is exactly full scale: code 63
+    assert m.codes(top[None, :], 0).tolist() == [[63 if t > 0 else 0 for t in top]]
+
+
+@pytest.mark.parametrize("bits", [1, 17])
+def test_bits_outside_the_range_are_refused(bits):
+    with pytest.raises(ConfigError, match=rf"adc\.bits {bits} is outside 2\.\.16"):
+        adc.adc_for(tiny_crystal(), bits)

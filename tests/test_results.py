@@ -1,0 +1,125 @@
+"""The one result writer, stage folders, locks, kept runs, the error family and the report."""
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crystalbench import errors, report, results, stage
+from crystalbench.results import Paths
+
+
+def test_writer_turns_nan_and_numpy_into_plain_json(tmp_path):
+    res = {"a": float("nan"), "b": np.float32(0.5), "c": np.array([1, 2]), "d": (np.inf, -np.inf),
+           "e": {1: np.int64(7)}, "f": Path("/x/y"), "g": [np.nan, 2.0]}
+    path = results.write_result(tmp_path, res)
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    got = json.loads(text)
+    assert got["a"] is None and got["b"] == 0.5 and got["c"] == [1, 2]
+    assert got["d"] == [None, None] and got["e"] == {"1": 7} and got["f"] == "/x/y"
+    assert got["g"] == [None, 2.0]
+    m = got["measured"]
+    assert m["machine"]["cores"] == os.cpu_count() and m["date"].endswith("Z")
+    assert len(m["commit"] or "0" * 40) == 40
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_writer_keeps_a_given_measured_block(tmp_path):
+    stamp = {"date": "2026-01-01T00:00:00Z", "machine": {"cpu": "x"}}
+    got = json.loads(results.write_result(tmp_path, {"measured": stamp}).read_text())
+    assert got["measured"] == stamp
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    p = tmp_path / "r.json"
+    results.atomic_write_json(p, {"v": 1})
+    with pytest.raises(TypeError):
+        results.atomic_write_json(p, {"v": object()})
+    assert json.loads(p.read_text()) == {"v": 1} and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_paths_build_every_stage_folder(tmp_path):
+    p = Paths(tmp_path, "digits")
+    assert p.stage("analog") == tmp_path / "digits" / "analog"
+    assert p.crystal == tmp_path / "digits" / "crystal"
+    assert p.result("sim") == tmp_path / "digits" / "sim" / "result.json"
+    for bad in ("", "../up", ".hidden", "a/b"):
+        with pytest.raises(errors.CrystalbenchError, match="cannot be a folder name"):
+            Paths(tmp_path, bad)
+
+
+def test_lock_refuses_a_second_writer_and_frees_on_exit(tmp_path):
+    folder = tmp_path / "exp" / "train"
+    with results.lock(folder):
+        with pytest.raises(errors.BusyError, match=rf"{folder} is being written by another "
+                                                   rf"crystalbench run \(pid {os.getpid()}"):
+            with results.lock(folder):
+                pass
+    with results.lock(folder):  # released
+        pass
+
+
+def test_keep_previous_moves_aside_and_never_overwrites(tmp_path):
+    folder = tmp_path / "train"
+    assert results.keep_previous(folder) is None  # nothing there
+    folder.mkdir()
+    assert results.keep_previous(folder) is None  # empty: nothing to keep
+    kept = []
+    for i in range(3):
+        folder.mkdir(exist_ok=True)
+        (folder / "run.txt").write_text(str(i))
+        kept.append(results.keep_previous(folder))
+    assert not folder.exists() and len(set(kept)) == 3
+    assert sorted(p.joinpath("run.txt").read_text() for p in kept) == ["0", "1", "2"]
+    assert all(p.name.startswith("train.prev-") for p in kept)
+
+
+def test_stage_finish_writes_the_result_with_its_summary(tmp_path):
+    res = stage.finish("sim", Paths(tmp_path, "e"), {"x": math.nan}, ["line one"])
+    on_disk = json.loads((tmp_path / "e" / "sim" / "result.json").read_text())
+    assert on_disk["stage"] == "sim" and on_disk["experiment"] == "e"
+    assert on_disk["summary"] == ["line one"] and on_disk["x"] is None
+    assert res["result_file"] == str(tmp_path / "e" / "sim" / "result.json")
+
+
+def test_every_error_is_one_family():
+    names = [n for n in dir(errors) if n.endswith(("Error", "NotFound", "Failed"))]
+    assert len(names) >= 14
+    for n in names:
+        assert issubclass(getattr(errors, n), errors.CrystalbenchError), n
+
+
+def test_cli_prints_one_line_and_exits_2_for_user_errors(tmp_path, capsys):
+    from crystalbench import cli
+
+    (tmp_path / "exp.yaml").write_text("rtl:\n  sim_vectors: 3\n")
+    assert cli.main(["--build-dir", str(tmp_path), "synth", "--config",
+                     str(tmp_path / "exp.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"crystalbench: error: {tmp_path / 'exp.yaml'}: key 'rtl.sim_vectors' is "
+                   "now 'sim.vectors'; rename it\n")
+
+
+def test_report_quotes_stage_figures_with_machine_and_date(tmp_path):
+    stamp = {"date": "2026-11-27T10:00:00Z", "commit": "abcdef123456789",
+             "machine": {"cpu": "Test CPU", "cores": 2, "host": "box"}}
+    results.write_result(tmp_path / "exp" / "train", {
+        "test_accuracy": 0.9749, "neurons_final": 48, "frozen_fraction": 1.0, "core_neurons": 48,
+        "frontier_neurons": 10, "boundary_neurons": 48, "connections": 1505,
+        "train_seconds": 33.7, "measured": stamp})
+    results.write_result(tmp_path / "exp" / "synth", {"designs": {"frontier_serial": {
+        "gates": 2500, "flip_flops": 265, "memory_bits": 7200,
+        "all_logic": {"gates": 30000, "flip_flops": 431}, "lut4": 700, "bram": 2,
+        "fmax_mhz": 32.61, "fmax_part": "iCE40UP5K"}}, "measured": stamp})
+    out = report.write(tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert out["result_file"] == str(tmp_path / "report.md")
+    assert "| 0.9749 | 48 | 1.0000 | 48 | 10 | 48 | 1,505 | 33.7000 |" in text
+    assert "| frontier_serial | 2,500 + 265 (+ 7,200) | 30,431 | 700 LUT4 + 2 BRAM |" in text
+    assert "32.6 MHz (iCE40UP5K)" in text
+    assert text.count("_measured 2026-11-27T10:00:00Z on Test CPU (2 cores, host box), "
+                      "crystalbench commit abcdef1234_") == 2
+    assert "sim: _not run yet" in text
