@@ -13,7 +13,7 @@ APT_PACKAGES := ngspice iverilog yosys nextpnr-ice40 fpga-icestorm openfpgaloade
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_CONFIGS := configs/digits.yaml configs/digits_source_scale.yaml configs/mnist1d.yaml
 
-.PHONY: setup apt demo test lint train quantize synth sim sim-analog bench report clean help
+.PHONY: setup apt demo test lint mutate train quantize synth sim sim-analog bench report clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -26,6 +26,7 @@ help:
 	@echo "make sim-analog  CONFIG=...: frozen core as op-amp circuits in ngspice -> $(BUILD)/<exp>/analog/"
 	@echo "make bench   training benchmarks -> $(BUILD)/bench/train.json"
 	@echo "make report  $(BUILD)/report.md from every result.json present"
+	@echo "make mutate  mutation testing of the measurement code -> build/mutate/report.md (hours; not in CI)"
 	@echo "make setup   install Debian packages and the Python environment (.venv)"
 
 setup: apt $(VENV)/.installed
@@ -64,6 +65,11 @@ test: setup lint
 
 lint: setup
 	$(BIN)/ruff check .
+
+# Mutation testing (mutmut) of the code that turns data into figures; see tests/mutate.py.
+mutate: setup
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,mutate]'
+	$(BIN)/python tests/mutate.py
 
 quantize: setup
 	$(CB) --build-dir $(BUILD) quantize --config $(CONFIG)

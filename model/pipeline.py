@@ -149,7 +149,7 @@ def bench(cfgs, config_paths, build_root, repeats, progress, log) -> dict:
             rec = bench_one(cfg, Paths(root, cfg.experiment), progress, repeats)
             rec.update(config_file=str(path), bench_seconds=time.perf_counter() - t0)
             records.append(rec)
-            atomic_write_json(out, {**_measured(), "records": records})
+            atomic_write_json(out, {"measured": _measured(), "records": records})
             summary.append(
                 f"{rec['config']}: test {rec['test_accuracy']:.4f} (baseline "
                 f"{rec['baseline_test_accuracy']:.4f}), frozen {rec['frozen_fraction']:.1%}, "

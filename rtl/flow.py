@@ -118,7 +118,11 @@ def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet) -> dict:
                        + mine[k]["all_logic"]["flip_flops"])
             res[kind] = {"design": best, **{k: mine[best].get(k) for k in KEYS}}
     res["seconds"] = round(time.perf_counter() - t_all, 1)
-    return stage.finish(NAME, paths, res, [_line(k, v) for k, v in results.items()])
+    summary = [f"{kind} (smallest as logic): {_line(res[kind]['design'], results[res[kind]['design']])}"
+               for kind in ("frontier", "all_digital") if kind in res]
+    summary.append(f"{len(results)} designs in {res['seconds']} s; latency and energy: "
+                   "`crystalbench sim`")
+    return stage.finish(NAME, paths, res, summary)
 
 
 METHOD = (

@@ -33,8 +33,6 @@ def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet) -> dict:
     lines += [f"  {k} ({conns[k]} connections): class agreement with torch "
               f"{gold[k]['class_agreement_with_torch']:.4f}, accuracy "
               f"{gold[k]['fixed_point_test_accuracy']:.4f}" for k in nets]
-    for line in lines:
-        log(line)
     return stage.finish(NAME, paths, {
         "crystal_digest": fp["crystal"]["digest"], "fixed_digest": fixed.artifact_digest(fp),
         "connections": conns, "golden": gold, "files": {"formats": out / fixed.FILE_NAME,
@@ -52,5 +50,6 @@ def ensure(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet) -> dict:
         return fixed.load(paths.stage(NAME), c, cfg)
     except FixedPointError as e:
         log(f"quantize: {str(e).split(';')[0]}; choosing the formats now")
-    run(c, cfg, paths, log)
+    for line in run(c, cfg, paths, log)["summary"]:
+        log(line)
     return fixed.load(paths.stage(NAME), c, cfg)

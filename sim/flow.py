@@ -31,8 +31,9 @@ METHOD = ("cocotb 2.x + Icarus via cocotb_tools.runner; vectors streamed back to
           "equal the golden model (rtl/fixed.py). Latency: clock edges from the offer of a "
           "vector to the transfer of its result, measured in the gate-level run; latency_ns "
           "at synth's fmax. Energy: toggles of every net of the gate netlist (memory cell "
-          "contents excluded, their address and data nets included) from the end of reset "
-          "to the transfer of the sim.power_vectors-th result, priced by the iCE40 model "
+          "contents excluded, their address and data nets included) in the steady stream, "
+          "from the transfer of the first result to that of result sim.power_vectors + 1, "
+          "per inference, priced by the iCE40 model "
           "(measured currents; block RAM access not priced) and a generic CMOS model "
           "(assumed), plus static; power_mw = continuous inference at rtl.clock_mhz")
 
@@ -61,7 +62,7 @@ def run_design(c: Crystal, cfg, paths: Paths, name: str, d: dict, net, n: int, w
     codes = fixed.input_codes(c, net)[:n]
     torch_cls = c.reference.outputs[-1].argmax(1)[:n]
     y = c.reference.y[:n]
-    n_power = min(cfg.sim.power_vectors, n)
+    n_power = min(cfg.sim.power_vectors, n - 1)  # intervals between results: needs one more
     res = {}
     for level, src in (("rtl", d["verilog"]), ("gates", d["gate_netlist"])):
         key = f"{name}_{level}"
@@ -70,7 +71,7 @@ def run_design(c: Crystal, cfg, paths: Paths, name: str, d: dict, net, n: int, w
         r = runner.run_vectors(src, codes, net.in_bits, net.logit_bits, net.n_classes, out / key,
                                d["weights"] == "loadable", vcd=vcd,
                                max_cycles=runner.cycle_limit(d["design_latency_cycles"], n),
-                               vcd_results=0 if waves else n_power)
+                               vcd_results=0 if waves else n_power + 1)
         exact = golden_check(codes, r, net)
         run = {"vectors": n, "bit_exact_fraction": float(exact.mean()),
                "class_agreement_with_torch": float((r["cls"] == torch_cls).mean()),
@@ -86,23 +87,28 @@ def run_design(c: Crystal, cfg, paths: Paths, name: str, d: dict, net, n: int, w
         log(f"{key}: {n} vectors, bit-exact {run['bit_exact_fraction']:.4f}, class agreement "
             f"with torch {run['class_agreement_with_torch']:.4f}, accuracy "
             f"{run['fixed_point_test_accuracy']:.4f}, latency {run['latency_cycles']} cycles"
-            + (f", {run['energy_per_inference_nj']:.3g} nJ/inference" if level == "gates" else "")
+            + (f", {run['energy_per_inference_nj']:.3g} nJ/inference"
+               if run.get("energy_per_inference_nj") is not None else "")
             + f" ({run['seconds']} s)" + (f", waves {vcd}" if waves else ""))
     return res
 
 
 def activity(d: dict, r: dict, vcd, n_power: int, clock_mhz: float) -> dict:
-    """Energy and power of a gate-level run from its toggles over the first n_power results."""
-    start, end = r["t0_ns"], r["result_ns"][n_power - 1]
-    t = power.count_toggles(vcd, start_ns=start, end_ns=end)
-    cycles = round((end - start) / runner.PERIOD_NS)
+    """Latency at fmax, and energy and power from the toggles of the steady stream: from the
+    transfer of the first result to that of result n_power + 1, n_power inferences with
+    the design busy throughout (pipeline fill and reset left out)."""
     fmax = d.get("fmax_mhz")
     lat = int(max(r["latency_cycles"]))
     interval = r["interval_cycles"] or lat
-    return {"latency_ns": lat * 1e3 / fmax if fmax else None,
-            "throughput_per_s": fmax * 1e6 / interval if fmax else None,
-            "activity": {"toggles": t["toggles"], "net_bits": t["net_bits"], "cycles": cycles,
-                         "vectors": n_power},
+    out = {"latency_ns": lat * 1e3 / fmax if fmax else None,
+           "throughput_per_s": fmax * 1e6 / interval if fmax else None}
+    if n_power < 1:  # one vector: no interval between results to measure
+        return {**out, "energy_per_inference_nj": None, "power_mw": None}
+    start, end = r["result_ns"][0], r["result_ns"][n_power]
+    t = power.count_toggles(vcd, start_ns=start, end_ns=end)
+    cycles = round((end - start) / runner.PERIOD_NS)
+    return {**out, "activity": {"toggles": t["toggles"], "net_bits": t["net_bits"],
+                                "cycles": cycles, "vectors": n_power},
             **power.estimate(t["toggles"], t["net_bits"], cycles, n_power, d, clock_mhz)}
 
 
@@ -131,13 +137,20 @@ def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet, waves: bool
     res["passed"] = res["all_bit_exact"]
     res["seconds"] = round(time.perf_counter() - t_all, 1)
     bad = [k for k, r in runs.items() if r["bit_exact_fraction"] != 1.0]
-    summary = [f"{k}: bit-exact {r['bit_exact_fraction']:.4f}, agreement with torch "
-               f"{r['class_agreement_with_torch']:.4f}, latency {r['latency_cycles']} cycles"
-               + (f", {r['energy_per_inference_nj']:.3g} nJ/inference (iCE40 model)"
-                  if "energy_per_inference_nj" in r else "") for k, r in runs.items()]
+    summary = [headline(kind, res[kind], cfg.rtl.clock_mhz)
+               for kind in ("frontier", "all_digital") if kind in res]
     summary.append(f"{n} vectors per run; float test accuracy {res['float_test_accuracy']:.4f}; "
                    + ("all bit-exact" if not bad else f"NOT bit-exact: {', '.join(bad)}"))
     return stage.finish(NAME, paths, res, summary)
+
+
+def headline(kind: str, h: dict, clock_mhz: float) -> str:
+    lat = h["latency_ns"]
+    return (f"{kind} ({h['design']}, gate level): bit-exact {h['bit_exact_fraction']:.4f}, "
+            f"agreement with torch {h['class_agreement_with_torch']:.4f}, latency "
+            f"{h['latency_cycles']} cycles" + (f" = {lat / 1e3:.3g} us at fmax" if lat else "")
+            + (f", {h['energy_per_inference_nj']:.3g} nJ/inference (iCE40 model, "
+               f"{clock_mhz:g} MHz)" if h["energy_per_inference_nj"] is not None else ""))
 
 
 def golden_check(codes: np.ndarray, got: dict, net) -> np.ndarray:

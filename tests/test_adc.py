@@ -26,6 +26,12 @@ def test_codes_by_hand():
     assert m.values(np.array([[0], [1], [3]]), 0)[:, 0].tolist() == [0.0, 1.0, 3.0]
 
 
+def test_values_scale_codes_by_the_lsb():
+    m = model(bits=3, fs=14.0)  # 7 levels over 14.0: LSB 2.0
+    assert m.values(np.array([[0], [1], [7]]), 0)[:, 0].tolist() == [0.0, 2.0, 14.0]
+    assert m.codes(np.array([[2.9], [3.1], [13.0]]), 0)[:, 0].tolist() == [1, 2, 6]
+
+
 def test_per_neuron_full_scale():
     m = adc.AdcModel(bits=8, full_scale=(np.array([1.0, 255.0]),), input_low=0, input_high=1)
     got = m.codes(np.array([[1.0, 1.0], [0.5, 254.6]]), 0)
@@ -51,6 +57,28 @@ def test_calibrated_from_the_crystal():
     assert (m.input_low, m.input_high, m.levels) == (c.input.low, c.input.high, 63)
     # the largest calibration output of each neuron is exactly full scale: code 63
     assert m.codes(top[None, :], 0).tolist() == [[63 if t > 0 else 0 for t in top]]
+
+
+def test_a_neuron_never_on_keeps_a_unit_range():
+    import dataclasses
+
+    c = tiny_crystal()
+    hidden = c.layers[0]
+    w = hidden.weights.copy()
+    w[1] = -np.abs(w[1])  # inputs are in [0, 1]: neuron 1 never fires
+    b = hidden.bias.copy()
+    b[1] = -1.0
+    c = c.replace(layers=(dataclasses.replace(hidden, weights=w * hidden.mask, bias=b),
+                          c.layers[1]))
+    m = adc.adc_for(c, 4)
+    assert m.full_scale[0][1] == 1.0 and np.isfinite(m.lsb(0)).all()
+    assert m.codes(np.zeros((1, 4)), 0).tolist() == [[0, 0, 0, 0]]
+
+
+def test_default_and_edge_widths():
+    c = tiny_crystal()
+    assert adc.adc_for(c).bits == 8 and adc.adc_for(c).levels == 255
+    assert adc.adc_for(c, 2).levels == 3 and adc.adc_for(c, 16).levels == 65535
 
 
 @pytest.mark.parametrize("bits", [1, 17])

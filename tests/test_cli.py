@@ -224,9 +224,10 @@ def test_bench_writes_records_with_machine_and_date(tmp_path, capsys):
                  "--quiet"]) == 0
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "bench" / "train.json").read_text())
-    assert report["machine"]["torch"] == torch.__version__
-    assert report["machine"]["torch_threads"] == torch.get_num_threads()
-    assert report["machine"]["cores"] == results.machine()["cores"] and report["date"][:2] == "20"
+    m = report["measured"]
+    assert m["machine"]["torch"] == torch.__version__
+    assert m["machine"]["torch_threads"] == torch.get_num_threads()
+    assert m["machine"]["cores"] == results.machine()["cores"] and m["date"][:2] == "20"
     [rec] = report["records"]
     assert rec["config"] == "benchy" and rec["config_file"] == str(cfg) and rec["epochs"] == 3
     assert rec["epoch_timing"]["repeats"] == 1

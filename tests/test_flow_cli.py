@@ -3,6 +3,7 @@ from the command line, without editing the config's experiment name: outputs go 
 build/<the Crystal's name>/. Then `report` collects what each stage wrote."""
 import json
 
+import pytest
 import torch
 import yaml
 from torch import nn
@@ -20,6 +21,7 @@ CONFIG = {
 }
 
 
+@pytest.mark.slow
 def test_imported_crystal_through_every_stage(tmp_path, capsys):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 3), nn.ReLU(), nn.Linear(3, 10))

@@ -209,6 +209,7 @@ def csd_(w):
     return design.csd(w)
 
 
+@pytest.mark.slow
 def test_synth_tiny_serial(tmp_path):
     c, fp = quantized()
     net = fixed.nets_of(fp)["frontier"]
