@@ -232,18 +232,6 @@ class Section(dict):
             raise AttributeError(key) from None
 
 
-def _defaults(schema: dict) -> Section:
-    out = Section()
-    for key, spec in schema.items():
-        if isinstance(spec, dict):
-            out[key] = _defaults(spec)
-        elif isinstance(spec, ListOf):
-            out[key] = [Section(_check_section(spec.item, item, "", key)) for item in spec.default]
-        else:
-            out[key] = spec.default
-    return out
-
-
 def _suggest(key: str, allowed) -> str:
     close = difflib.get_close_matches(key, list(allowed), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 from .errors import CrystalbenchError
-from .results import RESULT_NAME, atomic_write_bytes
+from .results import Paths, atomic_write_bytes
 
 REPORT_NAME = "report.md"
+BENCH_FILE = "bench/train.json"  # written by `crystalbench bench`
 
 
 def _num(v, nd: int = 4) -> str:
@@ -54,7 +55,7 @@ def _load(path: Path) -> dict | None:
 
 
 def bench_section(root: Path) -> list[str]:
-    res = _load(root / "bench" / "train.json")
+    res = _load(root / BENCH_FILE)
     if not res:
         return []
     rows = [[r.get("config"), r.get("neurons_final"), r.get("test_accuracy"),
@@ -129,14 +130,15 @@ SECTIONS = (
 
 
 def experiment_section(folder: Path) -> list[str]:
+    paths = Paths(folder.parent, folder.name)
     out = [f"## Experiment `{folder.name}`", ""]
     found = False
     for stage, title, render in SECTIONS:
-        res = _load(folder / stage / RESULT_NAME)
+        res = _load(paths.result(stage))
         if res:
             found = True
             out += [f"### {title}", "", measured_line(res), ""] + render(res) + [""]
-    synth, sim = _load(folder / "synth" / RESULT_NAME), _load(folder / "sim" / RESULT_NAME)
+    synth, sim = _load(paths.result("synth")), _load(paths.result("sim"))
     if synth:
         found = True
         out += ["### Digital designs (`synth`, then `sim` on the gate netlists)", "",
@@ -153,7 +155,8 @@ def render(root: Path) -> str:
              "stage wrote; each table names the machine, date and commit it was measured on, "
              "and each result.json holds a `method` block saying how.", ""]
     lines += bench_section(root)
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "bench"):
+    for folder in sorted(p for p in root.iterdir()
+                         if p.is_dir() and p.name not in ("bench", "mutate") and not p.name.startswith(".")):
         lines += experiment_section(folder)
     return "\n".join(lines) + "\n"
 

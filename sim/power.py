@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from crystalbench.errors import SimError
+
 ICE40 = {"static_w": 104e-6, "clock_j_per_cycle": 53.6e-12, "lc_toggle_j": 0.44e-12,
          "source": "tinyvision-ai-inc/ice40_power (Joulescope, UP5K core rail 1.219 V): blank "
                    "85.6 uA; 12 MHz clock + counter 613.5 uA (32 LCs); 8-bit fabric multiply "
@@ -109,12 +111,16 @@ def count_toggles(vcd: str | Path, exclude=("clk",), start_ns: float = 0.0,
 
 def estimate(toggles: int, net_bits: int, cycles: int, inferences: int, fig: dict,
              clock_mhz: float) -> dict:
-    """Energy per inference and power for both models, from a measured window."""
+    """Energy per inference and power for both models, from a measured window of
+    `cycles` clock cycles holding `inferences` inferences."""
+    if cycles < 1 or inferences < 1:
+        raise SimError(f"an activity window of {cycles} cycles and {inferences} inferences "
+                       "cannot price energy; simulate more vectors (sim.power_vectors)")
     rate = toggles / max(net_bits * cycles, 1)  # toggles per net bit per cycle
-    cyc_per_inf = cycles / max(inferences, 1)
+    cyc_per_inf = cycles / inferences
     f = clock_mhz * 1e6
     # generic CMOS
-    e_cmos = (toggles / max(inferences, 1)) * CMOS["net_toggle_j"] \
+    e_cmos = (toggles / inferences) * CMOS["net_toggle_j"] \
         + cyc_per_inf * fig["flip_flops"] * CMOS["ff_clock_j_per_cycle"]
     leak = fig["transistors"] * CMOS["leak_w_per_transistor"]
     # iCE40

@@ -177,3 +177,11 @@ def test_architecture_copy_is_all_active_with_same_connections(trained):
         assert torch.all(b.W[~b.mask] == 0)
         assert not torch.equal(a.W, b.W) and torch.all(b.epoch_frozen == -1)
     assert np.isfinite([r["speedup"] for r in ck["telemetry"]]).all()
+
+
+def test_speedup_is_a_ratio_of_medians():
+    from crystalbench.model.train import median_speedup
+
+    assert median_speedup([3.0, 1.0, 2.0], [1.0, 1.0, 4.0]) == 2.0  # 2 / 1; means: 2 / 2
+    assert median_speedup([1.0, 2.0, 3.0, 10.0], [1.0]) == 2.5  # even count: middle pair
+    assert median_speedup([5.0], [2.0, 2.0, 200.0]) == 2.5  # one slow outlier ignored

@@ -152,3 +152,12 @@ def test_energy_model_by_hand():
     leak = 1000 * 20e-12
     assert e["energy_per_inference_nj_cmos"] == pytest.approx((e_cmos + leak * 10 / 12e6) * 1e9)
     assert e["power_mw_cmos"] == pytest.approx((e_cmos / 10 * 12e6 + leak) * 1e3)
+
+
+@pytest.mark.parametrize("cycles, inferences", [(0, 1), (4, 0)])
+def test_energy_needs_a_window(cycles, inferences):
+    from crystalbench.errors import SimError
+
+    with pytest.raises(SimError, match=rf"window of {cycles} cycles and {inferences} inferences"):
+        power.estimate(10, 10, cycles, inferences, {"flip_flops": 1, "transistors": 1, "lut4": 1,
+                                                    "ice40_ff": 1}, 12.0)

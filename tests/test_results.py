@@ -123,3 +123,24 @@ def test_report_quotes_stage_figures_with_machine_and_date(tmp_path):
     assert text.count("_measured 2026-11-27T10:00:00Z on Test CPU (2 cores, host box), "
                       "crystalbench commit abcdef1234_") == 2
     assert "sim: _not run yet" in text
+
+
+def test_report_renders_bench_unsettled_and_empty_builds(tmp_path):
+    with pytest.raises(errors.CrystalbenchError, match=r"no build folder; run a stage first"):
+        report.write(tmp_path / "nothing")
+    results.atomic_write_json(tmp_path / "bench" / "train.json", {"records": [
+        {"config": "digits", "neurons_final": 48, "test_accuracy": 0.97491, "frozen_fraction": 1.0,
+         "baseline_test_accuracy": 0.9721, "speedup": 1.8049, "training_speedup": 0.974}]})
+    results.write_result(tmp_path / "e" / "analog", {
+        "opamp_part": "Microchip MCP6002", "neurons": 48, "opamps": 112, "resistors": 1245,
+        "class_agreement_with_torch": 0.9944, "rms_error_lsb": 0.638, "max_error_lsb": 4.95,
+        "settling_time_us": None, "unsettled_steps": 15, "transient_steps": 15, "step_us": 0.1,
+        "power_mw": 149.2, "energy_per_inference_nj": None,
+        "monte_carlo": {"yield": 1.0, "runs": 20, "tolerance": 0.01}})
+    (tmp_path / "mutate").mkdir()  # not an experiment
+    text = report.render(tmp_path)
+    assert "| digits | 48 | 0.9749 | 0.9721 | 1.0000 | 1.80x | 0.97x |" in text
+    assert "_measured: not recorded" in text  # the bench file above has no measured block
+    assert ("| Microchip MCP6002 | 48 | 112 | 1,245 | 0.9944 | 0.6380 | 4.9500 | unsettled in "
+            "15 of 15 steps of 0.1 us | 149.2000 | n/a | 1.00 (20 boards, tol. 0.01) |") in text
+    assert "## Experiment `e`" in text and "`mutate`" not in text

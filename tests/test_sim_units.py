@@ -1,0 +1,115 @@
+"""The sim stage's steps, one at a time and fast: activity window, energy, latency,
+headline, golden comparison, refusals; one design run through Icarus for real."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crystalbench import config as cfgmod
+from crystalbench.errors import SimError
+from crystalbench.results import Paths, write_result
+from crystalbench.rtl import design, fixed, quantize
+from crystalbench.sim import flow, power
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hw_tiny import quantized, tiny_crystal  # noqa: E402
+from test_parsers import HAND_VCD  # noqa: E402
+
+FIG = {"fmax_mhz": 50.0, "flip_flops": 10, "transistors": 1000, "lut4": 50, "ice40_ff": 30}
+
+
+def test_activity_counts_the_steady_stream_between_results(tmp_path):
+    vcd = tmp_path / "a.vcd"
+    vcd.write_text(HAND_VCD)  # toggles: 3 at 5 ns, 2 at 10 ns, 1 at 15 ns; 5 net bits
+    r = {"latency_cycles": [2, 3, 2], "interval_cycles": 1.5, "result_ns": [0.0, 10.0, 30.0]}
+    got = flow.activity(FIG, r, vcd, 2, 12.0)
+    # window (0, 30] ns: 3 + 2 + 1 toggles over 30 / 10 ns = 3 cycles, 2 inferences
+    assert got["activity"] == {"toggles": 6, "net_bits": 5, "cycles": 3, "vectors": 2}
+    want = power.estimate(6, 5, 3, 2, FIG, 12.0)
+    assert got["energy_per_inference_nj"] == want["energy_per_inference_nj"]
+    assert got["power_mw"] == want["power_mw"]
+    assert got["latency_ns"] == pytest.approx(3 * 1e3 / 50.0)  # worst latency at fmax
+    assert got["throughput_per_s"] == pytest.approx(50e6 / 1.5)
+    one = flow.activity(FIG, r, vcd, 1, 12.0)  # window (0, 10]: 3 + 2 toggles in 1 cycle
+    assert one["activity"] == {"toggles": 5, "net_bits": 5, "cycles": 1, "vectors": 1}
+
+
+def test_activity_without_an_interval_or_fmax(tmp_path):
+    r = {"latency_cycles": [4], "interval_cycles": None, "result_ns": [40.0]}
+    got = flow.activity({**FIG, "fmax_mhz": None}, r, tmp_path / "none.vcd", 0, 12.0)
+    assert got == {"latency_ns": None, "throughput_per_s": None,
+                   "energy_per_inference_nj": None, "power_mw": None}
+
+
+def test_headline_by_hand():
+    h = {"design": "frontier_serial", "bit_exact_fraction": 1.0,
+         "class_agreement_with_torch": 0.99443, "latency_cycles": 485, "latency_ns": 14895.6,
+         "energy_per_inference_nj": 41.4014}
+    assert flow.headline("frontier", h, 12.0) == (
+        "frontier (frontier_serial, gate level): bit-exact 1.0000, agreement with torch 0.9944, "
+        "latency 485 cycles = 14.9 us at fmax, 41.4 nJ/inference (iCE40 model, 12 MHz)")
+    h.update(latency_ns=None, energy_per_inference_nj=None)
+    assert flow.headline("frontier", h, 12.0).endswith("latency 485 cycles")
+
+
+def test_golden_check_flags_each_disagreeing_vector():
+    c, fp = quantized()
+    net = fixed.nets_of(fp)["frontier"]
+    codes = fixed.input_codes(c, net)[:4]
+    g = net.forward(codes)
+    got = {"cls": g["cls"].copy(), "logits": g["logits"].copy()}
+    assert flow.golden_check(codes, got, net).tolist() == [True] * 4
+    got["logits"][1, 2] += 1  # one logit off by one
+    got["cls"][3] = (got["cls"][3] + 1) % 3  # one class wrong
+    assert flow.golden_check(codes, got, net).tolist() == [True, False, True, False]
+
+
+def test_synth_results_are_refused_when_missing_damaged_or_stale(tmp_path):
+    c = tiny_crystal()
+    cfg = cfgmod.validate({"experiment": "tiny"}, "<t>")
+    paths = Paths(tmp_path, "tiny")
+    quantize.run(c, cfg, paths)
+    with pytest.raises(SimError, match=r"synth/result\.json: not found; run `crystalbench synth`"):
+        flow.synth_results(c, cfg, paths)
+    paths.stage("synth").mkdir()
+    paths.result("synth").write_text("{broken")
+    with pytest.raises(SimError, match=r"not valid JSON"):
+        flow.synth_results(c, cfg, paths)
+    write_result(paths.stage("synth"), {"fixed_digest": "0123456789abcdef", "designs": {}})
+    with pytest.raises(SimError, match=r"other fixed-point formats .* re-run `crystalbench synth`"):
+        flow.synth_results(c, cfg, paths)
+    fp = fixed.load(paths.stage("fixed"), c, cfg)
+    write_result(paths.stage("synth"), {"fixed_digest": fixed.artifact_digest(fp), "designs": {}})
+    assert flow.synth_results(c, cfg, paths)["designs"] == {}
+
+
+def test_run_design_through_icarus(tmp_path):
+    """The parallel frontier's Verilog stands in for both levels (no synthesis needed)."""
+    c, fp = quantized()
+    net = fixed.nets_of(fp)["frontier"]
+    src = tmp_path / "top.v"
+    src.write_text(design.to_verilog(design.build(net, "parallel", "baked")))
+    d = {"verilog": str(src), "gate_netlist": str(src), "weights": "baked",
+         "design_latency_cycles": 2, **FIG}
+    cfg = cfgmod.validate({"experiment": "tiny", "sim": {"power_vectors": 3}}, "<t>")
+    lines = []
+    runs = flow.run_design(c, cfg, Paths(tmp_path, "tiny"), "fp", d, net, 6, False, lines.append)
+    assert set(runs) == {"fp_rtl", "fp_gates"}
+    g = net.forward(fixed.input_codes(c, net)[:6])
+    torch_cls = c.reference.outputs[-1].argmax(1)[:6]
+    for run in runs.values():
+        assert run["vectors"] == 6 and run["bit_exact_fraction"] == 1.0
+        assert run["class_agreement_with_torch"] == float((g["cls"] == torch_cls).mean())
+        assert run["fixed_point_test_accuracy"] == float((g["cls"] == c.reference.y[:6]).mean())
+        assert run["latency_cycles"] == 2 and run["interval_cycles"] == 1
+    act = runs["fp_gates"]["activity"]
+    assert act["vectors"] == 3 and act["cycles"] == 3  # one result per clock
+    assert runs["fp_gates"]["cycles_per_inference"] == 1
+    assert "energy_per_inference_nj" not in runs["fp_rtl"]
+    assert not (tmp_path / "tiny" / "sim" / "fp_gates.vcd").exists()  # counted, then removed
+    assert lines[0].startswith("fp_rtl: 6 vectors, bit-exact 1.0000")
+    assert "nJ/inference" in lines[1]
+    json.dumps(runs)  # plain values only
+    assert np.isfinite(runs["fp_gates"]["energy_per_inference_nj"])
