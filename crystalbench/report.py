@@ -68,23 +68,25 @@ def bench_section(root: Path) -> list[str]:
 
 
 def train_section(res: dict) -> list[str]:
-    row = [res.get("test_accuracy"), res.get("neurons_final"), res.get("frozen_fraction"),
-           res.get("core_neurons"), res.get("frontier_neurons"), res.get("boundary_neurons"),
-           res.get("connections"), res.get("train_seconds")]
+    row = [_num(res.get("test_accuracy")), _num(res.get("neurons_final")),
+           _num(res.get("frozen_fraction"), 3), _num(res.get("core_neurons")),
+           _num(res.get("frontier_neurons")), _num(res.get("boundary_neurons")),
+           _num(res.get("connections")), _num(res.get("epochs")),
+           _num(res.get("train_step_seconds"), 1)]
     return table(["test acc.", "hidden neurons", "frozen", "core", "frontier (incl. readout)",
-                  "boundary", "connections", "train s"], [row])
+                  "boundary", "connections", "epochs", "training steps (s)"], [row])
 
 
 def analog_section(res: dict) -> list[str]:
     mc = res.get("monte_carlo") or {}
-    settling = res.get("settling_time_us")
-    if settling is None and res.get("unsettled_steps"):
+    settling = _num(res.get("settling_time_us"), 2)
+    if res.get("settling_time_us") is None and res.get("unsettled_steps"):
         settling = (f"unsettled in {res['unsettled_steps']} of {res.get('transient_steps')} steps "
                     f"of {_num(res.get('step_us'), 1)} us")
-    row = [res.get("opamp_part"), res.get("neurons"), res.get("opamps"), res.get("resistors"),
-           res.get("class_agreement_with_torch"), res.get("rms_error_lsb"),
-           res.get("max_error_lsb"), settling, res.get("power_mw"),
-           res.get("energy_per_inference_nj"),
+    row = [res.get("opamp_part"), _num(res.get("neurons")), _num(res.get("opamps")),
+           _num(res.get("resistors")), _num(res.get("class_agreement_with_torch")),
+           _num(res.get("rms_error_lsb"), 3), _num(res.get("max_error_lsb"), 2), settling,
+           _num(res.get("power_mw"), 1), _num(res.get("energy_per_inference_nj"), 1),
            f"{_num(mc.get('yield'), 2)} ({mc.get('runs', 0)} boards, tol. {mc.get('tolerance')})"]
     return table(["op-amp", "neurons", "op-amps", "resistors", "agreement with torch",
                   "error RMS (LSB)", "max (LSB)", "settling (us)", "power (mW)",
@@ -115,11 +117,13 @@ def digital_section(synth: dict | None, sim: dict | None) -> list[str]:
             f"{_num(d.get('lut4'))} LUT4 + {_num(d.get('bram'))} BRAM",
             f"{_num(fmax, 1)} MHz ({d.get('fmax_part') or 'n/a'})",
             f"{_num(r.get('bit_exact_fraction'))} / {_num(g.get('bit_exact_fraction'))}",
-            g.get("class_agreement_with_torch"), g.get("fixed_point_test_accuracy"),
-            g.get("latency_cycles"), g.get("latency_ns"), g.get("energy_per_inference_nj")])
+            _num(g.get("class_agreement_with_torch")), _num(g.get("fixed_point_test_accuracy")),
+            _num(g.get("latency_cycles")),
+            _num(None if g.get("latency_ns") is None else g["latency_ns"] / 1e3, 2),
+            _num(g.get("energy_per_inference_nj"), 1)])
     return table(["design", "gates + FFs (+ memory bits)", "all as logic", "iCE40",
                   "fmax", "bit-exact RTL / gates", "agreement with torch", "test acc.",
-                  "latency (cycles)", "latency (ns)", "energy (nJ, iCE40 model)"], rows)
+                  "latency (cycles)", "latency (us)", "energy (nJ, iCE40 model)"], rows)
 
 
 SECTIONS = (

@@ -57,7 +57,10 @@ def _train(cfg, ds, paths: Paths, log, resume, stop_after, progress):
     last = st.telemetry[-1] if st.telemetry else {}
     out_files = {"telemetry": str(out / "telemetry.csv"), "plot": str(out / "training.png")}
     result.update(status="finished", train_accuracy=last.get("train_accuracy"),
-                  train_seconds=seconds, previous_run=kept_run, **out_files)
+                  train_seconds=seconds, previous_run=kept_run, **out_files,
+                  # the whole run's training steps and cache builds, resumed parts included
+                  train_step_seconds=sum(r["epoch_seconds"] + r["cache_seconds"]
+                                         for r in st.telemetry))
     summary += [f"telemetry: {out_files['telemetry']}", f"plot:      {out_files['plot']}"]
     return stage.finish(NAME, paths, result, summary + kept_lines), st
 

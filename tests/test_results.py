@@ -109,7 +109,7 @@ def test_report_quotes_stage_figures_with_machine_and_date(tmp_path):
     results.write_result(tmp_path / "exp" / "train", {
         "test_accuracy": 0.9749, "neurons_final": 48, "frozen_fraction": 1.0, "core_neurons": 48,
         "frontier_neurons": 10, "boundary_neurons": 48, "connections": 1505,
-        "train_seconds": 33.7, "measured": stamp})
+        "epochs": 100, "train_step_seconds": 33.71, "measured": stamp})
     results.write_result(tmp_path / "exp" / "synth", {"designs": {"frontier_serial": {
         "gates": 2500, "flip_flops": 265, "memory_bits": 7200,
         "all_logic": {"gates": 30000, "flip_flops": 431}, "lut4": 700, "bram": 2,
@@ -117,7 +117,7 @@ def test_report_quotes_stage_figures_with_machine_and_date(tmp_path):
     out = report.write(tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert out["result_file"] == str(tmp_path / "report.md")
-    assert "| 0.9749 | 48 | 1.0000 | 48 | 10 | 48 | 1,505 | 33.7000 |" in text
+    assert "| 0.9749 | 48 | 1.000 | 48 | 10 | 48 | 1,505 | 100 | 33.7 |" in text
     assert "| frontier_serial | 2,500 + 265 (+ 7,200) | 30,431 | 700 LUT4 + 2 BRAM |" in text
     assert "32.6 MHz (iCE40UP5K)" in text
     assert text.count("_measured 2026-11-27T10:00:00Z on Test CPU (2 cores, host box), "
@@ -141,6 +141,6 @@ def test_report_renders_bench_unsettled_and_empty_builds(tmp_path):
     text = report.render(tmp_path)
     assert "| digits | 48 | 0.9749 | 0.9721 | 1.0000 | 1.80x | 0.97x |" in text
     assert "_measured: not recorded" in text  # the bench file above has no measured block
-    assert ("| Microchip MCP6002 | 48 | 112 | 1,245 | 0.9944 | 0.6380 | 4.9500 | unsettled in "
-            "15 of 15 steps of 0.1 us | 149.2000 | n/a | 1.00 (20 boards, tol. 0.01) |") in text
+    assert ("| Microchip MCP6002 | 48 | 112 | 1,245 | 0.9944 | 0.638 | 4.95 | unsettled in "
+            "15 of 15 steps of 0.1 us | 149.2 | n/a | 1.00 (20 boards, tol. 0.01) |") in text
     assert "## Experiment `e`" in text and "`mutate`" not in text
