@@ -39,6 +39,37 @@ NEEDS_CRYSTAL = True
 SOURCE_CLAIM = {"neurons": 1512, "power_mw": 500.0, "latency_us": 1.0,
                 "note": "proposed analog board in the source documents; not measured there"}
 
+# How each figure of the result is measured (the parts that depend on the run are added
+# in `report`: the op-amp model and the data).
+METHOD = {
+    "tool": "ngspice in batch mode (`ngspice -b -r <name>.raw <name>.cir`, found and run by "
+            "crystalbench.toolrun: NGSPICE picks the executable; log <name>.log beside "
+            "each netlist); netlists written with PySpice objects",
+    "circuit": "per core neuron one op-amp: inverting summer; ReLU by a precision "
+               "half-wave rectifier where core neurons read it, else by the ADC's "
+               "unsigned range behind a diode clamp (relu_stage); positive weights read "
+               "unity-inverted copies of their inputs; bias from +-vref; ideal DACs; "
+               "per-neuron gain puts the calibrated full scale at adc_ref_v",
+    "dc": "one .dc sweep of the sample-index source through all test samples (DAC "
+          "tables pwl(v(idx))); slew limit off (cannot change an operating point)",
+    "accuracy": "core output volts vs torch outputs x gain; LSB = adc_ref_v / "
+                "(2^bits - 1); class agreement: ngspice core -> ADC model -> float "
+                "frontier vs torch classes, full test split",
+    "error_split": "resistors only = ideal op-amp with the snapped resistors, exact in "
+                   "numpy; op-amp = ngspice minus that",
+    "latency": "settling of every core output to 0.5 LSB of its DC value after each "
+               "input step of the transient (worst step, interpolated between time "
+               "points); null, with unsettled_steps > 0, when some output is still outside "
+               "the band at the end of a step (raise analog.step_us)",
+    "power": "time-weighted average and peak over the transient after the first step: "
+             "both supply rails from ngspice's source currents (op-amp quiescent + "
+             "output currents), plus reference and DAC output currents (from ngspice) "
+             "drawn at the rail voltage as linear drivers; ADC and digital not included",
+    "energy": "average power x worst settling time (null when unsettled)",
+    "samples_per_second": "DC sweep of all test samples / wall time of the ngspice run "
+                          "(process start, sweep, raw file written and read)",
+}
+
 
 # ---- design ----------------------------------------------------------------------------------
 @dataclass
@@ -495,7 +526,9 @@ def report(b: Bench, nets: Netlists, errors: dict, tr: dict, mc: dict, dc_second
         "monte_carlo": mc, "source_claim": _source_claim(),
         "files": {"netlist": str(nets.dc), "netlist_transient": str(nets.tran),
                   "bom": str(out_dir / "bom.json"), **plots},
-        "method": _method(d, len(b.x), b.c.name),
+        "method": {**METHOD, "opamp_model": f"{d.opamp.part} behavioural macro-model (GBW, "
+                   f"slew, A_OL, swing, I_q, offset; figures from {d.opamp.source})",
+                   "data": f"Crystal {b.c.name!r} reference test split ({len(b.x)} samples)"},
     }
 
 
@@ -504,40 +537,6 @@ def _source_claim() -> dict:
     return {**s, "power_per_neuron_mw": s["power_mw"] / s["neurons"],
             "energy_per_inference_nj": s["power_mw"] * s["latency_us"],
             "energy_per_neuron_nj": s["power_mw"] * s["latency_us"] / s["neurons"]}
-
-
-def _method(d: nl.CoreDesign, n: int, crystal_name: str) -> dict:
-    return {
-        "tool": "ngspice in batch mode (`ngspice -b -r <name>.raw <name>.cir`, found and run by "
-                "crystalbench.toolrun: NGSPICE picks the executable; log <name>.log beside "
-                "each netlist); netlists written with PySpice objects",
-        "circuit": "per core neuron one op-amp: inverting summer; ReLU by a precision "
-                   "half-wave rectifier where core neurons read it, else by the ADC's "
-                   "unsigned range behind a diode clamp (relu_stage); positive weights read "
-                   "unity-inverted copies of their inputs; bias from +-vref; ideal DACs; "
-                   "per-neuron gain puts the calibrated full scale at adc_ref_v",
-        "opamp_model": f"{d.opamp.part} behavioural macro-model (GBW, slew, A_OL, swing, I_q, "
-                       f"offset; figures from {d.opamp.source})",
-        "dc": "one .dc sweep of the sample-index source through all test samples (DAC "
-              "tables pwl(v(idx))); slew limit off (cannot change an operating point)",
-        "accuracy": "core output volts vs torch outputs x gain; LSB = adc_ref_v / "
-                    "(2^bits - 1); class agreement: ngspice core -> ADC model -> float "
-                    "frontier vs torch classes, full test split",
-        "error_split": "resistors only = ideal op-amp with the snapped resistors, exact in "
-                       "numpy; op-amp = ngspice minus that",
-        "latency": "settling of every core output to 0.5 LSB of its DC value after each "
-                   "input step of the transient (worst step, interpolated between time "
-                   "points); null, with unsettled_steps > 0, when some output is still outside "
-                   "the band at the end of a step (raise analog.step_us)",
-        "power": "time-weighted average and peak over the transient after the first step: "
-                 "both supply rails from ngspice's source currents (op-amp quiescent + "
-                 "output currents), plus reference and DAC output currents (from ngspice) "
-                 "drawn at the rail voltage as linear drivers; ADC and digital not included",
-        "energy": "average power x worst settling time (null when unsettled)",
-        "samples_per_second": "DC sweep of all test samples / wall time of the ngspice run "
-                              "(process start, sweep, raw file written and read)",
-        "data": f"Crystal {crystal_name!r} reference test split ({n} samples)",
-    }
 
 
 def summary_lines(res: dict) -> list[str]:

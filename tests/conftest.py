@@ -1,6 +1,7 @@
 import contextlib
 import copy
 import io
+import os
 import shutil
 from types import SimpleNamespace
 
@@ -50,7 +51,14 @@ def tiny_data():
     return data.load(cfg.data, cfg.seed)
 
 
-@pytest.fixture(scope="session")
+def shared_scope(fixture_name, config):
+    """Shared across tests normally; per test under mutation testing (mutmut sets
+    MUTANT_UNDER_TEST): mutmut maps each function to the tests that ran it, and a fixture
+    computed once would credit only the first test that used it."""
+    return "function" if os.environ.get("MUTANT_UNDER_TEST") else "session"
+
+
+@pytest.fixture(scope=shared_scope)
 def trained(tmp_path_factory):
     """One uninterrupted `crystalbench train` of TINY, shared by the tests: its config
     file, build root and printed output. Tests that change a build use `copy_build`."""

@@ -27,6 +27,8 @@ from crystalbench.analog.opamps import OPAMPS, spec_for
 from crystalbench.errors import AnalogError, SpiceRunError, ToolNotFound
 from crystalbench.results import Paths, atomic_write_bytes
 
+from .conftest import shared_scope
+
 GOLDEN = Path(__file__).parent / "golden" / "tiny_core.cir"
 DATA = Path(__file__).parent / "data"
 LSB = 1.0 / 255  # adc_ref_v 1 V, 8 bits
@@ -390,7 +392,7 @@ def test_error_stats_on_hand_made_arrays():
 
 
 # ---- the stage ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_scope)
 def settled_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("analog_settled")
     cfg = config(transient_samples=3, step_us=60.0, monte_carlo_runs=3)
@@ -399,7 +401,7 @@ def settled_run(tmp_path_factory):
     return res, root / "tiny" / "analog", lines
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=shared_scope)
 def unsettled_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("analog_unsettled")
     cfg = config(transient_samples=4, step_us=0.1, monte_carlo_runs=0)
@@ -468,3 +470,96 @@ def test_cli_names_the_missing_crystal(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "crystal" in err and "crystalbench train" in err
+
+
+# ---- Monte Carlo, the hybrid classes, the source claim ----------------------------------------
+def test_monte_carlo_draws_by_distribution():
+    d = design(tiny_crystal())
+    op = d.opamp
+    rng = np.random.default_rng(5)
+    draws = [flow._monte_carlo_draw(d, 0.01, True, rng) for _ in range(300)]
+    want = ({("rf", n.layer, n.index) for n in d.neurons}
+            | {("in", n.layer, n.index, k) for n in d.neurons for k, _, _ in n.inputs}
+            | {("bias", n.layer, n.index) for n in d.neurons if n.bias is not None}
+            | {("inv", li, k) for li, k in d.inverted})
+    assert all(set(r) == want for r, _ in draws)
+    assert all(set(v) == {("relu", n.layer, n.index) for n in d.neurons}
+               | {("inv", li, k) for li, k in d.inverted} for _, v in draws)
+    plain = np.array([x for r, _ in draws for key, x in r.items() if key[0] != "inv"])
+    assert plain.min() >= 0.99 and plain.max() <= 1.01  # uniform within +-1%
+    assert plain.min() < 0.9905 and plain.max() > 1.0095 and abs(plain.mean() - 1) < 1e-3
+    inv = np.array([x for r, _ in draws for key, x in r.items() if key[0] == "inv"])
+    assert inv.min() >= 0.99 / 1.01 and inv.max() <= 1.01 / 0.99 and inv.max() > 1.01
+    vos = np.array([x for _, v in draws for x in v.values()])
+    assert np.abs(vos).max() <= op.vos_max_v  # clipped to the datasheet maximum
+    assert vos.std() == pytest.approx(op.vos_typ_v, rel=0.1) and abs(vos.mean()) < op.vos_typ_v / 5
+    assert flow._monte_carlo_draw(d, 0.01, False, rng)[1] == {}  # offsets off
+    ideal = design(tiny_crystal(), opamp="ideal")
+    assert flow._monte_carlo_draw(ideal, 0.01, True, rng)[1] == {}  # no offset to draw
+
+
+def test_monte_carlo_figures_follow_from_the_boards(settled_run):
+    mc = settled_run[0]["monte_carlo"]
+    by = mc["by_tolerance"]
+    assert set(by) == {"0.01", "0.001"} and mc["tolerance"] == 0.01
+    for tol, t in by.items():
+        a = np.array(t["agreements"])
+        assert t["runs"] == len(a) == 3
+        assert t["mean_agreement"] == pytest.approx(a.mean(), abs=1e-5)
+        assert t["min_agreement"] == pytest.approx(a.min(), abs=1e-5)
+        assert t["yield"] == np.mean(a >= mc["yield_threshold"])
+        # Board 0 in ngspice against the exact numpy board: the classes agree; volts differ
+        # by up to ~2 LSB on this crystal, whose second core layer reads rectifiers (the
+        # macro-model's off rectifier and finite gain, which the numpy board leaves out).
+        chk = mc["ngspice_check"][tol]
+        assert chk["max_diff_lsb"] < 3.0
+        assert chk["ngspice_agreement"] == chk["numpy_agreement"] == pytest.approx(a[0], abs=1e-5)
+    assert (mc["mean_agreement"], mc["yield"]) == (by["0.01"]["mean_agreement"], by["0.01"]["yield"])
+
+
+def test_hybrid_classes_with_the_core_forced_by_hand():
+    c = tiny_crystal()
+    adc = adc_mod.adc_for(c, 16)
+    x = c.reference.x.astype(np.float64)
+    exact = [c.reference.outputs[li].astype(np.float64) for li in range(2)]
+    # a 16-bit ADC on the torch outputs changes no class
+    np.testing.assert_array_equal(flow.hybrid_classes(c, adc, exact, x),
+                                  c.reference.outputs[-1].argmax(1))
+    # a dead core: layer-1 outputs 0, so the frontier neuron of layer 2 sees only its bias
+    zeros = [np.zeros_like(e) for e in exact]
+    l2, l3 = c.layers[1], c.layers[2]
+    h2 = np.maximum(np.zeros((len(x), 3)) @ l2.weights.T + l2.bias, 0.0)
+    h2[:, 0] = 0.0  # the core neuron of layer 2 (through the ADC: its forced output)
+    want = (h2 @ l3.weights.T + l3.bias).argmax(1)
+    np.testing.assert_array_equal(flow.hybrid_classes(c, adc, zeros, x), want)
+
+
+def test_source_claim_by_hand():
+    s = flow._source_claim()
+    assert s["power_per_neuron_mw"] == pytest.approx(500 / 1512)
+    assert s["energy_per_inference_nj"] == pytest.approx(500.0)  # 500 mW x 1 us
+    assert s["energy_per_neuron_nj"] == pytest.approx(500 / 1512)
+
+
+def test_stage_result_keys(settled_run):
+    res = settled_run[0]
+    assert set(res) == {
+        "stage", "experiment", "crystal", "crystal_digest", "opamp", "opamp_part", "e_series",
+        "supply_v", "neurons", "resistors", "opamps", "inverters", "diodes", "relu_stages",
+        "adc_bits", "adc_ref_v", "lsb_mv", "test_samples", "class_agreement_with_torch",
+        "class_agreement_resistors_only", "class_agreement_adc_only", "test_accuracy_analog",
+        "test_accuracy_torch", "rms_error_lsb", "max_error_lsb", "rms_error_v", "max_error_v",
+        "per_neuron_error", "error_resistor_quantization", "error_opamp_nonideal",
+        "clipped_weights", "step_us", "settling_time_us", "settling_time_median_us",
+        "settling_times_us", "unsettled_steps", "transient_steps",
+        "transient_end_vs_dc_max_lsb", "power_mw", "power_peak_mw", "power_opamps_mw",
+        "power_per_neuron_mw", "energy_per_inference_nj", "energy_per_neuron_nj",
+        "samples_per_second", "simulation_seconds", "monte_carlo", "source_claim", "files",
+        "method", "wall_seconds", "summary", "result_file"}
+    d = res
+    assert d["supply_v"] == [-2.5, 2.5] and d["adc_bits"] == 8 and d["lsb_mv"] == pytest.approx(
+        1000 / 255)
+    assert d["diodes"] == 2 * d["relu_stages"].get("rectifier", 0) + d["relu_stages"].get("clamp", 0)
+    assert d["power_per_neuron_mw"] == pytest.approx(d["power_mw"] / d["neurons"])
+    assert d["energy_per_neuron_nj"] == pytest.approx(d["energy_per_inference_nj"] / d["neurons"])
+    assert d["test_samples"] == 12 and d["test_accuracy_torch"] == 1.0  # labels = torch classes

@@ -262,6 +262,7 @@ def test_serial_skips_neurons_nobody_reads():
     np.testing.assert_array_equal(logits, net2.forward(codes)["logits"])
 
 
+@pytest.mark.filterwarnings("ignore:.*created but never used")  # the refused component
 def test_serial_loadable_refuses_an_empty_readout_row():
     net = fixed.nets_of(quantized()[1])["frontier"]
     last = net.layers[-1]
