@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from crystalbench import config as cfgmod
@@ -98,3 +100,149 @@ def test_yaml_1_1_float_strings_are_floats(tmp_path):
 def test_moved_keys_name_their_new_place(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         cfgmod.load(write(tmp_path, text))
+
+
+def _knobs(schema=None, prefix=""):
+    """Every scalar knob of the schema: (dotted name, Knob)."""
+    for key, spec in (schema or cfgmod.SCHEMA).items():
+        name = f"{prefix}{key}"
+        if isinstance(spec, dict):
+            yield from _knobs(spec, name + ".")
+        elif isinstance(spec, cfgmod.Knob):
+            yield name, spec
+
+
+def _with(name: str, value) -> dict:
+    """A minimal config setting one knob (the hidden-layer list is not a scalar knob)."""
+    d: dict = {"experiment": "edges"}
+    *path, last = name.split(".")
+    node = d
+    for part in path:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return d
+
+
+# Cross-checks that tie one knob to another: the edges below move a knob alone.
+_TIED = {"train.lr": {"train": {"lr_final": 0.0}}, "train.lr_final": {"train": {"lr": 10.0}},
+         "analog.r_min": {"analog": {"r_max": 1e9, "r_inverter": 1e6}},
+         "analog.r_max": {"analog": {"r_min": 10.0, "r_inverter": 100.0}},
+         "analog.r_inverter": {"analog": {"r_min": 10.0, "r_max": 1e9}}}
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@pytest.mark.parametrize("name, knob", [k for k in _knobs() if k[1].min is not None
+                                         or k[1].max is not None], ids=lambda v: str(v)[:30])
+def test_every_numeric_knob_takes_its_limits_and_refuses_beyond(name, knob):
+    step = 1 if knob.kind is int else 1e-9 * max(1.0, abs(knob.min or 0), abs(knob.max or 0))
+    base = _TIED.get(name, {})
+    for edge, beyond, word in ((knob.min, -step, "below the minimum"),
+                               (knob.max, step, "above the maximum")):
+        if edge is None:
+            continue
+        edge = knob.kind(edge)
+        cfg = cfgmod.validate(_merge(base, _with(name, edge)), "<t>")
+        section, _, key = name.rpartition(".")
+        got = cfg[key] if not section else cfg[section][key]
+        assert got == edge and type(got) is knob.kind
+        shown = re.escape(repr(float(edge)) if knob.kind is float else str(edge))
+        with pytest.raises(ConfigError, match=rf"<t>: {re.escape(name)}: .* is {word} {shown}"):
+            cfgmod.validate(_merge(base, _with(name, edge + beyond)), "<t>")
+
+
+@pytest.mark.parametrize("name, knob", list(_knobs()), ids=lambda v: str(v)[:30])
+def test_every_knob_checks_its_type_and_null(name, knob):
+    if knob.nullable:
+        cfg = cfgmod.validate(_with(name, None), "<t>")
+        section, _, key = name.rpartition(".")
+        assert (cfg[key] if not section else cfg[section][key]) is None
+    else:
+        with pytest.raises(ConfigError, match=rf"<t>: {re.escape(name)}: must not be null"):
+            cfgmod.validate(_with(name, None), "<t>")
+    wrong = {str: 3, int: "3", float: "three", bool: 1, list: "x"}[knob.kind]
+    if knob.kind is int:
+        wrong = True  # a bool is not a whole number either
+    with pytest.raises(ConfigError, match=rf"<t>: {re.escape(name)}: "):
+        cfgmod.validate(_with(name, wrong), "<t>")
+
+
+@pytest.mark.parametrize("name, knob", [k for k in _knobs() if k[1].choices],
+                         ids=lambda v: str(v)[:30])
+def test_every_choice_is_accepted_and_others_refused(name, knob):
+    for choice in knob.choices:
+        extra = {"data": {"path": "/x"}} if choice == "mnist" else {}
+        section, _, key = name.rpartition(".")
+        cfg = cfgmod.validate(_merge(extra, _with(name, choice)), "<t>")
+        assert (cfg[key] if not section else cfg[section][key]) == choice
+    with pytest.raises(ConfigError, match=rf"{re.escape(name)}: 'nope' is not allowed; choose one "
+                                          rf"of {re.escape(', '.join(map(str, knob.choices)))}"):
+        cfgmod.validate(_with(name, "nope"), "<t>")
+
+
+@pytest.mark.parametrize("value, want", [
+    ("1.0e6", 1e6), ("+2.5", 2.5), ("-3e-2", -0.03), (".5", 0.5), ("7", 7.0), (" 1e3 ", 1e3),
+    (4, 4.0), (True, True), ("e5", "e5"), ("1.0e", "1.0e"), ("0x10", "0x10"), ("nan", "nan")])
+def test_float_text_by_hand(value, want):
+    got = cfgmod.as_float(value)
+    assert got == want and type(got) is type(want)
+
+
+def test_float_knobs_refuse_inf_and_nan():
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match=r"train\.lr: .* is not a finite number"):
+            cfgmod.validate({"train": {"lr": bad}}, "<t>")
+
+
+def test_tolerances_take_number_text_and_refuse_out_of_range():
+    cfg = cfgmod.validate({"analog": {"tolerances": ["1e-2", 0.2]}}, "<t>")
+    assert cfg.analog.tolerances == [0.01, 0.2]
+    for bad in ([], [0.0], [0.21], ["x"], [True]):
+        with pytest.raises(ConfigError, match=r"analog\.tolerances .* must be a non-empty list "
+                                              r"of fractions in \(0, 0\.2\]"):
+            cfgmod.validate({"analog": {"tolerances": bad}}, "<t>")
+    with pytest.raises(ConfigError, match=r"analog\.tolerances: '0\.01' is not a list"):
+        cfgmod.validate({"analog": {"tolerances": "0.01"}}, "<t>")
+
+
+@pytest.mark.parametrize("analog, message", [
+    ({"r_min": 1e5, "r_max": 1e5, "r_inverter": 1e5}, r"analog\.r_max 100000 must be above "
+                                                       r"analog\.r_min 100000"),
+    ({"r_inverter": 999.0}, r"analog\.r_inverter 999 lies outside analog\.r_min\.\.r_max"),
+    ({"r_inverter": 1.0e6 + 1}, r"analog\.r_inverter 1e\+06 lies outside"),
+])
+def test_resistor_range_cross_checks(analog, message):
+    with pytest.raises(ConfigError, match=message):
+        cfgmod.validate({"analog": analog}, "<t>")
+    edge = cfgmod.validate({"analog": {"r_inverter": 1e3}}, "<t>")  # r_inverter == r_min
+    assert edge.analog.r_inverter == 1e3
+
+
+def test_cap_equal_to_initial_and_lr_final_equal_to_lr_are_fine():
+    cfg = cfgmod.validate({"net": {"hidden": [{"initial": 4, "cap": 4}]},
+                           "train": {"lr": 0.01, "lr_final": 0.01}}, "<t>")
+    assert cfg.net.hidden[0].cap == 4 and cfg.train.lr_final == 0.01
+    with pytest.raises(ConfigError, match=r"train\.lr_final 0\.02 is above train\.lr 0\.01"):
+        cfgmod.validate({"train": {"lr": 0.01, "lr_final": 0.02}}, "<t>")
+
+
+def test_digest_is_stable_and_sensitive():
+    a = cfgmod.validate({"seed": 1}, "<t>")
+    b = cfgmod.validate({"seed": 1}, "<u>")
+    assert cfgmod.digest(a) == cfgmod.digest(b) and len(cfgmod.digest(a)) == 16
+    assert cfgmod.digest(a) != cfgmod.digest(cfgmod.validate({"seed": 2}, "<t>"))
+
+
+def test_unknown_key_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown key 'sed'; allowed keys: .*; did you mean "
+                                          r"'seed'\?$"):
+        cfgmod.validate({"sed": 1}, "<t>")
+    with pytest.raises(ConfigError, match=r"unknown key 'zzzzzz'; allowed keys: adc, analog, "
+                                          r"data, experiment, fixed_point, freeze, growth, net, "
+                                          r"rtl, seed, sim, train$"):
+        cfgmod.validate({"zzzzzz": 1}, "<t>")
