@@ -168,3 +168,90 @@ def test_truncated_and_malformed_files_are_clear_errors(tmp_path):
     (tmp_path / "crystal.json").write_text("[1, 2]")
     with pytest.raises(CrystalError, match="expected a JSON object"):
         cm.load(tmp_path)
+
+
+def _layer(c, li, **changes):
+    layers = list(c.layers)
+    layers[li] = dataclasses.replace(layers[li], **changes)
+    return {"layers": tuple(layers)}
+
+
+def _ref(c, **changes):
+    return {"reference": dataclasses.replace(c.reference, **changes)}
+
+
+def _inp(c, **changes):
+    return {"input": dataclasses.replace(c.input, **changes)}
+
+
+_C = small_crystal()
+_L0 = _C.layers[0]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"schema_version": 2}, r"^crystal: schema_version 2 is not supported \(this crystalbench "
+                            r"reads version 1\)"),
+    ({"layers": ()}, r"^crystal: layers is empty"),
+    (_inp(_C, geometry=(2, 3)), r"^crystal: input\.geometry \[2, 3\] holds 6 values but "
+                                r"input\.size is 4$"),
+    (_inp(_C, scale=0.0), r"^crystal: input\.scale must be a finite non-zero number, got 0\.0$"),
+    (_inp(_C, scale=float("inf")), r"input\.scale must be a finite non-zero number, got inf"),
+    (_inp(_C, low=1.0, high=1.0), r"input range low 1\.0 \.\. high 1\.0 must be finite and "
+                                  r"increasing$"),
+    (_inp(_C, low=float("-inf")), r"input range low -inf"),
+    (_layer(_C, 0, bias=_L0.bias.astype(np.float64)),
+     r"^crystal: layer 1: bias has dtype float64, expected float32$"),
+    (_layer(_C, 0, mask=_L0.mask.astype(np.int8)), r"layer 1: mask has dtype int8, expected bool$"),
+    (_layer(_C, 0, epoch_frozen=_L0.epoch_frozen.astype(np.int64)),
+     r"layer 1: epoch_frozen has dtype int64, expected int32$"),
+    (_layer(_C, 0, radius=[1.5, 1.5, 1.5]), r"layer 1: radius must be a numpy array, got list$"),
+    (_layer(_C, 0, position=np.zeros((3, 1), np.float32)),
+     r"layer 1: position has shape \(3, 1\), expected \(3, 2\) \(3 neurons x 4 inputs from "
+     r"layer 0\)$"),
+    (_layer(_C, 1, weights=np.zeros((2, 4), np.float32), mask=np.ones((2, 4), bool)),
+     r"layer 2: weights has shape \(2, 4\), expected \(2, 3\)"),
+    (_layer(_C, 0, bias=np.array([0, np.nan, 0], np.float32)), r"layer 1: weights or bias "
+                                                               r"contain NaN or inf$"),
+    (_layer(_C, 0, weights=np.where(_L0.mask, np.inf, 0).astype(np.float32)),
+     r"layer 1: weights or bias contain NaN or inf$"),
+    (_layer(_C, 0, epoch_frozen=np.array([3, -1, -1], np.int32)),
+     r"layer 1: neuron 1: frozen=True but epoch_frozen=-1 \(frozen neurons need epoch_frozen "
+     r">= 0, active ones -1\)$"),
+    (_layer(_C, 0, epoch_frozen=np.array([3, 3, 0], np.int32)),
+     r"layer 1: neuron 2: frozen=False but epoch_frozen=0"),
+    ({"n_classes": 4}, r"^crystal: readout has 3 outputs but n_classes is 4$"),
+    (_ref(_C, x=_C.reference.x.astype(np.float64)), r"reference\.x has shape \(5, 4\) dtype "
+                                                     r"float64, expected \(n, 4\) float32$"),
+    (_ref(_C, y=np.zeros(4, np.int64)), r"reference\.y has shape \(4,\), expected \(5,\)$"),
+    (_ref(_C, calibration_x=np.zeros((5, 3), np.float32)),
+     r"reference\.calibration_x has shape \(5, 3\), expected \(m, 4\)$"),
+    (_ref(_C, outputs=_C.reference.outputs[:2]), r"reference\.outputs has 2 layers, expected 3$"),
+    (_ref(_C, outputs=_C.reference.outputs[:2] + (np.zeros((5, 2), np.float32),)),
+     r"reference\.outputs layer 3 has shape \(5, 2\), expected \(5, 3\)$"),
+], ids=range(23))
+def test_every_invariant_is_checked_with_its_message(changes, message):
+    with pytest.raises(CrystalError, match=message):
+        _C.replace(**changes)
+
+
+def test_weights_of_absent_connections_are_named():
+    w = _L0.weights.copy()
+    w[2, 0] = 0.5  # mask[2, 0] is False
+    with pytest.raises(CrystalError, match=r"layer 1: weight \[2, 0\] is non-zero but its "
+                                           r"connection is absent"):
+        _C.replace(**_layer(_C, 0, weights=w))
+
+
+def test_summary_by_hand():
+    c = small_crystal()  # frozen (T, T, F), (T, F); readout active
+    s = c.summary()
+    assert s["sizes"] == [4, 3, 2, 3] and s["hidden_neurons"] == 5
+    assert s["core_neurons"] == 3 and s["frozen_fraction"] == 3 / 5  # (0, 1) and (0 of layer 2)
+    assert s["frontier_neurons"] == 1 + 1 + 3 and s["boundary_neurons"] == 2
+    assert s["frontier_raw_inputs"] == 2 and s["connections"] == 6 + 4 + 6
+    assert s["reference_vectors"] == 5
+    want = float((c.reference.outputs[-1].argmax(1) == c.reference.y).mean())
+    assert s["reference_test_accuracy"] == want
+    everything_frozen = small_crystal(frozen1=(True, True, True), frozen2=(True, True))
+    assert everything_frozen.summary()["frozen_fraction"] == 1.0
+    assert everything_frozen.summary()["frontier_raw_inputs"] == 0
