@@ -477,7 +477,8 @@ def evaluate(c: Crystal, nets: dict[str, IntNet]) -> dict:
 
 
 # ---- profiling plot ----------------------------------------------------------------------
-def profile(c: Crystal, nets: dict[str, IntNet], path: str | Path) -> Path:
+def profile(c: Crystal, nets: dict[str, IntNet],
+            path: str | Path) -> Path:  # pragma: no mutate block (a view, not a figure)
     """Per tensor: the range of values seen on the calibration inputs vs what the format holds.
 
     Plotted as bits of magnitude, log2(|value|), in integer units of each tensor: a box

@@ -114,3 +114,167 @@ def test_golden_argmax_takes_the_first_of_tied_logits():
     net2 = dataclasses.replace(net, layers=net.layers[:-1] + (tied,))
     g = net2.forward(np.zeros((2, net.n_in), np.int64))
     assert g["cls"].tolist() == [1, 1]
+
+
+# ---- the artifact: validation, stamp, digest, codes, evaluation -------------------------------
+import copy  # noqa: E402
+import json  # noqa: E402
+
+from crystalbench import adc as adc_mod  # noqa: E402
+from crystalbench import crystal as cm  # noqa: E402
+from crystalbench.errors import FixedPointError  # noqa: E402
+from hw_tiny import fp_cfg, tiny_crystal  # noqa: E402
+
+
+def _broken(mutate):
+    c, fp = quantized()
+    fp = copy.deepcopy(fp)
+    mutate(fp)
+    return c, fp
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda fp: fp.update(version=1), r"^fixed point: version 1 is not 2; re-run "
+                                      r"`crystalbench quantize`"),
+    (lambda fp: fp.pop("nets"), r"^fixed point: missing field 'nets'"),
+    (lambda fp: fp["nets"].pop("all_digital"), r"missing field 'nets\.all_digital'$"),
+    (lambda fp: fp["nets"]["frontier"].pop("input"), r"missing field 'nets\.frontier\.input'$"),
+    (lambda fp: fp["nets"]["frontier"].update(layers=[]),
+     r"nets\.frontier\.layers has 0 layers; the crystal has 2$"),
+    (lambda fp: fp["nets"]["all_digital"]["layers"].insert(0, {}),
+     r"nets\.all_digital\.layers has 3 layers; the crystal has 2$"),
+    (lambda fp: fp["nets"]["frontier"]["layers"][0].update(activation="relu"),
+     r"nets\.frontier\.layers\[0\]: activation 'relu' \(crystal layer 2: 'linear'\) is not "
+     r"supported in fixed point for a readout layer; only 'linear' is$"),
+    (lambda fp: fp["nets"]["all_digital"]["layers"][0].update(activation="linear"),
+     r"layers\[0\]: activation 'linear' .* for a hidden layer; only 'relu' is$"),
+    (lambda fp: fp["nets"]["frontier"]["layers"][0].update(in_bits=0),
+     r"layers\[0\]: in_bits = 0 must be a whole number in 1\.\.48$"),
+    (lambda fp: fp["nets"]["frontier"]["layers"][0].update(acc_bits=49),
+     r"acc_bits = 49 must be a whole number in 1\.\.48$"),
+    (lambda fp: fp["nets"]["frontier"]["layers"][0].update(out_bits=True),
+     r"out_bits = True must be a whole number"),
+    (lambda fp: fp["nets"]["frontier"]["layers"][0].update(weights=[["a"]]),
+     r"weights or bias are not integer arrays"),
+    (lambda fp: fp["nets"]["frontier"]["layers"][0].update(bias=[1, 2]),
+     r"weights \(3, 4\) / bias \(2,\) do not match the 3 neurons of crystal layer 2$"),
+    (lambda fp: fp["nets"]["frontier"]["layers"][0]["weights"][0].__setitem__(0, 128),
+     r"a weight \(128\) overflows weight_bits 8$"),
+    (lambda fp: fp["nets"]["frontier"]["layers"][0]["weights"][0].__setitem__(0, -129),
+     r"a weight \(129\) overflows weight_bits 8$"),
+    (lambda fp: fp["nets"]["all_digital"]["layers"][0].update(out_bits=5),
+     r"layers\[0\]: out_bits 5 differs from the next layer's in_bits"),
+])
+def test_every_format_rule_is_checked_with_its_message(mutate, message):
+    c, fp = _broken(mutate)
+    with pytest.raises(FixedPointError, match=message):
+        fixed.validate_formats(fp, c)
+
+
+def test_widths_at_the_edges_are_accepted():
+    c, fp = quantized()
+    lay = fp["nets"]["frontier"]["layers"][0]
+    lim = 1 << (lay["weight_bits"] - 1)
+    w = copy.deepcopy(fp)
+    w["nets"]["frontier"]["layers"][0]["weights"][0][0] = lim - 1
+    w["nets"]["frontier"]["layers"][0]["weights"][1][0] = -lim
+    w["nets"]["frontier"]["layers"][0]["acc_bits"] = 48
+    fixed.validate_formats(w, c)  # the extremes of the width fit
+    lo, hi = fixed.acc_range(fixed.nets_of(fp)["frontier"].layers[0].weights,
+                             fixed.nets_of(fp)["frontier"].layers[0].bias, lay["in_bits"])
+    tight = copy.deepcopy(fp)
+    tight["nets"]["frontier"]["layers"][0]["acc_bits"] = fixed.signed_bits(lo, hi)
+    fixed.validate_formats(tight, c)
+    tight["nets"]["frontier"]["layers"][0]["acc_bits"] -= 1
+    with pytest.raises(FixedPointError, match="would overflow"):
+        fixed.validate_formats(tight, c)
+
+
+def test_the_artifact_is_stamped_and_its_digest_follows_its_content(tmp_path):
+    c, fp = quantized()
+    cfg = fp_cfg()
+    assert fp["version"] == 2 and fp["adc_bits"] == 8
+    assert fp["crystal"] == {"name": "tiny", "digest": cm.digest(c)}
+    assert fp["config"] == {"fixed_point": dict(cfg), "adc_bits": 8}
+    assert fixed.config_stamp(cfg, 6) == {"fixed_point": dict(cfg), "adc_bits": 6}
+    path = fixed.save(fp, tmp_path)
+    assert path == tmp_path / "fixed_point.json" and json.loads(path.read_text()) == fp
+    d = fixed.artifact_digest(fp)
+    assert len(d) == 16 and d == fixed.artifact_digest(json.loads(path.read_text()))
+    other = copy.deepcopy(fp)
+    other["nets"]["frontier"]["layers"][0]["bias"][0] += 1
+    assert fixed.artifact_digest(other) != d
+    (tmp_path / "fixed_point.json").write_text("{")
+    with pytest.raises(FixedPointError, match=r"fixed_point\.json: not valid JSON"):
+        fixed.load(tmp_path, c)
+
+
+def test_the_frontier_must_be_the_readout_alone():
+    c = tiny_crystal()
+    hidden = c.layers[0]
+    frozen = hidden.frozen.copy()
+    frozen[1] = False
+    epoch = np.where(frozen, 2, -1).astype(np.int32)
+    import dataclasses as dc
+
+    c2 = c.replace(layers=(dc.replace(hidden, frozen=frozen, epoch_frozen=epoch), c.layers[1]))
+    with pytest.raises(FixedPointError, match=r"^crystal layer 1 has 1 frontier \(unfrozen\) "
+                                              r"hidden neuron\(s\); the RTL frontier supports a "
+                                              r"readout-only frontier"):
+        fixed.quantize(c2, fp_cfg(), 8)
+
+
+def test_input_codes_by_hand():
+    c, fp = quantized()
+    nets = fixed.nets_of(fp)
+    fr, ad = nets["frontier"], nets["all_digital"]
+    assert fr.input_kind == "adc_codes" and fr.input_layer == 1 and fr.in_bits == 8
+    adc = adc_mod.adc_for(c, 8)
+    want = adc.codes(c.reference.outputs[0], 0)[:, fr.input_index]
+    np.testing.assert_array_equal(fixed.input_codes(c, fr), want)
+    # other core outputs (what an analog board produced) go through the same ADC
+    volts = c.reference.outputs[0] * 0.5
+    np.testing.assert_array_equal(fixed.input_codes(c, fr, core_outputs=volts),
+                                  adc.codes(volts, 0)[:, fr.input_index])
+    x = c.reference.calibration_x[:7]
+    np.testing.assert_array_equal(fixed.input_codes(c, fr, x=x),
+                                  adc.codes(c.forward(x)[0], 0)[:, fr.input_index])
+    assert ad.input_kind == "input_codes" and ad.input_layer == 0
+    dadc = adc_mod.adc_for(c, ad.in_bits)
+    np.testing.assert_array_equal(fixed.input_codes(c, ad), dadc.input_codes(c.reference.x))
+    np.testing.assert_array_equal(fixed.input_codes(c, ad, x=x), dadc.input_codes(x))
+
+
+def test_evaluate_by_hand():
+    c, fp = quantized()
+    nets = fixed.nets_of(fp)
+    got = fixed.evaluate(c, nets)
+    torch_cls = c.reference.outputs[-1].argmax(1)
+    assert got["vectors"] == 10 and got["float_test_accuracy"] == float(
+        (torch_cls == c.reference.y).mean())
+    for k, net in nets.items():
+        cls = net.forward(fixed.input_codes(c, net))["cls"]
+        assert got[k] == {"fixed_point_test_accuracy": float((cls == c.reference.y).mean()),
+                          "class_agreement_with_torch": float((cls == torch_cls).mean())}
+
+
+def test_int_net_properties_and_forward_by_hand():
+    layer1 = fixed.IntLayer(weights=np.array([[1, 2], [0, -1]]), mask=np.ones((2, 2), bool),
+                            bias=np.array([0, 3]), activation="relu", in_bits=2, weight_bits=3,
+                            weight_frac=np.array([0, 0]), acc_bits=5, shift=np.array([1, 0]),
+                            out_bits=2)
+    layer2 = fixed.IntLayer(weights=np.array([[1, -1], [-1, 1], [2, 0]]), mask=np.ones((3, 2), bool),
+                            bias=np.array([0, 0, -1]), activation="linear", in_bits=2,
+                            weight_bits=3, weight_frac=np.array([0, 0, 0]), acc_bits=5,
+                            shift=np.zeros(3, np.int64), out_bits=5)
+    net = fixed.IntNet("all_digital", "input_codes", 0, np.arange(2), (layer1, layer2))
+    assert (net.n_in, net.in_bits, net.n_classes, net.logit_bits) == (2, 2, 3, 5)
+    assert (layer1.n_out, layer1.n_in) == (2, 2)
+    g = net.forward(np.array([[3, 1], [0, 3]]))
+    # layer 1: [3 + 2, 0 - 1 + 3] = [5, 2] -> [5 >> 1, 2] = [2, 2]; [0 + 6, -3 + 3] = [6, 0] -> [3, 0]
+    assert g["acc"][0].tolist() == [[5, 2], [6, 0]] and g["out"][0].tolist() == [[2, 2], [3, 0]]
+    # readout: [0, 0, 3] (tie of the first two, class 2 wins) and [3, -3, 5]
+    assert g["logits"].tolist() == [[0, 0, 3], [3, -3, 5]] and g["cls"].tolist() == [2, 2]
+    back = fixed.IntNet.from_dict("all_digital", net.to_dict())
+    np.testing.assert_array_equal(back.forward(np.array([[3, 1]]))["logits"], [[0, 0, 3]])
+    assert back.to_dict() == net.to_dict()
