@@ -1,15 +1,20 @@
 """Fixed point against values computed by hand, and against the float net in ways that
 cannot share a bug with the golden model (rtl/fixed.py)."""
+import copy
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from crystalbench import adc as adc_mod
+from crystalbench import crystal as cm
+from crystalbench.errors import FixedPointError
 from crystalbench.rtl import fixed
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hw_tiny import quantized  # noqa: E402
+from hw_tiny import fp_cfg, quantized, tiny_crystal  # noqa: E402
 
 
 @pytest.mark.parametrize("lo, hi, bits", [
@@ -117,15 +122,6 @@ def test_golden_argmax_takes_the_first_of_tied_logits():
 
 
 # ---- the artifact: validation, stamp, digest, codes, evaluation -------------------------------
-import copy  # noqa: E402
-import json  # noqa: E402
-
-from crystalbench import adc as adc_mod  # noqa: E402
-from crystalbench import crystal as cm  # noqa: E402
-from crystalbench.errors import FixedPointError  # noqa: E402
-from hw_tiny import fp_cfg, tiny_crystal  # noqa: E402
-
-
 def _broken(mutate):
     c, fp = quantized()
     fp = copy.deepcopy(fp)
