@@ -97,18 +97,21 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _git_commit() -> str | None:
-    """The commit of the crystalbench checkout, read from .git without running git."""
-    top = Path(__file__).resolve().parents[1] / ".git"
+def git_commit(dot_git: Path | None = None) -> str | None:
+    """The commit checked out, read from a `.git` folder (or a worktree's `.git` file)
+    without running git; default: crystalbench's own checkout. None outside a repository."""
+    top = Path(dot_git) if dot_git is not None else Path(__file__).resolve().parents[1] / ".git"
     try:
         if top.is_file():  # a worktree: "gitdir: <path>"
             top = Path(top.read_text().split(":", 1)[1].strip())
         head = (top / "HEAD").read_text().strip()
         if not head.startswith("ref:"):
-            return head
+            return head  # detached
         ref = head.split(" ", 1)[1]
-        common = Path((top / "commondir").read_text().strip()) if (top / "commondir").exists() else None
-        for base in filter(None, (top, (top / common) if common else None)):
+        bases = [top]
+        if (top / "commondir").exists():  # a worktree shares the main repository's refs
+            bases.append(top / (top / "commondir").read_text().strip())
+        for base in bases:
             if (base / ref).exists():
                 return (base / ref).read_text().strip()
             packed = base / "packed-refs"
@@ -116,7 +119,7 @@ def _git_commit() -> str | None:
                 for line in packed.read_text().splitlines():
                     if line.endswith(" " + ref):
                         return line.split(" ", 1)[0]
-    except OSError:
+    except (OSError, IndexError):
         pass
     return None
 
@@ -130,7 +133,7 @@ def machine() -> dict:
 
 def measured() -> dict:
     return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
-            "crystalbench": __version__, "commit": _git_commit()}
+            "crystalbench": __version__, "commit": git_commit()}
 
 
 def write_result(folder: str | Path, result: dict) -> Path:

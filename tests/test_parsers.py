@@ -161,3 +161,39 @@ def test_energy_needs_a_window(cycles, inferences):
     with pytest.raises(SimError, match=rf"window of {cycles} cycles and {inferences} inferences"):
         power.estimate(10, 10, cycles, inferences, {"flip_flops": 1, "transistors": 1, "lut4": 1,
                                                     "ice40_ff": 1}, 12.0)
+
+
+@pytest.mark.parametrize("text, ns", [
+    ("$timescale 1ps $end", 1e-3), ("$timescale\n\t1ps\n$end", 1e-3), ("$timescale 10 ns $end", 10.0),
+    ("$timescale 100fs $end", 1e-4), ("$timescale 1us $end", 1e3), ("$timescale 1 s $end", 1e9),
+    ("$timescale 1ms $end", 1e6)])
+def test_vcd_timescales(text, ns):
+    assert power._timescale_ns(text) == pytest.approx(ns)
+
+
+def test_unknown_vcd_timescale_is_refused():
+    with pytest.raises(ValueError, match=r"unknown VCD timescale '\$timescale 1 parsec \$end'"):
+        power._timescale_ns("$timescale 1 parsec $end")
+
+
+def test_cycle_limit_by_hand():
+    from crystalbench.sim import runner
+
+    assert runner.cycle_limit(485, 359) == 100 + 2 * 485 * 361
+    assert runner.cycle_limit(0, 1) == 100 + 2 * 1 * 3  # a latency of 0 counts as 1
+
+
+def test_comb_blocks_are_kicked_once_at_time_zero(tmp_path):
+    from crystalbench.sim import runner
+
+    src = tmp_path / "g.v"
+    src.write_text("module top;\n  reg \\$auto$verilog_backend.cc:2083:dump_module$1 = 0;\n"
+                   "  always @* begin end\nendmodule\n")
+    out = runner._kick_comb_blocks(src, tmp_path)
+    assert out == tmp_path / "g_sim.v"
+    assert out.read_text() == ("module top;\n  reg \\$auto$verilog_backend.cc:2083:dump_module$1 "
+                               "= 0;\n  initial #0 \\$auto$verilog_backend.cc:2083:dump_module$1 "
+                               "= 1'b1;\n  always @* begin end\nendmodule\n")
+    plain = tmp_path / "p.v"
+    plain.write_text("module top; endmodule\n")
+    assert runner._kick_comb_blocks(plain, tmp_path) == plain  # nothing to kick: used as is

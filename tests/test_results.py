@@ -144,3 +144,46 @@ def test_report_renders_bench_unsettled_and_empty_builds(tmp_path):
     assert ("| Microchip MCP6002 | 48 | 112 | 1,245 | 0.9944 | 0.638 | 4.95 | unsettled in "
             "15 of 15 steps of 0.1 us | 149.2 | n/a | 1.00 (20 boards, tol. 0.01) |") in text
     assert "## Experiment `e`" in text and "`mutate`" not in text
+
+
+def test_git_commit_from_every_kind_of_checkout(tmp_path):
+    a, b, c = "a" * 40, "b" * 40, "c" * 40
+    main = tmp_path / "repo" / ".git"
+    (main / "refs" / "heads").mkdir(parents=True)
+    (main / "HEAD").write_text("ref: refs/heads/main\n")
+    (main / "refs" / "heads" / "main").write_text(a + "\n")
+    assert results.git_commit(main) == a
+    (main / "refs" / "heads" / "main").unlink()  # after `git gc`: in packed-refs
+    (main / "packed-refs").write_text(f"# pack-refs with: peeled\n{c} refs/heads/other\n"
+                                      f"{b} refs/heads/main\n")
+    assert results.git_commit(main) == b
+    # a worktree: a .git file naming its folder, which names the common one
+    wt = main / "worktrees" / "w"
+    wt.mkdir(parents=True)
+    (wt / "HEAD").write_text("ref: refs/heads/other\n")
+    (wt / "commondir").write_text("../..\n")
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / ".git").write_text(f"gitdir: {wt}\n")
+    assert results.git_commit(tmp_path / "w" / ".git") == c
+    (main / "HEAD").write_text(a + "\n")  # detached
+    assert results.git_commit(main) == a
+    (main / "HEAD").write_text("ref: refs/heads/gone\n")
+    assert results.git_commit(main) is None
+    assert results.git_commit(tmp_path / "nowhere" / ".git") is None
+    (tmp_path / "bad.git").write_text("no colon here")
+    assert results.git_commit(tmp_path / "bad.git") is None
+
+
+def test_measured_names_this_checkout():
+    import subprocess
+
+    top = Path(results.__file__).resolve().parents[1]
+    m = results.measured()
+    if (top / ".git").exists():  # a checkout (not an installed or staged copy)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=top, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        assert m["commit"] == head
+    else:
+        assert m["commit"] is None
+    assert m["crystalbench"] == "0.1.0"
+    assert m["machine"] == results.machine()
