@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from crystalbench import config as cfgmod
+from crystalbench import crystal as cm
 from crystalbench.errors import SimError
 from crystalbench.results import Paths, write_result
 from crystalbench.rtl import design, fixed, quantize
@@ -113,3 +114,76 @@ def test_run_design_through_icarus(tmp_path):
     assert "nJ/inference" in lines[1]
     json.dumps(runs)  # plain values only
     assert np.isfinite(runs["fp_gates"]["energy_per_inference_nj"])
+
+
+def test_the_stage_end_to_end_on_rtl_stand_ins(tmp_path):
+    """`run` over two designs whose 'gate netlists' are their RTL (no synthesis): the
+    result's headline follows synth's choice, bit-exactness and summary lines."""
+    c = tiny_crystal()
+    cfg = cfgmod.validate({"experiment": "tiny", "sim": {"vectors": 5, "power_vectors": 2}},
+                          "<t>")
+    paths = Paths(tmp_path, "tiny")
+    quantize.run(c, cfg, paths)
+    fp = fixed.load(paths.stage("fixed"), c, cfg)
+    nets = fixed.nets_of(fp)
+    designs = {}
+    for name, kind, shape in (("frontier_parallel", "frontier", "parallel"),
+                              ("all_digital_small_serial", "all_digital_small", "serial")):
+        dut = design.build(nets[kind], shape, "baked")
+        src = tmp_path / f"{name}.v"
+        src.write_text(design.to_verilog(dut))
+        designs[name] = {"verilog": str(src), "gate_netlist": str(src), "weights": "baked",
+                         "kind": kind, "design_latency_cycles": dut.latency, **FIG}
+    write_result(paths.stage("synth"), {
+        "crystal_digest": fp["crystal"]["digest"], "fixed_digest": fixed.artifact_digest(fp),
+        "designs": designs, "frontier": {"design": "frontier_parallel"},
+        "all_digital": {"design": "all_digital_small_serial"}})
+    res = flow.run(c, cfg, paths)
+    assert res["vectors"] == 5 and res["passed"] and res["all_bit_exact"]
+    assert set(res["runs"]) == {f"{d}_{lvl}" for d in designs for lvl in ("rtl", "gates")}
+    torch_cls = c.reference.outputs[-1].argmax(1)[:5]
+    assert res["float_test_accuracy"] == float((torch_cls == c.reference.y[:5]).mean())
+    assert res["frontier"]["design"] == "frontier_parallel"
+    assert res["all_digital"]["design"] == "all_digital_small_serial"
+    g = res["runs"]["all_digital_small_serial_gates"]
+    assert res["all_digital"] == {"design": "all_digital_small_serial", **{k: g[k] for k in (
+        "bit_exact_fraction", "class_agreement_with_torch", "fixed_point_test_accuracy",
+        "latency_cycles", "latency_ns", "energy_per_inference_nj", "power_mw",
+        "energy_per_inference_nj_cmos")}}
+    assert g["activity"]["vectors"] == 2 and g["activity"]["cycles"] == 2 * g["interval_cycles"]
+    assert res["summary"][0] == flow.headline("frontier", res["frontier"], 12.0)
+    assert res["summary"][-1] == (f"5 vectors per run; float test accuracy "
+                                  f"{res['float_test_accuracy']:.4f}; all bit-exact")
+    assert res["crystal_digest"] == fp["crystal"]["digest"]
+    on_disk = json.loads(paths.result("sim").read_text())
+    assert on_disk["energy_models"]["ice40"]["clock_j_per_cycle"] == 53.6e-12
+    assert on_disk["clock_mhz"] == 12.0 and on_disk["method"] == flow.METHOD
+    # vectors beyond the split are capped at its size
+    assert flow.run(c, cfg, paths, vectors=99)["vectors"] == 10
+
+
+def test_a_netlist_that_disagrees_fails_the_stage(tmp_path):
+    import dataclasses
+
+    c = tiny_crystal()
+    cfg = cfgmod.validate({"experiment": "tiny", "sim": {"vectors": 4, "power_vectors": 2}},
+                          "<t>")
+    paths = Paths(tmp_path, "tiny")
+    quantize.run(c, cfg, paths)
+    fp = fixed.load(paths.stage("fixed"), c, cfg)
+    net = fixed.nets_of(fp)["frontier"]
+    last = net.layers[-1]
+    wrong = dataclasses.replace(net, layers=net.layers[:-1] + (
+        dataclasses.replace(last, bias=last.bias + np.array([0, 0, 1 << 12])),))
+    good, bad = tmp_path / "good.v", tmp_path / "bad.v"
+    good.write_text(design.to_verilog(design.build(net, "parallel", "baked")))
+    bad.write_text(design.to_verilog(design.build(wrong, "parallel", "baked")))
+    write_result(paths.stage("synth"), {
+        "fixed_digest": fixed.artifact_digest(fp), "crystal_digest": cm.digest(c),
+        "designs": {"fp": {"verilog": str(good), "gate_netlist": str(bad), "weights": "baked",
+                           "kind": "frontier", "design_latency_cycles": 2, **FIG}}})
+    res = flow.run(c, cfg, paths)
+    assert res["runs"]["fp_rtl"]["bit_exact_fraction"] == 1.0
+    assert res["runs"]["fp_gates"]["bit_exact_fraction"] < 1.0
+    assert not res["passed"] and not res["all_bit_exact"]
+    assert res["summary"][-1].endswith("NOT bit-exact: fp_gates")
