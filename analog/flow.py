@@ -70,6 +70,13 @@ METHOD = {
                           "(process start, sweep, raw file written and read)",
 }
 
+# How the Monte Carlo figures are measured (the result's monte_carlo.method).
+MONTE_CARLO_METHOD = ("each board: every resistor scaled by a uniform draw within +-tolerance, "
+                      "each op-amp offset normal(0, typical) clipped to the datasheet max; "
+                      "boards evaluated exactly in numpy (ideal op-amp + offsets through the "
+                      "noise gain); board 0 of each tolerance also through ngspice with the "
+                      "macro-model (ngspice_check)")
+
 
 # ---- design ----------------------------------------------------------------------------------
 @dataclass
@@ -449,12 +456,7 @@ def monte_carlo(b: Bench, seed: int, out_dir: Path, log: stage.Log = stage.quiet
             "mean_agreement": first["mean_agreement"], "min_agreement": first["min_agreement"],
             "yield": first["yield"], "yield_threshold": a.yield_threshold,
             "opamp_offset": bool(a.opamp_offset), "by_tolerance": per_tol,
-            "ngspice_check": check,
-            "method": ("each board: every resistor scaled by a uniform draw within "
-                       "+-tolerance, each op-amp offset normal(0, typical) clipped to the "
-                       "datasheet max; boards evaluated exactly in numpy (ideal op-amp + "
-                       "offsets through the noise gain); board 0 of each tolerance also "
-                       "through ngspice with the macro-model (ngspice_check)")}
+            "ngspice_check": check, "method": MONTE_CARLO_METHOD}
 
 
 # ---- the stage ------------------------------------------------------------------------------

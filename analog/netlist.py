@@ -113,6 +113,7 @@ class CoreDesign:
     r_inverter: float
     neurons: list[Neuron]
     core: tuple  # per hidden layer: indices of core neurons
+    sizes: tuple = ()  # per hidden layer: its width (core neurons or not)
     inverted: list = field(default_factory=list)  # (layer or -1 for inputs, index)
     clipped: dict = field(default_factory=dict)
     n_inputs: int = 0
@@ -144,7 +145,8 @@ def design_core(c: Crystal, acfg, adc: adc_mod.AdcModel, opamp: OpAmpSpec) -> Co
     design = CoreDesign(crystal_name=c.name, opamp=opamp, series=acfg.e_series,
                         vcc=supply / 2, vee=-supply / 2, vx=vx, vref=acfg.vref_v,
                         v_fs=acfg.adc_ref_v, r_inverter=float(eseries.snap(acfg.r_inverter, table)),
-                        neurons=[], core=core_idx, n_inputs=c.input.size)
+                        neurons=[], core=core_idx, n_inputs=c.input.size,
+                        sizes=tuple(c.layers[li].n_out for li in range(n_hidden)))
     design.clipped = {"above_r_max_open": 0, "above_r_max_at_r_max": 0, "below_r_min": 0,
                       "worst": None}
     inverted: set = set()
@@ -194,7 +196,8 @@ def _design_neuron(c: Crystal, li: int, j: int, gains: dict, vx: float, acfg,
     inputs = []
     for k, ratio in zip(ks, ratios):
         what = f"the weight from {'input' if li == 0 else 'neuron'} {k}"
-        ohms = _place(ratio, what, where, acfg, table, clipped)
+        ohms = _place(ratio, vx if li == 0 else gains[(li - 1, int(k))], what, where, acfg,
+                      table, clipped)
         if ohms is None:
             continue
         inv = bool(layer.weights[j, k] > 0)
@@ -203,17 +206,20 @@ def _design_neuron(c: Crystal, li: int, j: int, gains: dict, vx: float, acfg,
         inputs.append((int(k), inv, ohms))
     bias = None
     if b != 0:
-        ohms = _place(g * abs(b) / acfg.vref_v, "the bias", where, acfg, table, clipped)
+        ohms = _place(g * abs(b) / acfg.vref_v, acfg.vref_v, "the bias", where, acfg, table,
+                      clipped)
         if ohms is not None:
             bias = (b < 0, ohms)  # out = -Rf*V/R: a positive bias reads -Vref
     return Neuron(li, j, g, rf, inputs, bias, stage)
 
 
-def _place(ratio: float, what: str, where: tuple, acfg, table: np.ndarray,
-           clipped: dict) -> float | None:
+def _place(ratio: float, source_scale: float, what: str, where: tuple, acfg,
+           table: np.ndarray, clipped: dict) -> float | None:
     """The resistor (ohms; None = left open) that gives gain `ratio` with feedback rf.
     Outside r_min..r_max: refused (analog.out_of_range 'refuse'), or clipped and counted,
-    the worst clip (largest weight error) kept in clipped["worst"]."""
+    the worst clip (largest weight error) kept in clipped["worst"]. The gain reads a
+    source of `source_scale` volts per model unit (the bias: Vref volts per unit of bias)
+    into a neuron of g volts per unit: weight = ratio * source_scale / g."""
     li, j, g, rf = where
     need = rf / ratio
     if need > acfg.r_max:
@@ -232,7 +238,8 @@ def _place(ratio: float, what: str, where: tuple, acfg, table: np.ndarray,
     clipped[kind] += 1
     ohms = None if kind == "above_r_max_open" else float(table[-1] if need > acfg.r_max
                                                            else table[0])
-    err = abs((0.0 if ohms is None else rf / ohms) - ratio) / g  # model units at full input
+    # the weight's error, in model units of output per model unit of input
+    err = abs((0.0 if ohms is None else rf / ohms) - ratio) * source_scale / g
     if err > (clipped["worst"] or {}).get("error_model_units", 0.0):
         clipped["worst"] = {"layer": li + 1, "neuron": j, "what": what, "needed_ohm": need,
                             "used_ohm": ohms, "error_model_units": err}
@@ -247,11 +254,7 @@ def realized_forward(design: CoreDesign, x: np.ndarray, r_scale: dict | None = N
     r_scale = r_scale or {}
     vos = vos or {}
     x = np.asarray(x, np.float64)
-    n_layers = len(design.core)
-    sizes = {}
-    for n in design.neurons:
-        sizes[n.layer] = max(sizes.get(n.layer, 0), n.index + 1)
-    volts = [np.zeros((x.shape[0], sizes.get(li, 0))) for li in range(n_layers)]
+    volts = [np.zeros((x.shape[0], size)) for size in design.sizes]
     for n in sorted(design.neurons, key=lambda n: n.layer):
         rf = n.rf * r_scale.get(("rf", n.layer, n.index), 1.0)
         src_v = x * design.vx if n.layer == 0 else volts[n.layer - 1]

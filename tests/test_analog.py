@@ -8,9 +8,11 @@ relative) on a checked-in ngspice-39 file. Settling and power are pinned on synt
 waveforms whose answers are computed by hand below.
 """
 
+import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -61,6 +63,62 @@ def tiny_crystal():
     ref = cm.Reference(x=x, y=outs[-1].argmax(1).astype(np.int64), outputs=outs, calibration_x=x)
     return cm.Crystal(name="tiny", dataset="unit", n_classes=3, input=inp, layers=layers,
                       reference=ref)
+
+
+def _layer(w, b, act, frozen):
+    w = np.array(w, np.float32)
+    n = w.shape[0]
+    frozen = np.broadcast_to(np.array(frozen, bool), (n,)).copy()
+    return cm.Layer(weights=w, bias=np.array(b, np.float32), mask=np.ones(w.shape, bool),
+                    activation=act, position=np.zeros((n, 2), np.float32),
+                    radius=np.full(n, 1.5, np.float32), frozen=frozen,
+                    epoch_frozen=np.where(frozen, 3, -1).astype(np.int32))
+
+
+def _crystal(name, layers, x, relabel=()):
+    inp = cm.InputSpec(size=x.shape[1], geometry=(2, 2), offset=0.0, scale=1 / 16, low=0.0,
+                       high=1.0)
+    proto = cm.Crystal.__new__(cm.Crystal)
+    object.__setattr__(proto, "layers", layers)
+    outs = tuple(cm.Crystal.forward(proto, x))
+    y = outs[-1].argmax(1).astype(np.int64)
+    for i, label in relabel:
+        y[i] = label
+    ref = cm.Reference(x=x, y=y, outputs=outs, calibration_x=x)
+    return cm.Crystal(name=name, dataset="unit", n_classes=outs[-1].shape[1], input=inp,
+                      layers=layers, reference=ref)
+
+
+# mixed_crystal's inputs in sixteenths: per sample x0, x1, x2 distinct (the largest picks
+# the class), several only 1/16 apart (a resistor tolerance of 20% flips them)
+MIXED_X = np.array([[16, 4, 2, 0], [12, 11, 3, 4], [5, 15, 6, 8], [2, 9, 8, 2], [10, 13, 1, 16],
+                    [0, 7, 6, 1], [3, 12, 4, 0], [1, 2, 14, 3], [9, 4, 10, 5], [6, 5, 16, 12],
+                    [4, 0, 5, 7], [14, 8, 13, 9]], np.float32) / 16
+# its classes by hand: argmax_j x_j (j < 3) -> class (j - 1) mod 3
+MIXED_CLASSES = (np.argmax(MIXED_X[:, :3], 1) - 1) % 3
+
+
+def mixed_crystal(frozen=True):
+    """Classes that follow the core, by hand. 4 inputs -> 3 ReLU (core when `frozen`;
+    neuron 1 scaled by 2, neuron 2 by 1/2) -> 3 ReLU undoing the scales (only neuron 2
+    frozen: a second core layer whose highest neuron is core) -> 3 linear readout, a
+    cyclic permutation. So h2_j = x_j - x_3 / 4 + 0.3 and the class is (argmax_j h2_j - 1)
+    mod 3: layer 2's argmax never is the class. Labels: the torch classes with samples 0
+    and 1 (class 2) relabelled 0, so accuracy and agreement differ."""
+    layers = (_layer([[1, 0, 0, -0.25], [0, 2, 0, -0.5], [0, 0, 0.5, -0.125]], [0.3, 0.6, 0.15],
+                     "relu", frozen),
+              _layer([[1, 0, 0], [0, 0.5, 0], [0, 0, 2]], [0, 0, 0], "relu", [False, False, frozen]),
+              _layer([[0, 1, 0], [0, 0, 1], [1, 0, 0]], [0, 0, 0], "linear", False))
+    return _crystal("mixed", layers, MIXED_X, relabel=((0, 0), (1, 0)))
+
+
+def wide_crystal():
+    """4 inputs -> 9 ReLU, all frozen -> 2 linear: more core outputs than a .print line
+    of the transient netlist shows (8)."""
+    rng = np.random.default_rng(11)
+    layers = (_layer(rng.normal(size=(9, 4)), rng.normal(size=9) * 0.2 + 0.5, "relu", True),
+              _layer(rng.normal(size=(2, 9)), [0, 0], "linear", False))
+    return _crystal("wide", layers, rng.integers(0, 17, size=(12, 4)).astype(np.float32) / 16)
 
 
 def config(**analog):
@@ -391,6 +449,168 @@ def test_error_stats_on_hand_made_arrays():
     np.testing.assert_array_equal(errs, [2.0, 0.0, 0.0, 4.0])
 
 
+# ---- the stage's steps one by one ------------------------------------------------------------
+def test_prepare_references_in_volts_and_adc_bits():
+    c = mixed_crystal()
+    b = flow.prepare(c, acfg(), 6)
+    assert b.adc.bits == 6 and b.lsb_v == pytest.approx(1.0 / 63, rel=1e-12)  # adc_ref_v / (2^6 - 1)
+    # gain = adc_ref_v (1 V) / calibrated full scale (largest output on the calibration
+    # inputs, here the test inputs) for core neurons, 1 elsewhere
+    h1, h2 = (c.reference.outputs[li].astype(np.float64) for li in range(2))
+    g1, g2 = 1 / h1.max(0), np.array([1.0, 1.0, 1 / h2[:, 2].max()])
+    np.testing.assert_allclose(b.gains[0], g1, rtol=1e-6)
+    np.testing.assert_allclose(b.gains[1], g2, rtol=1e-6)
+    np.testing.assert_allclose(b.torch_v[0], h1 * g1, rtol=1e-6)
+    np.testing.assert_allclose(b.torch_v[1], h2 * g2, rtol=1e-6)
+    np.testing.assert_array_equal(b.torch_cls, MIXED_CLASSES)  # the readout's, not layer 2's
+    assert (c.reference.outputs[1].argmax(1) != MIXED_CLASSES).all()
+    assert b.sizes == [3, 3] and [m.tolist() for m in b.masks] == [[True] * 3, [False, False, True]]
+
+
+def test_prepare_refuses_a_crystal_without_core_neurons():
+    with pytest.raises(AnalogError, match=r"^crystal 'mixed' has no core neurons \(nothing frozen\); "
+                       r"train longer or relax the freeze section of the config$"):
+        flow.prepare(mixed_crystal(frozen=False), acfg(), 8)
+
+
+def test_prepare_warns_of_clipped_weights():
+    lines = []
+    flow.prepare(mixed_crystal(), acfg(), 8, lines.append)
+    # neuron 1 of layer 1 (gain 1 V / 2.225, Rf 113k): weight -0.5 on input 3 (2 V per
+    # unit) needs 113k x 2 / (0.5 / 2.225) = 1.0057M, above r_max: realised with r_max
+    assert len(lines) == 1
+    assert re.fullmatch(r"analog: warning: 1 weights need a resistor outside analog\.r_min\.\."
+                        r"r_max and were clipped \(0 left open\); worst: layer 1 neuron 1, the "
+                        r"weight from input 3, [0-9.e-]+ model units at full input", lines[0])
+    # 0.2 V inputs and references: every ratio above 1, Rf at r_max, nothing clipped
+    flow.prepare(mixed_crystal(), acfg(input_v=0.2, vref_v=0.2), 8, lines.append)
+    assert len(lines) == 1  # nothing said
+
+
+def test_written_netlists_analyses_and_print_lines(tmp_path):
+    b = flow.prepare(wide_crystal(), acfg(transient_samples=3, step_us=60.0), 8)
+    nets = flow.write_netlists(b, tmp_path)
+    assert (nets.dc, nets.tran, nets.n_tr) == (tmp_path / "core.cir", tmp_path / "core_tran.cir", 3)
+    assert nets.step_s == pytest.approx(60e-6, rel=1e-12)
+    assert nets.t_stop == pytest.approx(3 * 60e-6, rel=1e-12)
+    nodes = [f"v(h1_{j})" for j in range(9)]
+    dc = nets.dc.read_text().splitlines()
+    assert ".dc Vidx 0 11 1" in dc
+    assert [ln for ln in dc if ln.startswith(".print")] == [
+        ".print dc " + " ".join(nodes[:8]), ".print dc " + nodes[8]]
+    # the DC netlist's op-amp: the linear transconductance (slew limit off), gm = 1 mS
+    assert "Bgm 0 n1 i=0.001*(v(inp_os)-v(inn)) - " in nets.dc.read_text()
+    assert "tanh" not in nets.dc.read_text()
+    tran = nets.tran.read_text().splitlines()
+    # 60 us steps: time step 60 us / 400, stop 3 x 60 us, max step 60 us / 200
+    assert ".tran 1.5e-07 0.00018 0 3e-07" in tran
+    assert [ln for ln in tran if ln.startswith(".print")] == [".print tran " + " ".join(nodes[:8])]
+    assert "tanh(" in nets.tran.read_text()  # the transient keeps the slew limit
+
+
+def test_dc_sweep_checks_the_point_count(tmp_path):
+    c = tiny_crystal()
+    b = flow.prepare(c, acfg(opamp="ideal"), 8)
+    short = dataclasses.replace(b, x=b.x[:5])
+    nets = flow.write_netlists(short, tmp_path)
+    volts, seconds = flow.dc_sweep(short, nets.dc)
+    exact = nl.realized_forward(b.design, b.x[:5])
+    for li, j in ((0, 0), (0, 1), (0, 2), (1, 0)):
+        np.testing.assert_allclose(volts[li][:, j], exact[li][:, j], atol=1e-4)
+    np.testing.assert_array_equal(volts[1][:, 1], 0.0)  # outside the core
+    assert [v.shape for v in volts] == [(5, 3), (5, 2)] and seconds > 0
+    with pytest.raises(SpiceRunError, match=r"stopped after 5 of 12 sweep points of .*core\.cir"):
+        flow.dc_sweep(b, nets.dc)  # the 5-sample netlist for the 12 samples of the bench
+
+
+def test_error_split_on_crafted_volts():
+    c = mixed_crystal()
+    b = flow.prepare(c, acfg(), 8)
+    lsb = 1.0 / 255
+    volts = [v.copy() for v in b.torch_v]
+    volts[0][:, 1] += 2 * lsb  # layer 1 neuron 1 two LSB high; classes unchanged
+    e = flow.error_split(b, volts)
+    # 12 samples x 4 core neurons, 12 of the 48 errors 2 LSB: RMS sqrt(12 x 4 / 48) = 1
+    assert e["total"] == pytest.approx({"rms_v": lsb, "max_v": 2 * lsb, "rms_lsb": 1.0,
+                                        "max_lsb": 2.0}, rel=1e-6)
+    assert [(p["layer"], p["neuron"]) for p in e["per_neuron"]] == [(1, 0), (1, 1), (1, 2), (2, 2)]
+    assert all(set(p) == {"layer", "neuron", "rms_v", "max_v", "rms_lsb", "max_lsb"}
+               for p in e["per_neuron"])
+    assert [p["max_lsb"] for p in e["per_neuron"]] == pytest.approx([0, 2, 0, 0], abs=1e-6)
+    assert [p["rms_lsb"] for p in e["per_neuron"]] == pytest.approx([0, 2, 0, 0], abs=1e-6)
+    # classes: all as torch; labels differ from torch on samples 0 and 1
+    assert (e["agreement"], e["agreement_resistors_only"], e["agreement_adc_only"],
+            e["accuracy"]) == (1.0, 1.0, 1.0, 10 / 12)
+    # a dead core: every logit 0, class 0 everywhere: 5 torch classes and 7 labels are 0
+    dead = flow.error_split(b, [np.zeros_like(v) for v in b.torch_v])
+    assert (dead["agreement"], dead["agreement_resistors_only"], dead["agreement_adc_only"],
+            dead["accuracy"]) == (5 / 12, 1.0, 1.0, 7 / 12)
+    assert flow._agreement(b, b.torch_v) == 1.0 and flow._agreement(b, volts) == 1.0
+
+
+def synthetic_design(neurons, inverted=(), r_inverter=1e4):
+    return nl.CoreDesign(crystal_name="synthetic", opamp=spec_for("mcp6002"), series="E96",
+                         vcc=2.5, vee=-2.5, vx=2.0, vref=2.0, v_fs=1.0, r_inverter=r_inverter,
+                         neurons=neurons, core=(), inverted=list(inverted))
+
+
+def test_dac_currents_by_hand():
+    d = synthetic_design(
+        [nl.Neuron(0, 0, 1.0, 1e4, [(0, False, 1e3), (1, True, 2e3)], None),
+         nl.Neuron(0, 1, 1.0, 1e4, [(0, False, 4e3), (1, False, 5e3)], None),
+         nl.Neuron(1, 0, 1.0, 1e4, [(0, False, 8e3)], None)],  # reads h1_0, not a DAC
+        inverted=[(-1, 1), (0, 0)])
+    tv = {"time": np.array([0.0, 1e-6]), "x0": np.array([1.0, 0.5]), "x1": np.array([0.2, -0.4]),
+          "s1_0": np.array([0.001, -0.002]), "s1_1": np.array([0.003, 0.0])}
+    i0, i1 = flow.dac_currents(d, tv)
+    # DAC 0 into the sums of neurons 0 (1k) and 1 (4k): (1 - 0.001) / 1k + (1 - 0.003) / 4k,
+    # then (0.5 + 0.002) / 1k + 0.5 / 4k
+    np.testing.assert_allclose(i0, [0.999e-3 + 0.24925e-3, 0.502e-3 + 0.125e-3], rtol=1e-12)
+    # DAC 1: into neuron 1's sum (5k) and its inverter's virtual ground (10k)
+    np.testing.assert_allclose(i1, [0.197 / 5e3 + 0.2 / 1e4, -0.4 / 5e3 - 0.4 / 1e4], rtol=1e-12)
+
+
+def test_transient_on_a_synthetic_run(monkeypatch):
+    """One neuron, three 1 us steps; ngspice's vectors made by hand (lsb 10 mV)."""
+    step, lsb = 1e-6, 0.01
+    d = synthetic_design([nl.Neuron(0, 0, 1.0, 1e4, [(0, False, 1e3)], None)])
+    b = flow.Bench(c=None, acfg=None, adc=None, design=d, x=None, sizes=[1], masks=None,
+                   gains=None, lsb_v=lsb, torch_mu=None, torch_v=None, torch_cls=None)
+    nets = flow.Netlists(dc=None, tran=Path("core_tran.cir"), n_tr=3, step_s=step, t_stop=3 * step)
+    # no time point inside the last 1% of step 2 (2.99..3 us)
+    t = np.array([0, 0.5, 0.99, 0.995, 1, 1.25, 1.5, 1.99, 1.995, 2, 2.5, 3]) * step
+    out = np.array([0, 0.3, 0.33, 0.3, 0.3, 0.7, 0.8, 0.804, 0.8, 0.85, 0.8, 0.8])
+    n = len(t)
+    x0 = np.where(t >= step, 0.5, 0.0)  # the DAC steps to 0.5 V into a 1k at 0 V: 0.5 mA
+    tv = {"time": t, "h1_0": out, "i(vcc)": np.full(n, -1e-3), "i(vee)": np.full(n, 1e-3),
+          "i(vrefp)": np.full(n, -0.2e-3), "i(vrefn)": np.full(n, 0.2e-3), "x0": x0,
+          "s1_0": np.zeros(n)}
+    calls = []
+
+    def run_file(path, **kw):
+        calls.append((path, kw))
+        return tv, 0.25
+
+    monkeypatch.setattr(spice, "run_file", run_file)
+    tr = flow.transient(b, nets, [np.array([[0.3], [0.8], [0.8]])])
+    assert calls == [(Path("core_tran.cir"), {"t_stop": 3e-6})]
+    assert tr["seconds"] == 0.25 and tr["t"] is t
+    np.testing.assert_array_equal(tr["outs"], out[:, None])
+    # band 0.5 LSB = 5 mV. Step 1: errors 0.5, 0.1, 0 V at 1, 1.25, 1.5 us (0.804 at
+    # 1.99 us is inside): crossing at 1.25 + 0.25 x (0.1 - 0.005) / 0.1 = 1.4875 us.
+    # Step 2: 0.05 V at 2 us, 0 at 2.5 us: 2 + 0.5 x (0.05 - 0.005) / 0.05 = 2.45 us.
+    np.testing.assert_allclose(tr["settle_s"], [0.4875e-6, 0.45e-6], rtol=1e-9)
+    assert tr["unsettled"] == 0
+    # end of each step (its last 1%) vs DC: 30 mV at 0.99 us, 4 mV at 1.99 us, no point
+    # in 2.99..3 us; the points at 1 and 2 us belong to the next step
+    assert tr["end_vs_dc_max_lsb"] == pytest.approx(3.0, rel=1e-9)
+    # from 1 us on: rails 2 x 2.5 V x 1 mA, references 2.5 V x 0.4 mA, the DAC 2.5 V x 0.5 mA
+    assert tr["power"].average == pytest.approx(5e-3 + 1e-3 + 1.25e-3, rel=1e-12)
+    assert tr["power"].peak == pytest.approx(7.25e-3, rel=1e-12)
+    assert tr["power"].rails_average == pytest.approx(5e-3, rel=1e-12)
+    np.testing.assert_allclose(tr["power"].trace, np.where(t >= step, 7.25e-3, 6e-3), rtol=1e-12)
+
+
 # ---- the stage ------------------------------------------------------------------------------
 @pytest.fixture(scope=shared_scope)
 def settled_run(tmp_path_factory):
@@ -404,7 +624,7 @@ def settled_run(tmp_path_factory):
 @pytest.fixture(scope=shared_scope)
 def unsettled_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("analog_unsettled")
-    cfg = config(transient_samples=4, step_us=0.1, monte_carlo_runs=0)
+    cfg = config(transient_samples=4, step_us=0.1, monte_carlo_runs=0, relu_stage="rectifier")
     return flow.run(tiny_crystal(), cfg, Paths(root, "tiny")), root / "tiny" / "analog"
 
 
@@ -456,6 +676,8 @@ def test_stage_reports_unsettled_steps(unsettled_run):
         assert on_disk[key] is None, key
     assert on_disk["settling_times_us"] == [None, None, None]
     assert on_disk["power_mw"] > 0 and on_disk["monte_carlo"] == {"runs": 0}
+    # relu_stage 'rectifier': every neuron a precision rectifier, two diodes each
+    assert (on_disk["relu_stages"], on_disk["diodes"]) == ({"rectifier": 4}, 8)
     line = res["summary"][2]
     assert line.startswith("did not settle within analog.step_us = 0.1 us in 3 of 3 steps; "
                            "raise analog.step_us"), line
@@ -517,6 +739,81 @@ def test_monte_carlo_figures_follow_from_the_boards(settled_run):
     assert (mc["mean_agreement"], mc["yield"]) == (by["0.01"]["mean_agreement"], by["0.01"]["yield"])
 
 
+def _board_agreements(b, tolerances, runs, offsets, seed):
+    """The Monte Carlo's boards again: one generator, tolerances in order, boards drawn,
+    evaluated exactly in numpy and classified through the ADC."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for tol in tolerances:
+        out[tol] = []
+        for _ in range(runs):
+            r_scale, vos = flow._monte_carlo_draw(b.design, tol, offsets, rng)
+            v = nl.realized_forward(b.design, b.x, r_scale, vos)
+            cls = flow.hybrid_classes(b.c, b.adc, [vv / g for vv, g in zip(v, b.gains)], b.x)
+            out[tol].append(float(np.mean(cls == MIXED_CLASSES)))
+    return out
+
+
+def _instance_offsets(path):
+    """vos of every op-amp stage the netlist places (not the subcircuit definitions)."""
+    return [float(m.group(1)) for ln in path.read_text().splitlines() if ln.startswith("X")
+            and not ln.startswith("Xop ") for m in [re.search(r"\bvos=(\S+)", ln)]]
+
+
+def test_monte_carlo_one_board_per_tolerance(tmp_path, monkeypatch):
+    """One board (the `runs <= 0` edge) per tolerance; the first tolerance is the
+    headline; the yield threshold exactly at the board's agreement counts it good."""
+    c = mixed_crystal()
+    b = flow.prepare(c, acfg(monte_carlo_runs=1, tolerances=[0.2, 0.001], yield_threshold=10 / 12), 8)
+    want = _board_agreements(b, [0.2, 0.001], 1, True, seed=0)
+    assert want == {0.2: [10 / 12], 0.001: [1.0]}  # at 20% two near ties flip
+    calls, real = [], spice.run_file
+
+    def run_file(path, **kw):
+        calls.append((Path(path).name, kw))
+        return real(path, **kw)
+
+    monkeypatch.setattr(spice, "run_file", run_file)
+    lines = []
+    mc = flow.monte_carlo(b, 0, tmp_path, lines.append)
+    assert lines == ["analog: Monte Carlo, 1 boards x tolerances [0.2, 0.001] ..."]
+    assert set(mc) == {"runs", "tolerance", "mean_agreement", "min_agreement", "yield",
+                       "yield_threshold", "opamp_offset", "by_tolerance", "ngspice_check", "method"}
+    assert {k: v for k, v in mc.items() if k not in ("by_tolerance", "ngspice_check")} == {
+        "runs": 1, "tolerance": 0.2, "mean_agreement": 10 / 12, "min_agreement": 10 / 12,
+        "yield": 1.0, "yield_threshold": 10 / 12, "opamp_offset": True,
+        "method": flow.MONTE_CARLO_METHOD}
+    assert mc["by_tolerance"] == {
+        "0.2": {"runs": 1, "mean_agreement": 10 / 12, "min_agreement": 10 / 12, "yield": 1.0,
+                "agreements": [0.83333]},
+        "0.001": {"runs": 1, "mean_agreement": 1.0, "min_agreement": 1.0, "yield": 1.0,
+                  "agreements": [1.0]}}
+    # board 0 of each tolerance through ngspice, its sweep checked for all 12 points
+    assert calls == [("monte_carlo_tol0.2_board0.cir", {"points": 12}),
+                     ("monte_carlo_tol0.001_board0.cir", {"points": 12})]
+    assert set(mc["ngspice_check"]) == {"0.2", "0.001"}
+    for tol, a in (("0.2", 10 / 12), ("0.001", 1.0)):
+        chk = mc["ngspice_check"][tol]
+        assert (chk["numpy_agreement"], chk["ngspice_agreement"]) == (a, a)
+        text = (tmp_path / f"monte_carlo_tol{tol}_board0.cir").read_text()
+        assert ".dc Vidx 0 11 1" in text.splitlines()
+        assert ".print dc v(h1_0) v(h1_1) v(h1_2) v(h2_2)" in text.splitlines()
+        assert "tanh" not in text  # DC: the linear op-amp input stage
+        # 4 neurons + 4 inverters, each with its own drawn offset (never exactly 0)
+        offsets = _instance_offsets(tmp_path / f"monte_carlo_tol{tol}_board0.cir")
+        assert len(offsets) == 8 and all(v != 0 for v in offsets)
+
+
+def test_monte_carlo_without_offsets(tmp_path):
+    b = flow.prepare(mixed_crystal(), acfg(monte_carlo_runs=1, tolerances=[0.2],
+                                           opamp_offset=False), 8)
+    mc = flow.monte_carlo(b, 0, tmp_path)
+    a = _board_agreements(b, [0.2], 1, False, seed=0)[0.2][0]
+    assert a == 8 / 12  # other draws than with offsets: four samples flip
+    assert (mc["opamp_offset"], mc["by_tolerance"]["0.2"]["agreements"]) == (False, [0.66667])
+    assert _instance_offsets(tmp_path / "monte_carlo_tol0.2_board0.cir") == [0.0] * 8
+
+
 def test_hybrid_classes_with_the_core_forced_by_hand():
     c = tiny_crystal()
     adc = adc_mod.adc_for(c, 16)
@@ -563,3 +860,48 @@ def test_stage_result_keys(settled_run):
     assert d["power_per_neuron_mw"] == pytest.approx(d["power_mw"] / d["neurons"])
     assert d["energy_per_neuron_nj"] == pytest.approx(d["energy_per_inference_nj"] / d["neurons"])
     assert d["test_samples"] == 12 and d["test_accuracy_torch"] == 1.0  # labels = torch classes
+
+
+@pytest.mark.parametrize("frozen1, frozen2", [
+    ([True, True, False], [False, False, False]),  # layer 1's last neuron not core; layer 2 none
+    ([True, True, True], [True, False, False]),  # layer 2's highest neurons not core
+])
+def test_partly_frozen_layers_keep_their_width(frozen1, frozen2):
+    """Every layer's volts have the layer's width, core neurons or not (an array sized by
+    the highest core neuron broke the error split of such crystals)."""
+    layers = (_layer([[1, 0, 0, -0.25], [0, 2, 0, -0.5], [0, 0, 0.5, -0.125]], [0.3, 0.6, 0.15],
+                     "relu", frozen1),
+              _layer([[1, 0, 0], [0, 0.5, 0], [0, 0, 2]], [0, 0, 0], "relu", frozen2),
+              _layer([[0, 1, 0], [0, 0, 1], [1, 0, 0]], [0, 0, 0], "linear", False))
+    c = _crystal("partly", layers, MIXED_X)
+    b = flow.prepare(c, acfg(), 8)
+    v = nl.realized_forward(b.design, b.x)
+    assert [a.shape for a in v] == [(12, 3), (12, 3)]
+    core = c.partition.core
+    for li in range(2):
+        assert not v[li][:, ~core[li]].any()  # zeros outside the core
+    split = flow.error_split(b, v)  # the ideal board against torch: resistor snapping only
+    assert split["resistors_only"]["max_lsb"] == split["total"]["max_lsb"] < 2.0
+    assert split["agreement"] == 1.0
+
+
+def test_clipped_weight_error_in_model_units_by_hand():
+    a = acfg()  # E96, 1 k .. 1 M
+    table = eseries.values_in("E96", 1e3, 1e6)
+    clipped = {"above_r_max_open": 0, "above_r_max_at_r_max": 0, "below_r_min": 0, "worst": None}
+    # rf 1 M: a gain of 0.001 needs 1 G: left open (below half the gain 1 M gives), so the
+    # realized weight is 0; weight = ratio x source scale / g = 0.001 x 2 / 0.5 = 0.004
+    assert nl._place(0.001, 2.0, "w", (0, 3, 0.5, 1e6), a, table, clipped) is None
+    assert clipped["worst"]["error_model_units"] == pytest.approx(0.004)
+    # a gain of 0.8 needs 1.25 M: clipped to 1 M (gain 1): error (1 - 0.8) x 2 / 0.5 = 0.8
+    assert nl._place(0.8, 2.0, "w", (0, 4, 0.5, 1e6), a, table, clipped) == 1e6
+    assert clipped["worst"] == {"layer": 1, "neuron": 4, "what": "w", "needed_ohm": 1.25e6,
+                                "used_ohm": 1e6, "error_model_units": pytest.approx(0.8)}
+    # a gain of 2000 needs 500 ohm: r_min; gain 1000: error 1000 x 0.1 / 0.5 = 200
+    assert nl._place(2000.0, 0.1, "b", (1, 0, 0.5, 1e6), a, table, clipped) == 1e3
+    assert clipped["worst"]["error_model_units"] == pytest.approx(200.0)
+    assert (clipped["above_r_max_open"], clipped["above_r_max_at_r_max"],
+            clipped["below_r_min"]) == (1, 1, 1)
+    # inside the range: 1 M / 2 = 500 k snapped to E96's 499 k, nothing counted
+    assert nl._place(2.0, 2.0, "w", (0, 5, 0.5, 1e6), a, table, clipped) == 4.99e5
+    assert sum(v for k, v in clipped.items() if k != "worst") == 3
