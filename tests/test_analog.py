@@ -905,3 +905,11 @@ def test_clipped_weight_error_in_model_units_by_hand():
     # inside the range: 1 M / 2 = 500 k snapped to E96's 499 k, nothing counted
     assert nl._place(2.0, 2.0, "w", (0, 5, 0.5, 1e6), a, table, clipped) == 4.99e5
     assert sum(v for k, v in clipped.items() if k != "worst") == 3
+
+
+def test_error_lines_of_a_log_by_hand():
+    log = "note\nError: a\nfine\nERROR: b\nError: a\nsomething errored\n"
+    assert spice._errors(log) == "Error: a; ERROR: b; something errored"  # once each, in order
+    long = "\n".join(f"error {i:03d} " + "x" * 40 for i in range(20))
+    assert len(spice._errors(long)) == 400 and spice._errors(long).startswith("error 000 ")
+    assert spice._errors("all good\n") == ""
