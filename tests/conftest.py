@@ -51,6 +51,17 @@ def tiny_data():
     return data.load(cfg.data, cfg.seed)
 
 
+def write_torch_file(path, content):
+    """Raw bytes as they are, anything else through torch.save."""
+    import torch
+
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    return path
+
+
 def shared_scope(fixture_name, config):
     """Shared across tests normally; per test under mutation testing (mutmut sets
     MUTANT_UNDER_TEST): mutmut maps each function to the tests that ran it, and a fixture

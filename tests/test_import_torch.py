@@ -8,6 +8,8 @@ from crystalbench import crystal as cm
 from crystalbench.errors import CrystalError
 from crystalbench.model.export import crystal_from_torch, load_model
 
+from .conftest import write_torch_file
+
 
 def trained_mlp(x, y, hidden=(12, 8), steps=30):
     torch.manual_seed(0)
@@ -126,11 +128,7 @@ def test_model_files_are_loaded_without_running_code(tmp_path):
      r"write its Crystal with `crystalbench export`\)"),
 ])
 def test_files_that_are_not_models_are_named(tmp_path, content, message):
-    p = tmp_path / "x.pt"
-    if isinstance(content, bytes):
-        p.write_bytes(content)
-    else:
-        torch.save(content, p)
+    p = write_torch_file(tmp_path / "x.pt", content)
     with pytest.raises(CrystalError, match=message):
         load_model(p)
     with pytest.raises(CrystalError, match=r"nope\.pt: PyTorch model not found"):

@@ -7,6 +7,8 @@ from crystalbench.errors import TrainError
 from crystalbench.model.net import CrystalNet, Frontier
 from crystalbench.model.train import Trainer, read_checkpoint
 
+from .conftest import write_torch_file
+
 
 def train(cfg, ds, out, **kw):
     return Trainer(cfg, ds, out, progress=False).run(**kw)
@@ -159,11 +161,7 @@ def test_resume_refuses_a_changed_config(tiny_cfg, tiny_data, tmp_path):
                             r"crystalbench checkpoint may not hold; it was not loaded"),
 ])
 def test_unreadable_checkpoints_are_named(tmp_path, content, message):
-    p = tmp_path / "bad.pt"
-    if isinstance(content, bytes):
-        p.write_bytes(content)
-    else:
-        torch.save(content, p)
+    p = write_torch_file(tmp_path / "bad.pt", content)
     with pytest.raises(TrainError, match=message):
         read_checkpoint(p)
 

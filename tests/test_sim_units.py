@@ -116,15 +116,20 @@ def test_run_design_through_icarus(tmp_path):
     assert np.isfinite(runs["fp_gates"]["energy_per_inference_nj"])
 
 
-def test_the_stage_end_to_end_on_rtl_stand_ins(tmp_path):
-    """`run` over two designs whose 'gate netlists' are their RTL (no synthesis): the
-    result's headline follows synth's choice, bit-exactness and summary lines."""
+def quantized_stage(tmp_path, vectors: int):
+    """The tiny crystal with its fixed-point artifact made: (crystal, config, paths, formats)."""
     c = tiny_crystal()
-    cfg = cfgmod.validate({"experiment": "tiny", "sim": {"vectors": 5, "power_vectors": 2}},
+    cfg = cfgmod.validate({"experiment": "tiny", "sim": {"vectors": vectors, "power_vectors": 2}},
                           "<t>")
     paths = Paths(tmp_path, "tiny")
     quantize.run(c, cfg, paths)
-    fp = fixed.load(paths.stage("fixed"), c, cfg)
+    return c, cfg, paths, fixed.load(paths.stage("fixed"), c, cfg)
+
+
+def test_the_stage_end_to_end_on_rtl_stand_ins(tmp_path):
+    """`run` over two designs whose 'gate netlists' are their RTL (no synthesis): the
+    result's headline follows synth's choice, bit-exactness and summary lines."""
+    c, cfg, paths, fp = quantized_stage(tmp_path, 5)
     nets = fixed.nets_of(fp)
     designs = {}
     for name, kind, shape in (("frontier_parallel", "frontier", "parallel"),
@@ -165,12 +170,7 @@ def test_the_stage_end_to_end_on_rtl_stand_ins(tmp_path):
 def test_a_netlist_that_disagrees_fails_the_stage(tmp_path):
     import dataclasses
 
-    c = tiny_crystal()
-    cfg = cfgmod.validate({"experiment": "tiny", "sim": {"vectors": 4, "power_vectors": 2}},
-                          "<t>")
-    paths = Paths(tmp_path, "tiny")
-    quantize.run(c, cfg, paths)
-    fp = fixed.load(paths.stage("fixed"), c, cfg)
+    c, cfg, paths, fp = quantized_stage(tmp_path, 4)
     net = fixed.nets_of(fp)["frontier"]
     last = net.layers[-1]
     wrong = dataclasses.replace(net, layers=net.layers[:-1] + (
