@@ -913,3 +913,80 @@ def test_error_lines_of_a_log_by_hand():
     long = "\n".join(f"error {i:03d} " + "x" * 40 for i in range(20))
     assert len(spice._errors(long)) == 400 and spice._errors(long).startswith("error 000 ")
     assert spice._errors("all good\n") == ""
+
+
+def _synthetic_report(tmp_path, settle_s, unsettled):
+    c = tiny_crystal()
+    b = flow.prepare(c, acfg(transient_samples=4, step_us=10.0), 8)
+    nets = flow.Netlists(dc=tmp_path / "core.cir", tran=tmp_path / "core_tran.cir", n_tr=4,
+                         step_s=10e-6, t_stop=40e-6)
+    errors = flow.error_split(b, nl.realized_forward(b.design, b.x))
+    t = np.linspace(0, 40e-6, 9)
+    tr = {"t": t, "outs": np.zeros((9, 4)), "settle_s": np.array(settle_s), "unsettled": unsettled,
+          "power": flow.Power(trace=np.full(9, 2e-3), average=2e-3, peak=5e-3, rails_average=1.5e-3),
+          "end_vs_dc_max_lsb": 0.1, "seconds": 0.5}
+    return b, nets, flow.report(b, nets, errors, tr, {"runs": 0}, 0.25, tmp_path)
+
+
+def test_report_figures_from_a_synthetic_transient(tmp_path):
+    b, nets, res = _synthetic_report(tmp_path, [1e-6, 3e-6, 2e-6], 0)
+    assert res["settling_time_us"] == pytest.approx(3.0)  # the worst step
+    assert res["settling_time_median_us"] == pytest.approx(2.0)
+    assert res["settling_times_us"] == pytest.approx([1.0, 3.0, 2.0])
+    assert (res["power_mw"], res["power_peak_mw"], res["power_opamps_mw"]) == pytest.approx(
+        (2.0, 5.0, 1.5))
+    assert res["power_per_neuron_mw"] == pytest.approx(2.0 / 4)
+    assert res["energy_per_inference_nj"] == pytest.approx(2e-3 * 3e-6 * 1e9)  # 6 nJ
+    assert res["energy_per_neuron_nj"] == pytest.approx(6.0 / 4)
+    assert res["samples_per_second"] == pytest.approx(12 / 0.25)
+    assert res["simulation_seconds"] == {"dc": 0.25, "transient": 0.5}
+    assert res["transient_steps"] == 3 and res["unsettled_steps"] == 0
+    assert res["files"] == {"netlist": str(tmp_path / "core.cir"),
+                            "netlist_transient": str(tmp_path / "core_tran.cir"),
+                            "bom": str(tmp_path / "bom.json"),
+                            "plot_transient": str(tmp_path / "transient.png"),
+                            "plot_error_histogram": str(tmp_path / "error_histogram.png")}
+    assert json.loads((tmp_path / "bom.json").read_text()) == json.loads(
+        json.dumps(flow.bom(b.design)))
+    op = b.design.opamp
+    assert res["method"] == {**flow.METHOD, "opamp_model": (
+        f"{op.part} behavioural macro-model (GBW, slew, A_OL, swing, I_q, offset; figures from "
+        f"{op.source})"), "data": "Crystal 'tiny' reference test split (12 samples)"}
+
+
+def test_report_of_an_unsettled_transient(tmp_path):
+    _, _, res = _synthetic_report(tmp_path, [1e-6, math.nan, 2e-6], 1)
+    assert res["settling_time_us"] is None and res["settling_time_median_us"] is None
+    assert res["settling_times_us"][0] == pytest.approx(1.0) and res["settling_times_us"][1] is None
+    assert res["energy_per_inference_nj"] is None and res["energy_per_neuron_nj"] is None
+    assert res["power_mw"] == pytest.approx(2.0)  # power is measured all the same
+
+
+def test_summary_lines_by_hand():
+    res = {"neurons": 48, "opamps": 112, "opamp_part": "Microchip MCP6002", "resistors": 1245,
+           "e_series": "E96", "clipped_weights": {"above_r_max_open": 4,
+                                                  "above_r_max_at_r_max": 20, "below_r_min": 4,
+                                                  "worst": {"layer": 1}},
+           "class_agreement_with_torch": 0.99443, "class_agreement_resistors_only": 0.99443,
+           "class_agreement_adc_only": 1.0, "rms_error_lsb": 0.6375, "max_error_lsb": 4.9459,
+           "power_mw": 149.2079, "power_peak_mw": 166.21, "samples_per_second": 167.84,
+           "settling_time_us": 6.6895, "energy_per_inference_nj": 998.1196, "step_us": 60.0,
+           "unsettled_steps": 0, "transient_steps": 15,
+           "monte_carlo": {"runs": 20, "tolerance": 0.01, "mean_agreement": 0.99387,
+                           "min_agreement": 0.98886, "yield": 1.0, "yield_threshold": 0.98},
+           "files": {"netlist": "build/digits/analog/core.cir"}, "wall_seconds": 17.4}
+    assert flow.summary_lines(res) == [
+        "48 neurons, 112 op-amps (Microchip MCP6002), 1245 resistors (E96); 28 weights clipped",
+        "class agreement with torch 0.9944 (resistors only 0.9944, ADC only 1.0000); error RMS "
+        "0.637 LSB, max 4.95 LSB",
+        "settling 6.69 us (worst step), power 149.2 mW avg / 166.2 mW peak, 998.1 nJ per "
+        "inference; ngspice 167.8 samples/s",
+        "Monte Carlo (20 boards, 0.01 tolerance): agreement mean 0.9939, min 0.9889, yield "
+        "1.00 at >= 0.98",
+        "netlist build/digits/analog/core.cir (17 s)"]
+    res.update(settling_time_us=None, energy_per_inference_nj=None, unsettled_steps=3,
+               step_us=0.1, monte_carlo={"runs": 0})
+    assert flow.summary_lines(res)[2:] == [
+        "did not settle within analog.step_us = 0.1 us in 3 of 15 steps; raise analog.step_us "
+        "(power 149.2 mW avg / 166.2 mW peak; no settling time or energy; ngspice 167.8 "
+        "samples/s)", "netlist build/digits/analog/core.cir (17 s)"]
