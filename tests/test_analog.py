@@ -9,6 +9,7 @@ waveforms whose answers are computed by hand below.
 """
 
 import dataclasses
+import dataclasses
 import json
 import math
 import os
@@ -990,3 +991,114 @@ def test_summary_lines_by_hand():
         "did not settle within analog.step_us = 0.1 us in 3 of 15 steps; raise analog.step_us "
         "(power 149.2 mW avg / 166.2 mW peak; no settling time or energy; ngspice 167.8 "
         "samples/s)", "netlist build/digits/analog/core.cir (17 s)"]
+
+
+@pytest.mark.parametrize("ohms, label", [
+    (1e6, "1M"), (2.49e6, "2.49M"), (999999.0, "1e+03k"), (4.99e5, "499k"), (1e3, "1k"),
+    (1000.5, "1k"), (999.0, "999"), (12.4, "12.4"), (1.0, "1"), (0.5, "0.5")])
+def test_resistor_labels_by_hand(ohms, label):
+    assert flow._fmt_ohm(ohms) == label
+
+
+@pytest.mark.parametrize("part", ["mcp6002", "opa2333", "tlv9062", "lm358", "ideal"])
+def test_bom_by_hand(part):
+    d = design(tiny_crystal(), opamp=part, supply_v=10.0 if part == "lm358" else None)
+    values = [r for n in d.neurons for _, _, r in n.inputs] + [n.rf for n in d.neurons] + [
+        n.bias[1] for n in d.neurons if n.bias is not None] + [d.r_inverter] * (2 * len(d.inverted))
+    distinct = sorted(set(round(v, 3) for v in values))
+    got = flow.bom(d)
+    assert got["resistors"]["series"] == "E96" and got["resistors"]["total"] == len(values)
+    assert got["resistors"]["distinct"] == len(distinct)
+    assert [v["ohm"] for v in got["resistors"]["values"]] == distinct
+    assert [v["count"] for v in got["resistors"]["values"]] == [
+        sum(round(x, 3) == v for x in values) for v in distinct]
+    assert [v["label"] for v in got["resistors"]["values"]] == [flow._fmt_ohm(v) for v in distinct]
+    amps = len(d.neurons) + len(d.inverted)
+    assert got["opamps"] == {"part": d.opamp.part, "amplifiers": amps,
+                             "packages": None if part == "ideal" else (amps + 1) // 2,
+                             "neurons": 4, "inverters": len(d.inverted)}
+    assert got["diodes"] == {"part": "low-leakage small-signal diode (BAS116 class)",
+                             "count": 2 * 2 + 1 * 2}  # two rectifiers, two clamps
+    assert got["supplies"] == {"rails_v": [d.vee, d.vcc], "references_v": [-2.0, 2.0]}
+    assert got["converters"] == {"dac_channels": 4, "adc_channels": 4, "adc_reference_v": 1.0}
+
+
+def test_bom_merges_values_equal_to_a_milliohm():
+    d = design(tiny_crystal())
+    n0 = d.neurons[0]
+    d.neurons[0] = dataclasses.replace(n0, inputs=[(k, inv, 1000.0004) for k, inv, _ in n0.inputs],
+                                       rf=1000.0)
+    got = {v["ohm"]: v["count"] for v in flow.bom(d)["resistors"]["values"]}
+    assert got[1000.0] >= len(n0.inputs) + 1
+
+
+def test_settling_edges_by_hand():
+    t = np.arange(7.0)  # steps of 2: step 1 holds t = 2, 3; step 2 t = 4, 5
+    outs = np.array([[0.0], [0.0], [1.1], [1.0], [2.0], [2.0], [2.0]])
+    finals = np.array([[0.0], [1.0], [2.0]])
+    # an error exactly at the band counts as settled (only > is outside): step 1 ends
+    # 0.5 away from its final value with a band of 0.5
+    exact = np.array([[0.0], [0.0], [1.0], [1.5], [2.0], [2.0], [2.0]])
+    times, unsettled = flow.settling(t, exact, finals, 2.0, 0.5)
+    assert unsettled == 0 and times.tolist() == [0.0, 0.0]
+    # a band under the error: step 1 enters it halfway from t=2 (0.1) to t=3 (0)
+    times, _ = flow.settling(t, outs, finals, 2.0, 0.05)
+    assert times.tolist() == pytest.approx([0.5, 0.0])
+    # an unsettled step does not end the scan: the step after it is still measured
+    outs2 = np.array([[0.0], [0.0], [0.0], [0.0], [2.0], [2.0], [2.0]])
+    times, unsettled = flow.settling(t, outs2, finals, 2.0, 0.1)
+    assert unsettled == 1 and math.isnan(times[0]) and times[1] == 0.0
+
+
+def test_settling_takes_the_last_exit_from_the_band():
+    t = np.arange(6.0)  # one step of 3: t = 3, 4, 5
+    outs = np.array([[0.0], [0.0], [0.0], [1.1], [2.0], [1.0]])  # in, out (error 1), in
+    times, _ = flow.settling(t, outs, np.array([[0.0], [1.0]]), 3.0, 0.5)
+    assert times[0] == pytest.approx(1.5)  # 1.0 -> 0.0 crosses 0.5 halfway: t = 4.5
+
+
+def test_time_average_by_hand():
+    t = np.array([0.0, 1.0, 3.0])
+    y = np.array([0.0, 2.0, 2.0])
+    assert flow._time_average(t, y) == pytest.approx((1.0 + 4.0) / 3.0)  # trapezoids
+    assert flow._time_average(np.array([0.0, 2.0]), np.array([1.0, 3.0])) == pytest.approx(2.0)
+    assert flow._time_average(np.array([5.0]), np.array([7.0])) == 7.0  # one point: its value
+    assert flow._time_average(np.array([1.0, 1.0]), np.array([2.0, 4.0])) == 3.0  # no span: mean
+
+
+def test_supply_power_defaults_and_asymmetric_rails():
+    t = np.array([0.0, 0.5, 1.0, 2.0])
+    i_vcc = np.array([-1e-3, -1e-3, -2e-3, -2e-3])
+    i_vee = np.array([1e-3, 1e-3, 1e-3, 1e-3])
+    p = flow.supply_power(t, i_vcc, i_vee, 2.0, -3.0)  # no drivers, from t = 0
+    rails = -(2.0 * i_vcc - 3.0 * i_vee)  # 5, 5, 7, 7 mW
+    np.testing.assert_allclose(p.trace, rails)
+    # trapezoids over 0..2 s: 0.5 x 5 + 0.5 x 6 + 1 x 7 = 12.5 mJ -> 6.25 mW
+    assert p.average == pytest.approx(6.25e-3) and p.rails_average == p.average
+    assert p.peak == pytest.approx(7e-3)
+    assert flow.supply_power(t, i_vcc, i_vee, 2.0, -3.0, t_from=1.0).average == pytest.approx(7e-3)
+    p = flow.supply_power(t, i_vcc, i_vee, 2.0, -3.0, drivers=[np.full(4, -1e-3)])
+    np.testing.assert_allclose(p.trace, rails + 3.0 * 1e-3)  # drawn at the larger rail, |i|
+
+
+def test_stage_progress_lines_and_a_second_run_in_the_same_folder(tmp_path):
+    cfg = cfgmod.validate(
+        {"seed": 4, "analog": {"transient_samples": 3, "step_us": 60.0, "monte_carlo_runs": 2,
+                               "tolerances": [0.2]}}, "<t>")
+    c = mixed_crystal()
+    lines = []
+    res = flow.run(c, cfg, Paths(tmp_path, "mixed"), lines.append)
+    warned = []
+    flow.prepare(c, cfg.analog, cfg.adc.bits, warned.append)  # the design's one clip warning
+    assert len(warned) == 1 and warned[0].startswith("analog: warning: 1 weights need")
+    assert lines == warned + [
+        "analog: DC operating points of 12 test samples (4 neurons, Microchip MCP6002) ...",
+        "analog: transient over 3 samples x 60 us ...",
+        "analog: Monte Carlo, 2 boards x tolerances [0.2] ..."]
+    # the boards come from the config's seed
+    b = flow.prepare(c, cfg.analog, cfg.adc.bits)
+    want = flow.monte_carlo(b, 4, tmp_path / "again")
+    assert res["monte_carlo"]["by_tolerance"] == want["by_tolerance"]
+    assert 0 < res["wall_seconds"] < 300
+    again = flow.run(c, cfg, Paths(tmp_path, "mixed"))  # the folder exists: fine
+    assert again["class_agreement_with_torch"] == res["class_agreement_with_torch"]
