@@ -9,7 +9,6 @@ waveforms whose answers are computed by hand below.
 """
 
 import dataclasses
-import dataclasses
 import json
 import math
 import os
