@@ -155,7 +155,8 @@ def test_truncated_and_malformed_files_are_clear_errors(tmp_path):
     cm.save(small_crystal(), tmp_path)
     npz = (tmp_path / "crystal.npz").read_bytes()
     (tmp_path / "crystal.npz").write_bytes(npz[: len(npz) // 2])
-    with pytest.raises(CrystalError, match=r"crystal\.npz: cannot be read .* damaged or truncated"):
+    with pytest.raises(CrystalError, match=r"crystal\.npz: cannot be read \(BadZipFile: .* damaged "
+                                           r"or truncated"):
         cm.load(tmp_path)
     (tmp_path / "crystal.npz").write_bytes(npz)
     meta = json.loads((tmp_path / "crystal.json").read_text())
@@ -255,3 +256,14 @@ def test_summary_by_hand():
     everything_frozen = small_crystal(frozen1=(True, True, True), frozen2=(True, True))
     assert everything_frozen.summary()["frozen_fraction"] == 1.0
     assert everything_frozen.summary()["frontier_raw_inputs"] == 0
+
+
+def test_pickled_arrays_are_refused(tmp_path):
+    cm.save(small_crystal(), tmp_path)
+    with np.load(tmp_path / "crystal.npz") as f:
+        z = {k: f[k] for k in f.files}
+    z["layer1.bias"] = np.array([{"pickled": "object"}] * 3, dtype=object)
+    np.savez(tmp_path / "crystal.npz", **z)
+    with pytest.raises(CrystalError, match=r"crystal\.npz: cannot be read \(ValueError: Object "
+                                           r"arrays cannot be loaded when allow_pickle=False\)"):
+        cm.load(tmp_path)

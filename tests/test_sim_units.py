@@ -51,6 +51,8 @@ def test_headline_by_hand():
     assert flow.headline("frontier", h, 12.0) == (
         "frontier (frontier_serial, gate level): bit-exact 1.0000, agreement with torch 0.9944, "
         "latency 485 cycles = 14.9 us at fmax, 41.4 nJ/inference (iCE40 model, 12 MHz)")
+    h.update(latency_ns=1000.0)  # 1 us exactly
+    assert " = 1 us at fmax" in flow.headline("frontier", h, 12.0)
     h.update(latency_ns=None, energy_per_inference_nj=None)
     assert flow.headline("frontier", h, 12.0).endswith("latency 485 cycles")
 

@@ -64,7 +64,7 @@ def test_run_saves_command_and_output_in_the_log(tmp_path):
     assert r.stdout == "out\nerr\n" and r.cmd == [shutil.which("sh"), "-c", "echo out; echo err >&2"]
     text = log.read_text()
     assert text.startswith(f"$ {shutil.which('sh')} -c 'echo out; echo err >&2'\n# cwd: {tmp_path}\n")
-    assert "exit 0\n\nout\nerr\n" in text and r.log == log and r.seconds >= 0
+    assert "exit 0\n\nout\nerr\n" in text and r.log == log and 0 <= r.seconds < 60
 
 
 def test_a_failure_names_the_exit_status_last_line_and_log(tmp_path):
@@ -76,6 +76,15 @@ def test_a_failure_names_the_exit_status_last_line_and_log(tmp_path):
     assert "ERROR: the real reason" in log.read_text()
 
 
+def test_a_failure_without_output_and_with_a_long_last_line(tmp_path):
+    with pytest.raises(ToolFailed, match=r"^sh failed \(exit 4\): ''; see "):
+        toolrun.run("sh", ["-c", "exit 4"], log=tmp_path / "q.log")
+    long = "E" * 250
+    with pytest.raises(ToolFailed) as e:
+        toolrun.run("sh", ["-c", f"echo {long}; exit 1"], log=tmp_path / "l.log")
+    assert f"(exit 1): '{'E' * 200}'; see" in str(e.value)  # the last line, cut at 200
+
+
 def test_garbage_output_is_read_not_a_crash(tmp_path):
     r = toolrun.run("sh", ["-c", r"printf 'ok\377\376\n'"], log=tmp_path / "g.log")
     assert r.stdout.startswith("ok")
@@ -85,7 +94,12 @@ def test_a_timeout_is_a_clear_failure(tmp_path):
     log = tmp_path / "t.log"
     with pytest.raises(ToolFailed, match=rf"^sleep timed out after 0\.3 s; see {log}$") as e:
         toolrun.run("sleep", ["5"], log=log, timeout=0.3)
-    assert e.value.returncode == -1 and "exit None" in log.read_text()
+    assert e.value.returncode == -1 and e.value.log == log
+    assert "exit None\n\n" in log.read_text() and log.read_text().endswith("exit None\n\n")
+    # what the tool printed before it was stopped is kept in the log, bad bytes replaced
+    with pytest.raises(ToolFailed, match="timed out"):
+        toolrun.run("sh", ["-c", r"printf 'started\377\n'; sleep 5"], log=log, timeout=0.5)
+    assert log.read_text().endswith("exit None\n\nstarted\ufffd\n")
 
 
 def test_extra_environment_reaches_the_tool(tmp_path):
