@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -242,6 +243,72 @@ def test_headroom_refused_with_the_key_to_change():
         flow.check_headroom(d, a)
 
 
+def _headroom(opamp, vcc=2.5, vee=-2.5, **changes):
+    """check_headroom on a design with these rails and op-amp; the analog knobs it reads
+    (a diode drop of 0.5 V, 0.25 V headroom) with `changes`."""
+    d = dataclasses.replace(synthetic_design([]), opamp=opamp, vcc=vcc, vee=vee)
+    a = dict(headroom_v=0.25, adc_ref_v=1.0, diode_drop_v=0.5, input_v=1.0, vref_v=1.0)
+    flow.check_headroom(d, SimpleNamespace(**{**a, **changes}))
+
+
+def _refusal(opamp, **kw):
+    with pytest.raises(AnalogError) as e:
+        _headroom(opamp, **kw)
+    return str(e.value)
+
+
+def test_headroom_supply_range_edges():
+    mcp = OPAMPS["mcp6002"]  # 1.8 .. 6.0 V
+    small = dict(headroom_v=0.125, adc_ref_v=0.25, diode_drop_v=0.25, input_v=0.5, vref_v=0.5)
+    _headroom(mcp, 0.9, -0.9, **small)  # exactly 1.8 V: accepted
+    _headroom(mcp, 3.0, -3.0)  # exactly 6.0 V
+    assert _refusal(mcp, vcc=float(np.nextafter(0.9, 0.0)), vee=-0.9, **small) == (
+        "analog.supply_v 1.8 V is outside the Microchip MCP6002's 1.8-6 V range")
+    hair = float(np.nextafter(6.0, 7.0))  # one step above 6 V, split over the rails exactly
+    assert _refusal(mcp, vcc=hair - 3.0, vee=-3.0).startswith("analog.supply_v 6 V is outside")
+    assert _refusal(mcp, vcc=3.005, vee=-3.005) == (
+        "analog.supply_v 6.01 V is outside the Microchip MCP6002's 1.8-6 V range")
+    _headroom(OPAMPS["ideal"], 100.0, -100.0, vref_v=500.0)  # no rails to respect
+
+
+def _swing_msg(what, v, part, usable, half=2.5):
+    return (f"{what} = {v} V does not fit the {part}'s output swing on +-{half} V rails with "
+            f"analog.headroom_v 0.25 V (usable {usable} V); lower it or raise analog.supply_v")
+
+
+def test_headroom_top_rail_edges_and_the_limit_named():
+    # swing 0.375 V under VCC, 0.125 V over VEE: usable 2.5 - 0.375 - 0.25 = 1.875 V at the
+    # top (the binding side) and -2.5 + 0.125 + 0.25 = -2.125 V at the bottom
+    op = dataclasses.replace(OPAMPS["mcp6002"], swing_high_v=0.375, swing_low_v=0.125)
+    above = float(np.nextafter(1.875, 2.0))
+    _headroom(op, vref_v=1.875, input_v=1.875, adc_ref_v=1.375)  # 1.375 + 0.5: exactly at top
+    usable = "-2.12..1.88"
+    assert _refusal(op, vref_v=above) == _swing_msg("analog.vref_v", 1.875, op.part, usable)
+    assert _refusal(op, input_v=above) == _swing_msg("analog.input_v (inverted inputs)", 1.875,
+                                                     op.part, usable)
+    # the rectifier's op-amp output carries adc_ref_v plus the diode drop
+    assert _refusal(op, adc_ref_v=float(np.nextafter(1.375, 2.0))) == _swing_msg(
+        "analog.adc_ref_v + analog.diode_drop_v (rectifier op-amp output)", 1.875, op.part, usable)
+    # asymmetric rails: 2 - 0.375 - 0.25 = 1.375 V usable at the top, -3 + 0.125 + 0.25 = -2.625 V
+    assert _refusal(op, vcc=2.0, vee=-3.0) == _swing_msg(
+        "analog.adc_ref_v + analog.diode_drop_v (rectifier op-amp output)", 1.5, op.part,
+        "-2.62..1.38")
+
+
+def test_headroom_bottom_rail_edges():
+    # swing 0.125 V under VCC, 0.375 V over VEE: usable -2.5 + 0.375 + 0.25 = -1.875 V at
+    # the bottom (the binding side: each need also swings negative), 2.125 V at the top
+    op = dataclasses.replace(OPAMPS["mcp6002"], swing_high_v=0.125, swing_low_v=0.375)
+    _headroom(op, vref_v=1.875, input_v=1.875, adc_ref_v=1.375)  # exactly at the bottom
+    above = float(np.nextafter(1.875, 2.0))
+    assert _refusal(op, vref_v=above) == _swing_msg("analog.vref_v", 1.875, op.part,
+                                                    "-1.88..2.12")
+    # asymmetric rails: 4 V supply, -1.5 + 0.375 + 0.25 = -0.875 V usable at the bottom
+    assert _refusal(op, vcc=2.5, vee=-1.5, vref_v=0.875 + 2 ** -20, adc_ref_v=0.25,
+                    input_v=0.5) == _swing_msg(
+        "analog.vref_v", 0.875001, op.part, "-0.875..2.12", half=2)
+    _headroom(op, vcc=2.5, vee=-1.5, vref_v=0.875, input_v=0.875, adc_ref_v=0.375)
+
 def test_config_rejects_bad_analog_values():
     with pytest.raises(cfgmod.ConfigError, match=r"analog\.opamp"):
         acfg(opamp="ua741")
@@ -263,7 +330,11 @@ def test_every_opamp_cites_its_source():
 def check_divider(plots):
     """tests/data/ngspice_divider.cir: 1k over 3k, .dc V1 0 2 0.5, then .op at 2 V."""
     assert [p.plotname for p in plots] == ["DC transfer characteristic", "Operating Point"]
+    title = ("crystalbench raw-file parser test: 1k over 3k divider, operating point then dc "
+             "sweep")  # a ':' inside the value
+    assert [(p.title, p.flags) for p in plots] == [(title, "real")] * 2
     dc, op = plots
+    assert all(v.dtype == np.float64 for p in plots for v in p.vectors.values())  # real data
     assert dc.points == 5 and dc.names == ["v(v-sweep)", "v(in)", "v(mid)", "i(v1)"]
     assert list(dc.vectors) == ["v-sweep", "in", "mid", "i(v1)"]
     v_in = np.arange(5) * 0.5
@@ -288,7 +359,8 @@ def test_raw_parser_short_and_broken_files(tmp_path):
     cut = spice.parse_raw(data[:start + 2 * 4 * 8 + 5], "cut.raw")  # 2 points and a bit
     np.testing.assert_allclose(cut[0].vectors["mid"], [0.0, 0.375], rtol=1e-12)
     assert cut[0].points == 5  # the header's count: run_file's check compares against it
-    with pytest.raises(SpiceRunError, match=r"^head\.raw: raw file ends inside a header"):
+    with pytest.raises(SpiceRunError, match=r"^head\.raw: raw file ends inside a header \(no "
+                       r"'Binary:' or 'Values:' line\); the run was cut short$"):
         spice.parse_raw(data[:start - 10], "head.raw")
     with pytest.raises(SpiceRunError, match=r"^junk\.raw: not an ngspice raw file"):
         spice.parse_raw(b"\x00\x01garbage\n", "junk.raw")
@@ -296,6 +368,179 @@ def test_raw_parser_short_and_broken_files(tmp_path):
         spice.read_raw(tmp_path / "missing.raw")
     assert spice.vector_key("Vcc#branch") == "i(vcc)" and spice.vector_key("V(H1_0)") == "h1_0"
 
+
+# Raw files made by hand: the header lines as ngspice writes them, then the data.
+def raw_plot(names, points, data, *, kind="Binary", flags="real", title="crafted raw file",
+             plotname="Transient Analysis"):
+    head = [f"Title: {title}", "Date: Thu Jan  1 00:00:00  1970", f"Plotname: {plotname}",
+            f"Flags: {flags}", f"No. Variables: {len(names)}", f"No. Points: {points}",
+            "Variables:"] + [f"\t{i}\t{n}\tvoltage" for i, n in enumerate(names)]
+    return ("\n".join(head) + f"\n{kind}:\n").encode() + data
+
+
+def binary_points(rows, complex_=False):
+    """float64, point-major; complex: a (real, imaginary) pair per value."""
+    a = np.array(rows, complex if complex_ else np.float64)
+    if complex_:
+        a = np.stack([a.real, a.imag], -1)
+    return a.astype("<f8").tobytes()
+
+
+def test_raw_parser_crafted_binary_plots(tmp_path):
+    names = ["time", "v(H1_0)", "i(Vcc)", "vee#branch", "out"]
+    rows = [[0.0, 0.25, -1e-3, 2e-3, 1.5], [1e-6, 0.5, -1.5e-3, 2.5e-3, -0.75]]
+    tran = raw_plot(names, 2, binary_points(rows), title="crafted MATRIX")  # ends in 'X'
+    ac_rows = [[1.0, 0.5 - 0.25j], [10.0, -0.125 + 2j], [100.0, 3.0 + 0j]]
+    ac = raw_plot(["frequency", "v(out)"], 3, binary_points(ac_rows, True), flags="complex",
+                  plotname="AC Analysis")
+    plots = spice.parse_raw(tran + ac, "two.raw")
+    assert [(p.title, p.plotname, p.flags, p.points) for p in plots] == [
+        ("crafted MATRIX", "Transient Analysis", "real", 2),
+        ("crafted raw file", "AC Analysis", "complex", 3)]
+    tr, a = plots
+    assert tr.names == names  # as written
+    assert list(tr.vectors) == ["time", "h1_0", "i(vcc)", "i(vee)", "out"]
+    for key, col in zip(tr.vectors, np.array(rows).T):
+        assert tr.vectors[key].dtype == np.float64
+        np.testing.assert_array_equal(tr.vectors[key], col)  # float64 bytes: exact
+    assert a.vectors["frequency"].dtype == a.vectors["out"].dtype == np.complex128
+    np.testing.assert_array_equal(a.vectors["frequency"], [1.0, 10.0, 100.0])
+    np.testing.assert_array_equal(a.vectors["out"].real, [0.5, -0.125, 3.0])
+    np.testing.assert_array_equal(a.vectors["out"].imag, [-0.25, 2.0, 0.0])
+    (tmp_path / "two.raw").write_bytes(tran + ac)
+    last = spice.read_raw(tmp_path / "two.raw")  # the last plot: the AC analysis
+    assert list(last) == ["frequency", "out"]
+    np.testing.assert_array_equal(last["out"], [0.5 - 0.25j, -0.125 + 2j, 3.0])
+    # cut short inside the second plot: its complete points, the header's count kept
+    cut = spice.parse_raw(tran + ac[:len(ac) - 16 - 5], "cut.raw")
+    assert cut[1].points == 3
+    np.testing.assert_array_equal(cut[1].vectors["out"], [0.5 - 0.25j, -0.125 + 2j])
+    # more data than "No. Points" says: the surplus is not read as a point (here no
+    # newline follows it: a header that never ends)
+    with pytest.raises(SpiceRunError, match=r"^surplus\.raw: raw file ends inside a header"):
+        spice.parse_raw(raw_plot(["v(a)", "v(b)"], 1, binary_points([[1.0, 2.0], [3.0, 4.0]])),
+                        "surplus.raw")
+
+
+@pytest.mark.timeout(20)  # a reader that keeps looking past a cut-short plot never ends
+def test_raw_parser_crafted_ascii_plots():
+    # complex values "re,im"; a blank line between points, the next index at column 0
+    ac = raw_plot(["frequency", "v(out)"], 2, b"0\t\t1.0e+00,0.0e+00\n\t5.0e-01,-2.5e-01\n\n"
+                  b"1\t\t1.0e+01,0.0e+00\n\t-1.25e-01,2.0e+00\n", kind="Values", flags="complex")
+    # real values, No. Points 3 but two points written, the last line without a newline
+    dc = raw_plot(["v(a)", "v(b)"], 3, b"0\t\t1.5e-03\n\t-2.0e+00\n \n1\t\t2.5e-01\n\t7.25",
+                  kind="Values", plotname="DC transfer characteristic")
+    a, d = spice.parse_raw(ac + dc, "ascii.raw")
+    assert (a.flags, a.points, d.flags, d.points) == ("complex", 2, "real", 3)
+    assert a.vectors["out"].dtype == np.complex128
+    np.testing.assert_array_equal(a.vectors["frequency"], [1.0, 10.0])
+    np.testing.assert_array_equal(a.vectors["out"], [0.5 - 0.25j, -0.125 + 2j])
+    assert d.vectors["a"].dtype == d.vectors["b"].dtype == np.float64
+    np.testing.assert_array_equal(d.vectors["a"], [1.5e-3, 0.25])
+    np.testing.assert_array_equal(d.vectors["b"], [-2.0, 7.25])
+
+
+@pytest.mark.timeout(20)
+def test_raw_parser_ascii_data_ends_at_what_is_not_a_point():
+    def one(data, points=2, flags="real"):
+        (p,) = spice.parse_raw(raw_plot(["v(a)", "v(b)"], points, data, kind="Values",
+                                        flags=flags), "a.raw")
+        return p.vectors["a"], p.vectors["b"]
+
+    # more data than "No. Points" says: the surplus point is no header
+    with pytest.raises(SpiceRunError, match=r"^a\.raw: not an ngspice raw file \(unexpected "
+                       r"header line b'1\\t\\t3\.0'\)$"):
+        one(b"0\t\t1.0\n\t2.0\n1\t\t3.0\n\t4.0\n", points=1)
+
+    # the second point's index is not a number / has a third field / a value is no number:
+    # the data ends there, the complete points before it stay
+    for second in (b"x\t\t3.0\n\t4.0\n", b"1\t\t3.0\textra\n\t4.0\n", b"1\t\t3.0\n\t4.0.0\n"):
+        va, vb = one(b"0\t\t1.0\n\t2.0\n" + second)
+        assert (va.tolist(), vb.tolist()) == ([1.0], [2.0]), second
+    # complex, cut before the first point completes: empty complex vectors
+    va, vb = one(b"0\t\t1.0,2.0\n", points=1, flags="complex")
+    assert va.shape == vb.shape == (0,) and va.dtype == vb.dtype == np.complex128
+
+
+def test_raw_parser_header_fields_in_another_order():
+    # fields in another order, a blank line in the header and in the variable list,
+    # variables indented with spaces, bytes that are no UTF-8 (replaced, not fatal)
+    first = (b"Plotname: Operating Point\nNo. Points: 1\n\nVariables:\n  0  v(in)  voltage\n\n"
+             b"  1  i(V1)  current\n  2  v(\xb5x)  voltage\nNo. Variables: 3\nDate: today\n"
+             b"Title: \xb5-volt check\nBinary:\n" + binary_points([[2.0, -5e-4, 0.125]]))
+    # no Title, Plotname or Flags line: empty strings, real data
+    second = (b"No. Variables: 1\nNo. Points: 2\nVariables:\n\t0\ttime\ttime\nBinary:\n"
+              + binary_points([[0.0], [1e-6]]))
+    # CRLF line endings
+    third = (b"Title: crlf\r\nFlags: real\r\nNo. Variables: 1\r\nNo. Points: 1\r\nVariables:\r\n"
+             b"\t0\tv(c)\tvoltage\r\nValues:\r\n0\t\t4.5e+00\r\n")
+    p1, p2, p3 = spice.parse_raw(first + second + third, "order.raw")
+    assert (p1.title, p1.plotname, p1.flags, p1.points) == ("\ufffd-volt check", "Operating Point",
+                                                            "", 1)
+    assert p1.names == ["v(in)", "i(V1)", "v(\ufffdx)"]
+    assert {k: v.tolist() for k, v in p1.vectors.items()} == {
+        "in": [2.0], "i(v1)": [-5e-4], "\ufffdx": [0.125]}
+    assert (p2.title, p2.plotname, p2.flags, p2.points, p2.names) == ("", "", "", 2, ["time"])
+    assert p2.vectors["time"].tolist() == [0.0, 1e-6] and p2.vectors["time"].dtype == np.float64
+    assert (p3.title, p3.flags, p3.names, p3.vectors["c"].tolist()) == ("crlf", "real", ["v(c)"],
+                                                                       [4.5])
+
+
+_HEAD = b"Title: t\nFlags: real\n"
+
+
+@pytest.mark.parametrize("data, message", [
+    (_HEAD + b"No. Variables: 2\nNo. Points: 1\nBinary:\n" + bytes(16),  # no "Variables:"
+     "m.raw: raw file lists 0 variables, its header says 2"),
+    (_HEAD + b"No. Variables: 1\nNo. Points: 1\nVariables:\n\t0\ta\tvoltage\n\t1\tb\tvoltage\n"
+     b"Binary:\n" + bytes(16), "m.raw: raw file lists 2 variables, its header says 1"),
+    (_HEAD + b"No. Variables: 1\nVariables:\n\t0\ta\tvoltage\nBinary:\n" + bytes(8),
+     "m.raw: raw file header has no valid 'No. Points:' line"),
+    (_HEAD + b"No. Variables: one\nNo. Points: 1\nVariables:\n\t0\ta\tvoltage\nBinary:\n",
+     "m.raw: raw file header has no valid 'No. Variables:' line"),
+    (_HEAD + b"No. Variables:\nNo. Points: 1\nVariables:\n\t0\ta\tvoltage\nBinary:\n",
+     "m.raw: raw file header has no valid 'No. Variables:' line"),
+    (_HEAD + b"No. Variables: 1\nNo. Points: 1\nVariables:\n\t0\ta\nBinary:\n",
+     "m.raw: bad variable line b'\\t0\\ta' in the raw file"),
+    (b"Xyce " + b"y" * 70 + b"\nBinary:\n",  # at most 60 bytes of the line shown
+     "m.raw: not an ngspice raw file (unexpected header line b'Xyce " + "y" * 55 + "')"),
+    (b"junk \t\r\nTitle: t\r\n",  # the CR goes, the other trailing blanks stay
+     "m.raw: not an ngspice raw file (unexpected header line b'junk \\t')"),
+])
+def test_raw_parser_refuses_broken_headers_naming_the_file(data, message):
+    with pytest.raises(SpiceRunError) as e:
+        spice.parse_raw(data, "m.raw")
+    assert str(e.value) == message
+
+
+def test_raw_parser_default_source_name():
+    with pytest.raises(SpiceRunError) as e:
+        spice.parse_raw(b"junk\n")
+    assert str(e.value) == "<raw>: not an ngspice raw file (unexpected header line b'junk')"
+
+
+@pytest.mark.timeout(20)
+def test_raw_parser_skips_blank_space_around_plots():
+    one = raw_plot(["v(a)"], 1, binary_points([[1.25]]), title="first plot")
+    two = raw_plot(["v(a)"], 1, b"0\t\t2.5e+00\n", kind="Values", title="second plot")
+    plots = spice.parse_raw(b"\r\n\t" + one + b"\n \n" + two + b"\n\n", "ws.raw")
+    assert [(p.title, p.vectors["a"].tolist()) for p in plots] == [("first plot", [1.25]),
+                                                                  ("second plot", [2.5])]
+    assert spice.parse_raw(b" \n\t\r\n") == []  # only blank space: no plot
+
+
+def test_raw_header_and_values_read_from_the_first_byte():
+    """The helpers on their own: a blank first line is skipped, an indented line before
+    'Variables:' is no variable, and the position returned is the one after the data."""
+    head = b"\nTitle: t\nNo. Variables: 1\nVariables:\n\t0\ttime\ttime\nValues:\n"
+    assert spice._header(head + b"0\t1.0\n", 0, "h.raw") == (
+        {"Title": "t", "No. Variables": "1", "Variables": ""}, ["time"], "Values", len(head))
+    with pytest.raises(SpiceRunError) as e:
+        spice._header(b"\t0\ttime\ttime\nVariables:\nValues:\n", 0, "h.raw")
+    assert str(e.value) == ("h.raw: not an ngspice raw file (unexpected header line "
+                            "b'\\t0\\ttime\\ttime')")
+    arr, pos = spice._values(b"\n0\t1.0\n", 0, "Values", 1, 1, False)
+    assert arr.tolist() == [[1.0]] and pos == 7
 
 def test_run_file_reads_what_ngspice_writes(tmp_path):
     """The live run beside the checked-in file: same netlist, same numbers, log left."""
@@ -570,6 +815,16 @@ def test_dac_currents_by_hand():
     np.testing.assert_allclose(i1, [0.197 / 5e3 + 0.2 / 1e4, -0.4 / 5e3 - 0.4 / 1e4], rtol=1e-12)
 
 
+def test_transient_vectors_by_hand():
+    d = synthetic_design([
+        nl.Neuron(0, 0, 1.0, 1e4, [(0, False, 1e3), (1, True, 2e3)], None),  # reads DAC 0 directly
+        nl.Neuron(0, 1, 1.0, 1e4, [(1, True, 2e3), (3, True, 2e3)], None),  # only inverted copies
+        nl.Neuron(0, 2, 1.0, 1e4, [(4, False, 1e3)], None),  # reads DAC 4 directly
+        nl.Neuron(1, 0, 1.0, 1e4, [(0, False, 1e3), (2, False, 1e3)], None)])  # reads h1_0, h1_2
+    assert flow.transient_vectors(d) == [
+        "v(h1_0)", "v(h1_1)", "v(h1_2)", "v(h2_0)", "i(vcc)", "i(vee)", "i(vrefp)", "i(vrefn)",
+        "v(s1_0)", "v(s1_2)", "v(x0)", "v(x1)", "v(x3)", "v(x4)"]
+
 def test_transient_on_a_synthetic_run(monkeypatch):
     """One neuron, three 1 us steps; ngspice's vectors made by hand (lsb 10 mV)."""
     step, lsb = 1e-6, 0.01
@@ -830,6 +1085,38 @@ def test_hybrid_classes_with_the_core_forced_by_hand():
     want = (h2 @ l3.weights.T + l3.bias).argmax(1)
     np.testing.assert_array_equal(flow.hybrid_classes(c, adc, zeros, x), want)
 
+
+def test_hybrid_classes_quantize_the_raw_inputs_the_frontier_reads():
+    """4 inputs -> h1_0 = x0 (core), h1_1 = x1 (frontier: reads raw input 1) -> layer 2 without
+    a core neuron: m0 = h1_1, m1 = h1_0 -> readout (m0, m1 + 0.3). With a 2-bit converter
+    (levels 0, 1/3, 2/3, 1 on 0..1) the frontier sees x1 rounded to thirds and the core's
+    h1_0 through its ADC (full scale 1: thirds too); class 0 iff x1' > h1_0' + 0.3."""
+    def layer(w, b, act, frozen):
+        w = np.array(w, np.float32)
+        n = w.shape[0]
+        frozen = np.array(frozen, bool)
+        return cm.Layer(weights=w, bias=np.array(b, np.float32), mask=w != 0, activation=act,
+                        position=np.zeros((n, 2), np.float32), radius=np.full(n, 1.5, np.float32),
+                        frozen=frozen, epoch_frozen=np.where(frozen, 3, -1).astype(np.int32))
+
+    layers = (layer([[1, 0, 0, 0], [0, 1, 0, 0]], [0, 0], "relu", [True, False]),
+              layer([[0, 1], [1, 0]], [0, 0], "relu", [False, False]),
+              layer([[1, 0], [0, 1]], [0, 0.3], "linear", [False, False]))
+    ref_x = np.array([[1.0, 1.0, 0.5, 0.5], [0.25, 0.5, 0.0, 1.0]], np.float32)  # x0 max 1
+    c = _crystal("frontier", layers, ref_x)
+    part = c.partition
+    assert part.frontier_inputs.tolist() == [False, True, False, False]
+    assert [k.tolist() for k in part.core] == [[True, False], [False, False], [False, False]]
+    adc = adc_mod.adc_for(c, 2)
+    # per sample: x1 and the core's h1_0 (model units) forced by hand; x0 = 0 throughout
+    x1 = np.array([0.6, 0.9, 0.2, 0.1, 1.0, 0.7])
+    u0 = np.array([0.4, 0.55, 0.0, 0.0, 0.9, 0.1])
+    # x1' = 2/3, 1, 1/3, 0, 1, 2/3 against h1_0' + 0.3 = 0.63, 0.97, 0.3, 0.3, 1.3, 0.3
+    want = [0, 0, 0, 1, 1, 0]  # raw x1 would give 1, 1, 1, 1, 1, 0
+    x = np.zeros((6, 4))
+    x[:, 1] = x1
+    units = [np.stack([u0, np.full(6, 5.0)], 1), np.full((6, 2), 7.0)]  # 5, 7: never read
+    np.testing.assert_array_equal(flow.hybrid_classes(c, adc, units, x), want)
 
 def test_source_claim_by_hand():
     s = flow._source_claim()
