@@ -97,6 +97,10 @@ SCHEMA: dict = {
                           "counts as stable", min=0.0),
         "patience": Knob(3, int, "consecutive stable epochs before a neuron freezes", min=1),
         "min_age": Knob(5, int, "epochs a neuron lives before it may freeze", min=0),
+        "max_layer": Knob(None, int, "deepest hidden layer (1 = the first) whose neurons may "
+                          "freeze; deeper ones stay active, so the frontier keeps whole "
+                          "hidden layers (null = every hidden layer may freeze)", min=0,
+                          nullable=True),
     },
     # One converter between the analog core and the digital frontier, read by every
     # backend (crystalbench/adc.py): sim-analog measures errors in its LSB, synth and

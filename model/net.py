@@ -145,18 +145,19 @@ class CrystalNet:
     # ---- freezing --------------------------------------------------------------------------
     @torch.no_grad()
     def check_freeze(self, epoch: int, threshold: float, patience: int, min_age: int,
-                     enabled: bool = True) -> int:
+                     enabled: bool = True, max_layer: int | None = None) -> int:
         """Update each hidden neuron's plasticity; freeze the stable ones whose inputs are
-        all frozen. Layers go input side first, so a chain can freeze in one check."""
+        all frozen. Layers go input side first, so a chain can freeze in one check. Hidden
+        layers deeper than `max_layer` (1-based; None = no limit) never freeze."""
         newly = 0
         prev_frozen = torch.ones(self.n_inputs, dtype=torch.bool)
-        for layer in self.hidden:
+        for li, layer in enumerate(self.hidden, start=1):
             cur = torch.cat([layer.W, layer.b[:, None]], 1)
             change = (cur - layer.snapshot).norm(dim=1) / (layer.snapshot.norm(dim=1) + 1e-12)
             layer.snapshot = cur.clone()
             stable = change < threshold
             layer.streak = torch.where(stable, layer.streak + 1, torch.zeros_like(layer.streak))
-            if enabled:
+            if enabled and (max_layer is None or li <= max_layer):
                 inputs_frozen = ~(layer.mask & ~prev_frozen[None, :]).any(1)
                 old_enough = (epoch - layer.born) >= min_age
                 freeze = (~layer.frozen) & (layer.streak >= patience) & old_enough & inputs_frozen

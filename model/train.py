@@ -37,6 +37,7 @@ TELEMETRY_FIELDS = ["epoch", "lr", "loss", "train_accuracy", "test_accuracy", "n
                     "neurons_frozen", "frozen_fraction", "grown", "froze", "epoch_seconds",
                     "cache_seconds", "step_ms", "step_ms_all_active", "speedup"]
 TRAINING_SECTIONS = ("seed", "data", "net", "train", "growth", "freeze")
+AS_BEFORE = {("freeze", "max_layer"): None}  # knobs added later: the value that trains as before
 
 
 def lr_at(epoch: int, tc) -> float:
@@ -77,6 +78,19 @@ def read_checkpoint(path: str | Path) -> dict:
     return ck
 
 
+def training_digest(cfg) -> str:
+    """What a checkpoint is tied to: only what shapes the training result (editing a
+    backend's section, analog or rtl, must not invalidate a checkpoint). A knob added
+    later is left out while it holds the value that trains as before (AS_BEFORE), so
+    runs written before it existed still resume."""
+    sections = {k: dict(cfg[k]) if isinstance(cfg[k], dict) else cfg[k]
+                for k in TRAINING_SECTIONS}
+    for (section, key), value in AS_BEFORE.items():
+        if sections[section].get(key, value) == value:
+            sections[section].pop(key, None)
+    return cfgmod.digest(sections)
+
+
 def plain(cfg) -> dict:
     """A config as plain dicts and lists (what a weights-only checkpoint may hold)."""
     return json.loads(json.dumps(cfg))
@@ -114,9 +128,7 @@ class Trainer:
         self._initial_net = net
         self._cache_key = None  # the frozen set the core cache was built for
         self._cache = None
-        # Only what shapes the training result: editing a backend's section (analog, rtl)
-        # must not invalidate a checkpoint.
-        self.digest = cfgmod.digest({k: cfg[k] for k in TRAINING_SECTIONS})
+        self.digest = training_digest(cfg)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -216,7 +228,8 @@ class Trainer:
         ref_ms = self._all_active_ms(st.net, batches[:tc.speedup_batches], lr)
         grown = self._grow(st, loss, e)
         fc = self.cfg.freeze
-        froze = st.net.check_freeze(e, fc.threshold, fc.patience, fc.min_age, fc.enabled)
+        froze = st.net.check_freeze(e, fc.threshold, fc.patience, fc.min_age, fc.enabled,
+                                    fc.max_layer)
         _, train_acc = st.net.evaluate(self.x, self.y)
         _, test_acc = st.net.evaluate(self.xt, self.yt)
         step_ms = statistics.median(step_times) * 1e3

@@ -183,3 +183,41 @@ def test_speedup_is_a_ratio_of_medians():
     assert median_speedup([3.0, 1.0, 2.0], [1.0, 1.0, 4.0]) == 2.0  # 2 / 1; means: 2 / 2
     assert median_speedup([1.0, 2.0, 3.0, 10.0], [1.0]) == 2.5  # even count: middle pair
     assert median_speedup([5.0], [2.0, 2.0, 200.0]) == 2.5  # one slow outlier ignored
+
+
+@pytest.mark.parametrize("max_layer, frozen", [(None, [True, True]), (0, [False, False]),
+                                               (1, [True, False]), (2, [True, True])])
+def test_freeze_max_layer_keeps_deeper_hidden_layers_active(tiny_cfg, tiny_data, max_layer, frozen):
+    cfg = tiny_cfg()
+    net = CrystalNet(tiny_data.geometry, 10, cfg.net.hidden, torch.Generator().manual_seed(0))
+    for epoch in range(3):  # the weights never move: every neuron is stable at every check
+        net.check_freeze(epoch, threshold=0.1, patience=1, min_age=0, max_layer=max_layer)
+    assert [bool(layer.frozen.all()) for layer in net.hidden] == frozen
+    assert [bool(layer.frozen.any()) for layer in net.hidden] == frozen
+    assert not net.layers[-1].frozen.any()
+
+
+def test_training_honours_freeze_max_layer(tiny_cfg, tiny_data, tmp_path):
+    st = train(tiny_cfg(freeze__max_layer=1, train__epochs=6, train__speedup_batches=0),
+               tiny_data, tmp_path)
+    assert st.net.hidden[0].frozen.any() and not st.net.hidden[1].frozen.any()
+    assert st.telemetry[-1]["neurons_frozen"] == int(st.net.hidden[0].frozen.sum())
+
+
+def test_a_knob_added_later_keeps_old_checkpoints_resumable(tiny_cfg):
+    """freeze.max_layer at null trains as before it existed: the checkpoint digest leaves it
+    out, so runs written before it still resume; any other value is a different run."""
+    from crystalbench import config as cfgmod
+    from crystalbench.model.train import TRAINING_SECTIONS, training_digest
+
+    def by_hand(cfg, drop):
+        d = {k: (dict(cfg[k]) if isinstance(cfg[k], dict) else cfg[k]) for k in TRAINING_SECTIONS}
+        if drop:
+            del d["freeze"]["max_layer"]
+        return cfgmod.digest(d)
+
+    cfg = tiny_cfg()
+    assert cfg.freeze.max_layer is None and training_digest(cfg) == by_hand(cfg, True)
+    one = tiny_cfg(freeze__max_layer=1)
+    assert training_digest(one) == by_hand(one, False) != training_digest(cfg)
+    assert training_digest(tiny_cfg(freeze__max_layer=0)) != training_digest(one)
