@@ -25,6 +25,12 @@ rescaling is a shift, never a multiplier):
   chosen so the largest value seen on the calibration (training) inputs fits;
 * readout: the accumulator itself is the logit; the class is the first maximum.
 
+The frontier is whole trailing layers of the crystal (`frontier_start`): every layer from
+the first one holding a frontier neuron on is wholly frontier, every layer below it wholly
+core, so the frontier reads the core through the ADC codes of one layer (the boundary
+neurons of the layer below its first), or the raw inputs when nothing is frozen. Its
+hidden outputs are as wide as the ADC codes (`adc.bits`).
+
 The formats and integer arrays are this backend's own artifact, `build/<exp>/fixed/
 fixed_point.json` (written by the `quantize` stage, rtl/quantize.py), stamped with the
 digest of the Crystal and the config they came from; the golden model, the RTL and the
@@ -253,14 +259,26 @@ def _build(c: Crystal, kind: str, first_layer: int, input_kind: str, index: np.n
     return IntNet(kind, input_kind, first_layer - 1, index, tuple(layers))
 
 
-def frontier_readout_only(c: Crystal) -> None:
+def frontier_start(c: Crystal) -> int:
+    """The first crystal layer (1-based) of the digital frontier: the first layer holding a
+    frontier neuron (the readout always does). Refuses a partition the frontier cannot
+    take: a layer from there on that is part core, part frontier (the frontier would read
+    core outputs of two layers, or compute neurons the core computes)."""
     part = c.partition
-    for li, f in enumerate(part.frontier[:-1], start=1):
-        if f.any():
+    L = len(c.layers)
+    first = next(li for li, f in enumerate(part.frontier, start=1) if f.any())
+    for li in range(first, L + 1):
+        n_core = int(part.core[li - 1].sum())
+        if n_core:
+            n_front = c.layers[li - 1].n_out - n_core
             raise FixedPointError(
-                f"crystal layer {li} has {int(f.sum())} frontier (unfrozen) hidden neuron(s); the "
-                "RTL frontier supports a readout-only frontier (every hidden neuron in the "
-                "analog core); train until the hidden layers freeze, or use the all-digital net")
+                f"crystal layer {li} is part core ({n_core} frozen neuron(s)), part frontier "
+                f"({n_front} unfrozen); the digital frontier supports whole trailing layers "
+                "only (every layer from its first on wholly unfrozen, every layer below wholly "
+                "frozen, so that it reads the ADC codes of one core layer); train until layer "
+                f"{li} freezes wholly, keep it wholly active with freeze.max_layer {li - 1}, or "
+                "use the all-digital net")
+    return first
 
 
 def config_stamp(fp, adc_bits: int) -> dict:
@@ -274,24 +292,25 @@ def quantize(c: Crystal, fp, adc_bits: int) -> dict:
 
     `fp` is the validated `fixed_point` config section.
     """
-    L = len(c.layers)
     nets = {}
     cal_x = c.reference.calibration_x
-    # Frontier: readout reading the ADC codes of the boundary neurons (or raw inputs).
+    # Frontier: its layers from the first holding a frontier neuron on, reading the ADC
+    # codes of the boundary neurons of the layer below (or the raw inputs: no core).
     _check_activations(c, 1)
-    frontier_readout_only(c)
+    first = frontier_start(c)
     adc = adc_mod.adc_for(c, adc_bits)
-    if L >= 2:
-        idx = np.flatnonzero(c.partition.boundary[L - 2])
-        cal_codes = adc.codes(c.forward(cal_x)[L - 2], L - 2)[:, idx]
-        nets["frontier"] = _build(c, "frontier", L, "adc_codes", idx, adc.lsb(L - 2)[idx],
-                                  np.zeros(len(idx)), adc_bits, fp.weight_bits, fp.weight_bits,
+    if first >= 2:
+        b = first - 2  # 0-based index of the core layer the frontier reads
+        idx = np.flatnonzero(c.partition.boundary[b])
+        cal_codes = adc.codes(c.forward(cal_x)[b], b)[:, idx]
+        nets["frontier"] = _build(c, "frontier", first, "adc_codes", idx, adc.lsb(b)[idx],
+                                  np.zeros(len(idx)), adc_bits, fp.weight_bits, adc_bits,
                                   cal_codes, fp.max_acc_bits)
     else:
         idx = np.arange(c.input.size)
         nets["frontier"] = _build(c, "frontier", 1, "input_codes", idx,
                                   np.full(len(idx), adc.input_lsb()), np.full(len(idx), adc.input_low),
-                                  adc_bits, fp.weight_bits, fp.weight_bits,
+                                  adc_bits, fp.weight_bits, adc_bits,
                                   adc.input_codes(cal_x), fp.max_acc_bits)
     # All-digital: the whole net from the raw inputs; faithful, and small (pruned, narrow).
     idx = np.arange(c.input.size)

@@ -46,3 +46,44 @@ def quantized(seed=0, **over):
 
     c = tiny_crystal(seed)
     return c, fixed.quantize(c, fp_cfg(**over), 8)
+
+
+def tiny_deep_crystal(seed=4, n_in=8, hidden=(5, 4), n_cls=3, n_test=10, frozen_layers=1):
+    """8 inputs -> 5 ReLU -> 4 ReLU -> 3 linear, the first `frozen_layers` hidden layers
+    frozen (the core), the rest active: a frontier with a hidden layer (default). Seed 4:
+    every neuron of the second hidden layer fires on some calibration inputs and all three
+    classes occur."""
+    rng = np.random.default_rng(seed)
+    sizes = (n_in, *hidden, n_cls)
+    layers = []
+    for li in range(len(sizes) - 1):
+        mask = rng.random((sizes[li + 1], sizes[li])) < 0.7
+        mask[:, li % sizes[li]] = True  # every neuron reads something
+        n = sizes[li + 1]
+        readout = li == len(sizes) - 2
+        fr = np.full(n, li < frozen_layers and not readout)
+        layers.append(cm.Layer(
+            weights=(rng.normal(size=mask.shape) * mask).astype(np.float32),
+            bias=(rng.normal(size=n) * 0.2).astype(np.float32), mask=mask,
+            activation="linear" if readout else "relu", position=np.zeros((n, 1), np.float32),
+            radius=np.full(n, np.inf, np.float32), frozen=fr,
+            epoch_frozen=np.where(fr, 2, -1).astype(np.int32)))
+    layers = tuple(layers)
+    x = rng.random((n_test, n_in)).astype(np.float32)
+    cal = rng.random((64, n_in)).astype(np.float32)
+    proto = cm.Crystal.__new__(cm.Crystal)
+    object.__setattr__(proto, "layers", layers)
+    outs = tuple(cm.Crystal.forward(proto, x))
+    ref = cm.Reference(x=x, y=outs[-1].argmax(1).astype(np.int64), outputs=outs, calibration_x=cal)
+    inp = cm.InputSpec(size=n_in, geometry=(n_in,), offset=0.0, scale=1.0, low=0.0, high=1.0)
+    return cm.Crystal(name="tiny_deep", dataset="unit", n_classes=n_cls, input=inp, layers=layers,
+                      reference=ref)
+
+
+def quantized_deep(seed=4, adc_bits=8, **over):
+    """(Crystal, its fixed-point artifact dict) for the tiny crystal with a frontier hidden
+    layer."""
+    from crystalbench.rtl import fixed
+
+    c = tiny_deep_crystal(seed)
+    return c, fixed.quantize(c, fp_cfg(**over), adc_bits)

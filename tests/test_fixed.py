@@ -14,7 +14,7 @@ from crystalbench.errors import FixedPointError
 from crystalbench.rtl import fixed
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hw_tiny import fp_cfg, quantized, tiny_crystal  # noqa: E402
+from hw_tiny import fp_cfg, quantized, quantized_deep, tiny_crystal, tiny_deep_crystal  # noqa: E402
 
 
 @pytest.mark.parametrize("lo, hi, bits", [
@@ -205,19 +205,66 @@ def test_the_artifact_is_stamped_and_its_digest_follows_its_content(tmp_path):
         fixed.load(tmp_path, c)
 
 
-def test_the_frontier_must_be_the_readout_alone():
-    c = tiny_crystal()
-    hidden = c.layers[0]
-    frozen = hidden.frozen.copy()
-    frozen[1] = False
-    epoch = np.where(frozen, 2, -1).astype(np.int32)
+def _with_frozen(c, flags):
+    """The crystal with the hidden layers' frozen flags replaced (one array per hidden layer)."""
     import dataclasses as dc
 
-    c2 = c.replace(layers=(dc.replace(hidden, frozen=frozen, epoch_frozen=epoch), c.layers[1]))
-    with pytest.raises(FixedPointError, match=r"^crystal layer 1 has 1 frontier \(unfrozen\) "
-                                              r"hidden neuron\(s\); the RTL frontier supports a "
-                                              r"readout-only frontier"):
-        fixed.quantize(c2, fp_cfg(), 8)
+    layers = tuple(dc.replace(ly, frozen=np.asarray(f, bool),
+                              epoch_frozen=np.where(f, 2, -1).astype(np.int32))
+                   for ly, f in zip(c.layers, flags)) + c.layers[len(flags):]
+    return c.replace(layers=layers)
+
+
+def test_the_frontier_is_whole_trailing_layers():
+    c = tiny_deep_crystal()
+    assert fixed.frontier_start(c) == 2  # layer 1 frozen, layer 2 and the readout active
+    assert fixed.frontier_start(_with_frozen(c, [np.ones(5), np.ones(4)])) == 3  # readout only
+    assert fixed.frontier_start(_with_frozen(c, [np.zeros(5), np.zeros(4)])) == 1  # no core
+    # Layer 2 part core: the readout would read core codes of layer 2 and the frontier
+    # neurons of layer 2 those of layer 1.
+    with pytest.raises(FixedPointError, match=(
+            r"^crystal layer 2 is part core \(1 frozen neuron\(s\)\), part frontier \(3 unfrozen\); "
+            r"the digital frontier supports whole trailing layers only .* train until layer 2 "
+            r"freezes wholly, keep it wholly active with freeze\.max_layer 1, or use the "
+            r"all-digital net$")):
+        fixed.quantize(_with_frozen(c, [np.ones(5), [1, 0, 0, 0]]), fp_cfg(), 8)
+    # One hidden layer, one neuron of it unfrozen: the frontier would read the raw inputs
+    # and the core's codes of layer 1.
+    with pytest.raises(FixedPointError, match=r"^crystal layer 1 is part core \(3 frozen "
+                                              r"neuron\(s\)\), part frontier \(1 unfrozen\)"):
+        fixed.quantize(_with_frozen(tiny_crystal(), [[1, 0, 1, 1]]), fp_cfg(), 8)
+
+
+def test_a_frontier_with_a_hidden_layer_reads_the_core_codes_below_it():
+    c, fp = quantized_deep()
+    net = fixed.nets_of(fp)["frontier"]
+    assert net.input_kind == "adc_codes" and net.input_layer == 1 and len(net.layers) == 2
+    np.testing.assert_array_equal(net.input_index, np.arange(5))  # every layer-1 neuron is read
+    hid, out = net.layers
+    # Hidden frontier codes as wide as the ADC's; the readout reads them.
+    assert (hid.activation, hid.in_bits, hid.out_bits, out.in_bits) == ("relu", 8, 8, 8)
+    adc = adc_mod.adc_for(c, 8)
+    np.testing.assert_array_equal(fixed.input_codes(c, net), adc.codes(c.reference.outputs[0], 0))
+    # Its weights fold the ADC step in: W_int = round(W * lsb * 2**frac), per hidden neuron.
+    want = c.layers[1].weights * adc.lsb(0)[None, :] * 2.0 ** hid.weight_frac[:, None]
+    assert np.abs(hid.weights - want).max() <= 0.5
+    # Golden vs float on the calibration inputs (the ADC's range covers them, nothing clips):
+    # ADC, weight and hidden-code rounding stay within 6% of the logits' range.
+    cal = c.reference.calibration_x
+    g = net.forward(fixed.input_codes(c, net, x=cal))
+    ref = c.forward(cal)[-1]
+    np.testing.assert_allclose(g["logits"] * 2.0 ** -out.weight_frac[0], ref,
+                               atol=0.06 * np.abs(ref).max())
+    assert (g["cls"] == ref.argmax(1)).mean() >= 0.95
+    fixed.validate_formats(fp, c)
+    narrow = fixed.nets_of(quantized_deep(adc_bits=6)[1])["frontier"]  # weight_bits stays 8
+    assert [(ly.in_bits, ly.out_bits) for ly in narrow.layers] == [(6, 6), (6, narrow.logit_bits)]
+    # The whole net as frontier (nothing frozen): raw input codes at the ADC's width.
+    whole = fixed.nets_of(fixed.quantize(_with_frozen(c, [np.zeros(5), np.zeros(4)]), fp_cfg(),
+                                         6))["frontier"]
+    assert (whole.input_kind, whole.input_layer, whole.in_bits, len(whole.layers)) == \
+        ("input_codes", 0, 6, 3)
+    assert [ly.out_bits for ly in whole.layers[:2]] == [6, 6]
 
 
 def test_input_codes_by_hand():
