@@ -9,17 +9,35 @@ first maximum). Both compute exactly `IntNet.forward`.
   has its own multiplier (baked: shift-and-add of the constant's signed digits, so an
   absent connection or a zero weight costs nothing). One sample per clock once full.
 * `SerialNet`: one multiply-accumulate unit walks a program of the present connections
-  (sparse: only those, and only of neurons that something reads), reading weights from
-  a memory; smallest area, one sample per (connections + 5 + 2 per hidden layer)
-  clocks; a three-stage pipeline (operand fetch, multiply-accumulate, write-back) keeps
+  (sparse: only those, and when baked only of neurons that something reads), reading
+  weights from a memory (and, when loadable, biases from a second one); smallest area,
+  one sample per (connections + 5 + 2 per hidden layer) clocks (plus one per neuron with
+  no connection); a three-stage pipeline (operand fetch, multiply-accumulate, write-back) keeps
   the clock up. It reads the input codes straight from the stream payload, which the
   stream rules hold stable while `valid` is high and `ready` low, and takes the
   transfer (`ready`) on its last step: no input buffer.
 
-`weights="loadable"` makes the readout's weights writable through `wr` (`en`, `addr`
-= index of the connection in row-major order over the present ones, `data` = two's
-complement weight); reset holds the trained values. Write between inferences. Biases
-and hidden layers stay baked.
+`weights="loadable"` makes every weight and bias of the net writable through `wr` (`en`,
+`addr`, `data`: two's complement), one word per clock, between inferences. The address
+map is the same in both shapes (`weight_words`, `load_words`):
+
+* addresses 0 .. n_conn - 1: the weights of the present connections, layer by layer (the
+  net's first layer first), in row-major order within a layer (neuron j, then input k);
+* addresses n_conn .. n_conn + n_neurons - 1: the biases, layer by layer, neuron by neuron
+  (at the accumulator scale of their layer).
+
+A word takes the low bits it needs (`weight_bits` for a weight, `acc_bits` for a bias) of
+`data`, which is as wide as the widest of them; the host checks every set before writing
+it (rtl/fixed.py `loadable_update`: no weight where there is no connection, nothing
+wider than its format, no accumulator that could wrap). The formats (widths, scales,
+requantizing shifts) stay as built.
+
+Reset never touches the weights and biases, in either shape: the parallel shape keeps
+them in reset-less registers, the serial shape in memories. At configuration (power-up,
+bitstream load, simulation start) they hold the values of the net the design was built
+from; from the first write on, whatever was last written, through any number of resets.
+So the live weights are what the host last loaded (`fixed.weights_digest` of it, or of
+the built net before any load), whatever resets happened since.
 """
 
 from __future__ import annotations
@@ -80,13 +98,38 @@ def _requant(acc, shift, out_bits):
     return Mux(y < 0, 0, Mux(y > top, top, y[:out_bits]))
 
 
-def _signature(net: IntNet, weights: str, addr_depth: int) -> dict:
+def weight_words(net: IntNet) -> list[tuple[int, int, int]]:
+    """(layer of the net, neuron, input) of every weight word of a loadable design, in
+    address order; the biases follow at addresses len(weight_words) + global neuron."""
+    return [(li, int(j), int(k)) for li, layer in enumerate(net.layers)
+            for j, k in zip(*np.nonzero(layer.mask))]
+
+
+def load_words(net: IntNet, live: IntNet | None = None) -> list[tuple[int, int]]:
+    """(address, data) words that make a loadable design compute `net` (check it first
+    with fixed.loadable_update): every word, or only those that differ from `live`, the
+    net the design computes now."""
+    words = [(a, int(net.layers[li].weights[j, k]))
+             for a, (li, j, k) in enumerate(weight_words(net))]
+    words += [(len(words) + n, int(b)) for n, b in
+              enumerate(b for layer in net.layers for b in layer.bias)]
+    if live is not None:
+        now = dict(load_words(live))
+        words = [(a, v) for a, v in words if now[a] != v]
+    return words
+
+
+def _data_bits(net: IntNet) -> int:
+    return max(max(layer.weight_bits, layer.acc_bits) for layer in net.layers)
+
+
+def _signature(net: IntNet, weights: str) -> dict:
     sig = {"i": In(stream.Signature(unsigned(net.n_in * net.in_bits))),
            "o": Out(stream.Signature(out_layout(net)))}
     if weights == "loadable":
-        wb = net.layers[-1].weight_bits
-        sig["wr"] = In(wiring.Signature({"en": Out(1), "addr": Out(_bits(addr_depth)),
-                                         "data": Out(signed(wb))}))
+        n_words = sum(int(ly.mask.sum()) + ly.n_out for ly in net.layers)
+        sig["wr"] = In(wiring.Signature({"en": Out(1), "addr": Out(_bits(n_words)),
+                                         "data": Out(signed(_data_bits(net)))}))
     return sig
 
 
@@ -99,9 +142,31 @@ class ParallelNet(wiring.Component):
     def __init__(self, net: IntNet, weights: str = "baked"):
         _check_weights(weights)
         self.net, self.weights = net, weights
-        self.n_conn = int(net.layers[-1].mask.sum())
+        self.n_conn = sum(int(layer.mask.sum()) for layer in net.layers)
         self.latency = len(net.layers) + 1
-        super().__init__(_signature(net, weights, self.n_conn))
+        super().__init__(_signature(net, weights))
+
+    def _load_registers(self, m):
+        """Loadable: a reset-less register per weight and bias, decoded from `wr`."""
+        regs, wregs, bregs = [], [], []
+        for li, layer in enumerate(self.net.layers):
+            w = {}
+            for j, k in zip(*(v.tolist() for v in np.nonzero(layer.mask))):
+                w[(j, k)] = Signal(signed(layer.weight_bits), name=f"l{li + 1}_w_{j}_{k}",
+                                   init=int(layer.weights[j, k]), reset_less=True)
+                regs.append(w[(j, k)])
+            wregs.append(w)
+        for li, layer in enumerate(self.net.layers):
+            bregs.append([Signal(signed(layer.acc_bits), name=f"l{li + 1}_b_{j}",
+                                 init=int(layer.bias[j]), reset_less=True)
+                          for j in range(layer.n_out)])
+            regs += bregs[-1]
+        with m.If(self.wr.en):
+            with m.Switch(self.wr.addr):
+                for addr, r in enumerate(regs):  # the address map: weights, then biases
+                    with m.Case(addr):
+                        m.d.sync += r.eq(self.wr.data)
+        return wregs, bregs
 
     def elaborate(self, platform):
         m = Module()
@@ -110,32 +175,24 @@ class ParallelNet(wiring.Component):
         m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
         h = [self.i.payload[k * net.in_bits:(k + 1) * net.in_bits] for k in range(net.n_in)]
         valid = self.i.valid
+        loadable = self.weights == "loadable"
+        if loadable:
+            wregs, bregs = self._load_registers(m)
         for li, layer in enumerate(net.layers):
             last = li == len(net.layers) - 1
-            loadable = last and self.weights == "loadable"
-            wregs = {}
-            if loadable:
-                idx = 0
-                for j in range(layer.n_out):
-                    for k in np.flatnonzero(layer.mask[j]):
-                        r = Signal(signed(layer.weight_bits), name=f"w_{j}_{k}",
-                                   init=int(layer.weights[j, k]))
-                        with m.If(self.wr.en & (self.wr.addr == idx)):
-                            m.d.sync += r.eq(self.wr.data)
-                        wregs[(j, k)] = r
-                        idx += 1
             outs = []
             for j in range(layer.n_out):
                 terms = []
                 for k in np.flatnonzero(layer.mask[j]):
                     if loadable:
-                        terms.append(wregs[(j, k)] * h[k])
+                        terms.append(wregs[li][(j, int(k))] * h[k])
                     else:
                         for sgn, p in csd(int(layer.weights[j, k])):
                             t = h[k] << p if p else h[k]
                             terms.append(t if sgn > 0 else -t)
                 acc = Signal(signed(layer.acc_bits), name=f"l{li + 1}_acc{j}")
-                m.d.comb += acc.eq(_tree(terms) + int(layer.bias[j]))
+                bias = bregs[li][j] if loadable else int(layer.bias[j])
+                m.d.comb += acc.eq(_tree(terms) + bias)
                 if last:
                     outs.append(acc)
                 else:
@@ -169,13 +226,16 @@ class SerialNet(wiring.Component):
     def __init__(self, net: IntNet, weights: str = "loadable"):
         _check_weights(weights)
         self.net, self.weights = net, weights
+        loadable = weights == "loadable"
         # Who is computed: every readout neuron, and a hidden neuron only when the next
-        # layer reads it (a pruned net leaves some unread); inputs only when read.
+        # layer reads it (a pruned net leaves some unread); inputs only when read. A
+        # loadable design computes every neuron: each weight word then has its own step
+        # (and a neuron unread now may be read after a load).
         L = len(net.layers)
         self.sources = [np.flatnonzero(net.layers[0].mask.any(axis=0))]  # used inputs
         self.alive = []
         for li, layer in enumerate(net.layers):
-            a = (np.flatnonzero(net.layers[li + 1].mask.any(axis=0)) if li + 1 < L
+            a = (np.flatnonzero(net.layers[li + 1].mask.any(axis=0)) if li + 1 < L and not loadable
                  else np.arange(layer.n_out))
             if len(a) == 0 or len(self.sources[0]) == 0:
                 raise DesignError(f"{net.kind} layer {li + 1}: no connection left to compute; "
@@ -184,46 +244,49 @@ class SerialNet(wiring.Component):
             self.sources.append(a)
         # The program: every present connection, layer by layer, neuron by neuron, each
         # naming its source by position among the computed neurons (or used inputs).
+        # `inserted` records the steps that are not connections (bubbles, the placeholder
+        # of an empty row) as (weight words before them, count): a weight word's step is
+        # its address plus the inserted steps before it.
         prog_k, prog_w, prog_last = [], [], []
-        self.start_of_last = 0
+        self.inserted = []
+        n_words = 0
         for li, layer in enumerate(net.layers):
             pos = {int(k): i for i, k in enumerate(self.sources[li])}
             for j in self.alive[li]:
                 ks = [int(k) for k in np.flatnonzero(layer.mask[j])]
+                w0, n_words = n_words, n_words + len(ks)
+                bubbles = li > 0 and j == self.alive[li][0]
+                if bubbles:
+                    self.inserted.append((w0, BUBBLES))
                 if not ks:  # an empty row adds 0 * (first source)
                     ks, ws = [int(self.sources[li][0])], [0]
+                    self.inserted.append((w0, 1))
                 else:
                     ws = [int(layer.weights[j, k]) for k in ks]
-                if li > 0 and j == self.alive[li][0]:
+                if bubbles:
                     # Bubbles: the previous layer's last output is written BUBBLES cycles
                     # after its operands were read; zero-weight steps cover that.
                     ks, ws = [int(self.sources[li][0])] * BUBBLES + ks, [0] * BUBBLES + ws
-                if li == L - 1 and j == self.alive[li][0]:
-                    self.start_of_last = len(prog_k) + (BUBBLES if li > 0 else 0)
                 for n, (k, w) in enumerate(zip(ks, ws)):
                     prog_k.append(pos[k])
                     prog_w.append(w)
                     prog_last.append(n == len(ks) - 1)
         self.prog_k, self.prog_w, self.prog_last = prog_k, prog_w, prog_last
-        self.n_conn = int(net.layers[-1].mask.sum())
-        if weights == "loadable" and not net.layers[-1].mask.any(axis=1).all():
-            # Its placeholder step would shift the write addresses of the rows after it.
-            raise DesignError(f"{net.kind}: a readout neuron has no connection; loadable "
-                             "serial weights need every readout row present (use baked)")
+        self.n_conn = sum(int(layer.mask.sum()) for layer in net.layers)
         # Offer to result: start, one cycle per step, the pipeline (memory read, operand
         # register, multiply-accumulate, write-back), the transfer. The simulation measures
         # it; tests compare.
         self.latency = len(prog_k) + 5
-        super().__init__(_signature(net, weights, self.n_conn))
+        super().__init__(_signature(net, weights))
 
     def elaborate(self, platform):
         m = Module()
-        prd, wrd = self._memories(m)
+        prd, wrd, brd = self._memories(m)
         bufs, logit_regs = self._buffers()
         r = self._registers()
         self._sequencer(m, r, prd, wrd)
         x_r, w_r, last_r, mac = self._fetch(m, r, prd, wrd, bufs)
-        wb = self._multiply_accumulate(m, r, x_r, w_r, last_r, mac)
+        wb = self._multiply_accumulate(m, r, x_r, w_r, last_r, mac, brd)
         self._write_back(m, r, wb, bufs, logit_regs)
         m.d.comb += [self.o.valid.eq(r.done), self.o.payload.cls.eq(r.cls),
                      self.o.payload.logits.eq(Cat(*logit_regs))]
@@ -247,11 +310,25 @@ class SerialNet(wiring.Component):
         m.submodules.wmem = wmem = Memory(shape=signed(wb), depth=P, init=self.prog_w)
         prd = prog.read_port()  # synchronous: a block RAM on an FPGA
         wrd = wmem.read_port()
-        if self.weights == "loadable":
-            wwr = wmem.write_port()
-            m.d.comb += [wwr.en.eq(self.wr.en), wwr.data.eq(self.wr.data),
-                         wwr.addr.eq(self.wr.addr + self.start_of_last)]
-        return prd, wrd
+        if self.weights != "loadable":
+            return prd, wrd, None
+        # A weight word's step: its address plus the steps inserted before it (bubbles,
+        # placeholders); one comparator per insertion point.
+        wwr = wmem.write_port()
+        skip = [n * (self.wr.addr >= w) if w else C(n) for w, n in self.inserted
+                if w < self.n_conn]
+        m.d.comb += [wwr.en.eq(self.wr.en & (self.wr.addr < self.n_conn)),
+                     wwr.data.eq(self.wr.data), wwr.addr.eq(self.wr.addr + _tree(skip))]
+        # Biases: one word per neuron (every neuron is computed when loadable), read one
+        # cycle ahead of the multiply-accumulate that starts from it.
+        biases = [int(b) for layer in self.net.layers for b in layer.bias]
+        m.submodules.bmem = bmem = Memory(
+            shape=signed(max(layer.acc_bits for layer in self.net.layers)), depth=len(biases),
+            init=biases)
+        bwr = bmem.write_port()
+        m.d.comb += [bwr.en.eq(self.wr.en & (self.wr.addr >= self.n_conn)),
+                     bwr.data.eq(self.wr.data), bwr.addr.eq(self.wr.addr - self.n_conn)]
+        return prd, wrd, bmem.read_port()
 
     def _buffers(self):
         """The input codes come from the payload (held until we take it); then every hidden
@@ -287,7 +364,8 @@ class SerialNet(wiring.Component):
         """Start on a valid input; walk the program one step per clock."""
         P = len(self.prog_k)
         m.d.comb += [prd.addr.eq(r.pc), wrd.addr.eq(r.pc)]
-        with m.If(self.i.valid & ~r.running & ~r.done):
+        r.start = self.i.valid & ~r.running & ~r.done
+        with m.If(r.start):
             m.d.sync += [r.running.eq(1), r.pc.eq(0), r.n.eq(0), r.lay.eq(0), r.j_in.eq(0),
                          r.first.eq(1)]
         m.d.sync += r.issued.eq(r.running & (r.pc < P))
@@ -307,11 +385,17 @@ class SerialNet(wiring.Component):
         m.d.sync += [x_r.eq(x), w_r.eq(wrd.data), last_r.eq(prd.data[kbits]), mac.eq(r.issued)]
         return x_r, w_r, last_r, mac
 
-    def _multiply_accumulate(self, m, r, x_r, w_r, last_r, mac) -> SimpleNamespace:
+    def _multiply_accumulate(self, m, r, x_r, w_r, last_r, mac, brd) -> SimpleNamespace:
         """Stage 2 (mac): multiply-accumulate; a neuron's last step hands it to stage 3."""
         net = self.net
-        bias = Array([C(int(layer.bias[j]), signed(r.acc_bits))
-                      for layer, a in zip(net.layers, self.alive) for j in a])[r.n]
+        if brd is None:
+            bias = Array([C(int(layer.bias[j]), signed(r.acc_bits))
+                          for layer, a in zip(net.layers, self.alive) for j in a])[r.n]
+        else:
+            # The bias memory reads r.n's next value, so its data is bias[r.n] whenever
+            # a neuron's first step is here.
+            m.d.comb += brd.addr.eq(Mux(r.start, 0, Mux(mac & last_r, r.n + 1, r.n)))
+            bias = brd.data
         acc_next = Signal(signed(r.acc_bits))
         m.d.comb += acc_next.eq(Mux(r.first, bias, r.acc) + w_r * x_r)
         wb = SimpleNamespace()

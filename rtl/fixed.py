@@ -31,6 +31,11 @@ core, so the frontier reads the core through the ADC codes of one layer (the bou
 neurons of the layer below its first), or the raw inputs when nothing is frozen. Its
 hidden outputs are as wide as the ADC codes (`adc.bits`).
 
+Loading (`loadable_update`, `weights_digest`): a loadable design keeps every format of
+the net it was built from (widths, scales, shifts) and takes new integer weights and
+biases. The accumulators are sized for the trained integers, so the host refuses, before
+anything is written, a set whose worst case does not fit them.
+
 The formats and integer arrays are this backend's own artifact, `build/<exp>/fixed/
 fixed_point.json` (written by the `quantize` stage, rtl/quantize.py), stamped with the
 digest of the Crystal and the config they came from; the golden model, the RTL and the
@@ -39,6 +44,7 @@ simulators all read the same numbers from it, and a stale one is refused by name
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -357,6 +363,94 @@ def prune_masks(c: Crystal, keep: float) -> list[np.ndarray]:
     for li in range(len(masks) - 2, -1, -1):  # a neuron nobody reads any more goes too
         masks[li][~masks[li + 1].any(axis=0)] = False
     return masks
+
+
+# ---- loading new weights into a loadable design --------------------------------------------
+def neuron_acc_bits(weights: np.ndarray, bias: np.ndarray, in_bits: int) -> np.ndarray:
+    """Per neuron: the accumulator width its worst case over every unsigned input code
+    (zero included) needs, for integer weights (n_out, n_in) and biases (n_out,)."""
+    top = (1 << in_bits) - 1
+    w = np.asarray(weights, np.int64)
+    b = np.asarray(bias, np.int64)
+    hi = np.clip(w, 0, None).sum(axis=1) * top + b
+    lo = np.clip(w, None, 0).sum(axis=1) * top + b
+    return np.array([signed_bits(min(int(a), 0), max(int(z), 0)) for a, z in zip(lo, hi)],
+                    np.int64)
+
+
+def _as_int_array(v, shape: tuple, where: str, what: str) -> np.ndarray:
+    a = np.asarray(v)
+    if a.shape != shape:
+        raise FixedPointError(f"{where}: {what} of shape {a.shape}; the design's are {shape}")
+    if not np.issubdtype(a.dtype, np.integer):
+        raise FixedPointError(f"{where}: {what} are {a.dtype}, not integers; quantize them to "
+                              "the design's formats first (an integer array)")
+    return a.astype(np.int64)
+
+
+def loadable_update(net: IntNet, weights=None, biases=None) -> IntNet:
+    """The net a loadable design of `net` computes once new integer `weights` and `biases`
+    are written (one entry per layer of `net`, None = unchanged), checked on the host
+    before anything is written. The design keeps every format of `net` (widths, scales,
+    shifts): refused with a FixedPointError naming the layer (crystal numbering), the
+    neuron and the bits needed vs available are a weight outside `weight_bits`, a non-zero
+    weight where the design has no connection, and a neuron whose worst case over every
+    input code does not fit the layer's `acc_bits` (the accumulator would wrap silently;
+    the bias is checked with it, since the accumulator starts from it). Its golden outputs
+    are `.forward`; `weights_digest` names it."""
+    n = len(net.layers)
+    ws = [None] * n if weights is None else list(weights)
+    bs = [None] * n if biases is None else list(biases)
+    for what, got in (("weights", ws), ("biases", bs)):
+        if len(got) != n:
+            raise FixedPointError(f"{net.kind}: {len(got)} layer(s) of {what} given, the net has "
+                                  f"{n}; give one per layer (None keeps a layer's)")
+    layers = []
+    for i, (layer, w, b) in enumerate(zip(net.layers, ws, bs)):
+        where = f"{net.kind} layer {net.input_layer + i + 1}"
+        w = layer.weights if w is None else _as_int_array(w, layer.weights.shape, where, "weights")
+        b = layer.bias if b is None else _as_int_array(b, layer.bias.shape, where, "biases")
+        stray = np.argwhere((w != 0) & ~layer.mask)
+        if len(stray):
+            j, k = (int(v) for v in stray[0])
+            raise FixedPointError(
+                f"{where}, neuron {j}: weight {int(w[j, k])} from input {k}, where the design has "
+                f"no connection ({len(stray)} such weight(s)); refused before writing anything: "
+                "only present connections load, set the others to 0")
+        lim = 1 << (layer.weight_bits - 1)
+        wide = np.argwhere((w > lim - 1) | (w < -lim))
+        if len(wide):
+            j, k = (int(v) for v in wide[0])
+            v = int(w[j, k])
+            raise FixedPointError(
+                f"{where}, neuron {j}: weight {v} from input {k} needs {signed_bits(v, v)} bits, "
+                f"the design has weight_bits {layer.weight_bits} ({-lim}..{lim - 1}); refused "
+                "before writing anything: scale the weights into that range")
+        need = neuron_acc_bits(w, b, layer.in_bits)
+        over = np.flatnonzero(need > layer.acc_bits)
+        if len(over):
+            j = int(over[np.argmax(need[over])])  # the worst one (the first of equals)
+            lo, hi = acc_range(w[j:j + 1], b[j:j + 1], layer.in_bits)
+            others = f" ({len(over) - 1} other neuron(s) too)" if len(over) > 1 else ""
+            raise FixedPointError(
+                f"{where}, neuron {j}: the worst case over every input code needs a "
+                f"{int(need[j])}-bit accumulator (range {lo}..{hi}), the design has "
+                f"{layer.acc_bits}{others}; refused before writing anything (it would wrap): "
+                "scale the weights and bias down, or quantize and synthesize a design sized "
+                "for them")
+        layers.append(dataclasses.replace(layer, weights=w, bias=b))
+    return dataclasses.replace(net, layers=tuple(layers))
+
+
+def weights_digest(net: IntNet) -> str:
+    """Which weights a loadable design computes with: a hash of the integer weights and
+    biases of every layer (sha256 of the JSON text `[[weights, bias], ...]`, 16 hex
+    digits). At configuration a design holds those of the net it was built from; after a
+    load, those of the net `loadable_update` returned; a reset changes nothing (rtl/design.py).
+    The host keeps the digest of what it last loaded and compares it to the one it means
+    to run."""
+    text = json.dumps([[ly.weights.tolist(), ly.bias.tolist()] for ly in net.layers])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # ---- the artifact on disk -------------------------------------------------------------------

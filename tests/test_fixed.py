@@ -1,6 +1,7 @@
 """Fixed point against values computed by hand, and against the float net in ways that
 cannot share a bug with the golden model (rtl/fixed.py)."""
 import copy
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -321,3 +322,102 @@ def test_int_net_properties_and_forward_by_hand():
     back = fixed.IntNet.from_dict("all_digital", net.to_dict())
     np.testing.assert_array_equal(back.forward(np.array([[3, 1]]))["logits"], [[0, 0, 3]])
     assert back.to_dict() == net.to_dict()
+
+
+# ---- loading new weights: refused on the host before anything is written --------------------
+def _hand_net():
+    """One linear layer: 2-bit codes (0..3), 4-bit weights (-8..7), an 8-bit accumulator
+    (-128..127); neuron 1 has no connection from input 1."""
+    layer = fixed.IntLayer(weights=np.array([[1, 1], [2, 0]]), mask=np.array([[1, 1], [1, 0]], bool),
+                           bias=np.array([0, 0]), activation="linear", in_bits=2, weight_bits=4,
+                           weight_frac=np.array([0, 0]), acc_bits=8, shift=np.zeros(2, np.int64),
+                           out_bits=8)
+    return fixed.IntNet("frontier", "adc_codes", 1, np.arange(2), (layer,))
+
+
+def test_neuron_accumulator_widths_by_hand():
+    w = np.array([[7, -8], [0, 0], [7, 7], [-8, -8]])
+    b = np.array([3, -1, 85, -80])
+    # 2-bit codes: row 0 reaches 3 + 21 = 24 and 3 - 24 = -21 -> 6 bits; row 1 only -1 ->
+    # 1 bit; row 2 85 + 42 = 127 -> 8 bits; row 3 -80 - 48 = -128 -> 8 bits
+    assert fixed.neuron_acc_bits(w, b, 2).tolist() == [6, 1, 8, 8]
+    assert fixed.neuron_acc_bits(w[2:3], b[2:3] + 1, 2).tolist() == [9]  # 128
+    assert fixed.neuron_acc_bits(w[3:], b[3:] - 1, 2).tolist() == [9]  # -129
+    assert fixed.neuron_acc_bits(np.array([[1]]), np.array([2]), 1).tolist() == [3]  # 0..3
+
+
+def test_a_weight_set_that_fits_is_accepted_and_computed_as_loaded():
+    net = _hand_net()
+    new = fixed.loadable_update(net, [np.array([[7, -8], [-8, 0]])], [np.array([85, 3])])
+    g = new.forward(np.array([[3, 1], [0, 3], [3, 3]]))
+    # neuron 0: 85 + 7*3 - 8*1 = 98, 85 - 24 = 61, 85 + 21 - 24 = 82; neuron 1: 3 - 24 = -21, 3, -21
+    assert g["logits"].tolist() == [[98, -21], [61, 3], [82, -21]]
+    assert g["cls"].tolist() == [0, 0, 0]
+    # Widths at the edges fit: 85 + 42 = 127 and -80 - 48 = -128 are the 8-bit extremes.
+    fixed.loadable_update(net, [np.array([[7, 7], [-8, 0]])], [np.array([85, -104])])
+    # None keeps a layer as it is; the formats never change.
+    same = fixed.loadable_update(net)
+    assert same.layers[0].weights.tolist() == [[1, 1], [2, 0]] and same.layers[0].acc_bits == 8
+    assert fixed.loadable_update(net, biases=[np.array([5, 6])]).layers[0].bias.tolist() == [5, 6]
+
+
+@pytest.mark.parametrize("weights, bias, message", [
+    ([[7, 7], [0, 0]], [86, 0], r"^frontier layer 2, neuron 0: the worst case over every input "
+                                r"code needs a 9-bit accumulator \(range 0\.\.128\), the design "
+                                r"has 8; refused before writing anything"),
+    ([[0, 0], [-8, 0]], [0, -105], r"^frontier layer 2, neuron 1: .* needs a 9-bit accumulator "
+                                   r"\(range -129\.\.0\), the design has 8;"),
+    ([[7, 7], [-8, 0]], [100, -300], r"neuron 1: .* 10-bit .* \(range -324\.\.0\), the design "
+                                     r"has 8 \(1 other neuron\(s\) too\)"),  # the worst is named
+    ([[7, 7], [-8, 0]], [100, -120], r"neuron 0: .* 9-bit .* \(range 0\.\.142\), the design has "
+                                     r"8 \(1 other neuron\(s\) too\)"),  # of equals, the first
+    ([[8, 0], [0, 0]], [0, 0], r"^frontier layer 2, neuron 0: weight 8 from input 0 needs 5 bits, "
+                               r"the design has weight_bits 4 \(-8\.\.7\); refused"),
+    ([[0, 0], [-9, 0]], [0, 0], r"neuron 1: weight -9 from input 0 needs 5 bits"),
+    ([[0, 0], [0, 1]], [0, 0], r"^frontier layer 2, neuron 1: weight 1 from input 1, where the "
+                               r"design has no connection \(1 such weight\(s\)\); refused before "
+                               r"writing anything: only present connections load"),
+])
+def test_a_weight_set_that_does_not_fit_is_refused_naming_the_neuron(weights, bias, message):
+    with pytest.raises(FixedPointError, match=message):
+        fixed.loadable_update(_hand_net(), [np.array(weights)], [np.array(bias)])
+
+
+def test_a_malformed_weight_set_is_refused():
+    net = _hand_net()
+    with pytest.raises(FixedPointError, match=r"^frontier: 2 layer\(s\) of weights given, the net "
+                                              r"has 1; give one per layer"):
+        fixed.loadable_update(net, [None, None])
+    with pytest.raises(FixedPointError, match=r"^frontier: 0 layer\(s\) of biases given"):
+        fixed.loadable_update(net, biases=[])
+    with pytest.raises(FixedPointError, match=r"^frontier layer 2: weights of shape \(2, 3\); the "
+                                              r"design's are \(2, 2\)$"):
+        fixed.loadable_update(net, [np.zeros((2, 3), np.int64)])
+    with pytest.raises(FixedPointError, match=r"^frontier layer 2: biases are float64, not "
+                                              r"integers; quantize them"):
+        fixed.loadable_update(net, biases=[np.array([1.0, 2.0])])
+
+
+def test_the_full_scale_worst_case_is_refused_on_the_tiny_frontier():
+    """Every loaded weight at +127 and every code at 255: 4 x 127 x 255 = 129540 plus the
+    bias needs 18 bits; the readout's accumulator was sized for the trained weights."""
+    _, fp = quantized()
+    net = fixed.nets_of(fp)["frontier"]
+    last = net.layers[-1]
+    assert (last.n_in, last.in_bits, last.acc_bits) == (4, 8, 16) and last.mask.all()
+    b0 = int(last.bias[0])
+    with pytest.raises(FixedPointError, match=(
+            rf"^frontier layer 2, neuron 0: the worst case over every input code needs a 18-bit "
+            rf"accumulator \(range {min(b0, 0)}\.\.{129540 + b0}\), the design has 16 \(2 other "
+            rf"neuron\(s\) too\)")):
+        fixed.loadable_update(net, [np.full(last.weights.shape, 127)])
+
+
+def test_the_weights_digest_names_the_live_weights():
+    net = _hand_net()
+    want = hashlib.sha256(b"[[[[1, 1], [2, 0]], [0, 0]]]").hexdigest()[:16]
+    assert fixed.weights_digest(net) == want
+    assert fixed.weights_digest(fixed.loadable_update(net)) == want  # the same numbers
+    moved = fixed.loadable_update(net, biases=[np.array([0, 1])])
+    assert fixed.weights_digest(moved) == hashlib.sha256(
+        b"[[[[1, 1], [2, 0]], [0, 1]]]").hexdigest()[:16]

@@ -6,18 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from amaranth.hdl import Fragment
+from amaranth.hdl import ClockDomain, Fragment, Module
 from amaranth.sim import Simulator
 
 from crystalbench import config as cfgmod
 from crystalbench import crystal as cm
 from crystalbench import toolrun
-from crystalbench.errors import DesignError, FixedPointError
+from crystalbench.errors import FixedPointError
 from crystalbench.results import Paths
 from crystalbench.rtl import design, fixed, quantize, synth
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hw_tiny import fp_cfg, quantized, tiny_crystal
+from hw_tiny import fp_cfg, quantized, quantized_deep, tiny_crystal
 
 
 def test_golden_matches_float_within_quantization():
@@ -101,11 +101,15 @@ def test_unsupported_activation_refused():
         fixed.quantize(tiny_crystal(), fp_cfg(max_acc_bits=4), 8)
 
 
-def amaranth_run(dut, net, codes, writes=(), max_cycles=None):
-    """Drive codes through a component in Amaranth's simulator; a design that does not
+def amaranth_run(dut, net, codes, writes=(), max_cycles=None, reset=False):
+    """Drive codes through a component in Amaranth's simulator, after `writes` ((address,
+    data) through `wr`) and, with `reset`, a reset pulse after them; a design that does not
     answer within `max_cycles` per vector (default: twice its latency + 10) fails."""
     got = []
     limit = max_cycles or 2 * dut.latency + 10
+    top = Module()
+    top.domains.sync = cd = ClockDomain()  # explicit, so the bench can drive its reset
+    top.submodules.dut = dut
 
     async def tb(ctx):
         for addr, val in writes:
@@ -115,6 +119,10 @@ def amaranth_run(dut, net, codes, writes=(), max_cycles=None):
             await ctx.tick()
         if writes:
             ctx.set(dut.wr.en, 0)
+        if reset:  # two clock periods in reset (a tick would raise DomainReset)
+            ctx.set(cd.rst, 1)
+            await ctx.delay(2e-6)
+            ctx.set(cd.rst, 0)
         ctx.set(dut.o.ready, 1)
         for n, v in enumerate(codes):
             ctx.set(dut.i.payload, sum(int(x) << (k * net.in_bits) for k, x in enumerate(v)))
@@ -135,7 +143,7 @@ def amaranth_run(dut, net, codes, writes=(), max_cycles=None):
             got.append((ctx.get(dut.o.payload.cls), ctx.get(dut.o.payload.logits)))
             await ctx.tick()
 
-    sim = Simulator(dut)
+    sim = Simulator(top)
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
@@ -262,15 +270,113 @@ def test_serial_skips_neurons_nobody_reads():
     np.testing.assert_array_equal(logits, net2.forward(codes)["logits"])
 
 
-@pytest.mark.filterwarnings("ignore:.*created but never used")  # the refused component
-def test_serial_loadable_refuses_an_empty_readout_row():
-    net = fixed.nets_of(quantized()[1])["frontier"]
-    last = net.layers[-1]
-    mask = last.mask.copy()
+def test_serial_loadable_takes_an_empty_row():
+    """An empty row is one placeholder step, not a weight word: the words after it still
+    land on their connections."""
+    net = fixed.nets_of(quantized_deep()[1])["frontier"]
+    hid = net.layers[0]
+    mask = hid.mask.copy()
     mask[1] = False
-    net2 = dataclasses.replace(net, layers=net.layers[:-1] + (dataclasses.replace(
-        last, mask=mask, weights=last.weights * mask),))
-    with pytest.raises(DesignError, match="no connection; loadable"):
-        design.build(net2, "serial", "loadable")
-    # A placeholder step is fine when nothing is written.
-    Fragment.get(design.build(net2, "serial", "baked"), None)
+    net2 = dataclasses.replace(net, layers=(dataclasses.replace(
+        hid, mask=mask, weights=hid.weights * mask),) + net.layers[1:])
+    dut = design.build(net2, "serial", "loadable")
+    r0, n1 = int(mask[0].sum()), int(mask.sum())
+    assert dut.inserted == [(r0, 1), (n1, design.BUBBLES)]  # (weight words before, steps)
+    assert len(dut.prog_k) == int(mask.sum()) + 1 + design.BUBBLES + int(net.layers[1].mask.sum())
+    new = fixed.loadable_update(net2, [hid.weights * mask // 2, net.layers[1].weights // 2],
+                                [hid.bias + 9, net.layers[1].bias - 40])
+    codes = fixed.input_codes(quantized_deep()[0], net2)[:4]
+    cls, logits = amaranth_run(dut, net2, codes, design.load_words(new, live=net2))
+    np.testing.assert_array_equal(logits, new.forward(codes)["logits"])
+
+
+def _hand_two_layer_net():
+    l1 = fixed.IntLayer(weights=np.array([[1, 0, -2], [0, 3, 0]]),
+                        mask=np.array([[1, 0, 1], [0, 1, 0]], bool), bias=np.array([4, -5]),
+                        activation="relu", in_bits=2, weight_bits=4, weight_frac=np.zeros(2, np.int64),
+                        acc_bits=12, shift=np.zeros(2, np.int64), out_bits=2)
+    l2 = fixed.IntLayer(weights=np.array([[6, 7]]), mask=np.ones((1, 2), bool), bias=np.array([-8]),
+                        activation="linear", in_bits=2, weight_bits=5, weight_frac=np.zeros(1, np.int64),
+                        acc_bits=10, shift=np.zeros(1, np.int64), out_bits=10)
+    return fixed.IntNet("frontier", "adc_codes", 1, np.arange(3), (l1, l2))
+
+
+def test_the_write_address_map_by_hand():
+    net = _hand_two_layer_net()
+    # weights of present connections, layer by layer, row-major; then every bias
+    assert design.weight_words(net) == [(0, 0, 0), (0, 0, 2), (0, 1, 1), (1, 0, 0), (1, 0, 1)]
+    assert design.load_words(net) == [(0, 1), (1, -2), (2, 3), (3, 6), (4, 7), (5, 4), (6, -5),
+                                      (7, -8)]
+    moved = fixed.loadable_update(net, [None, np.array([[6, 0]])], [np.array([4, 9]), None])
+    assert design.load_words(moved, live=net) == [(4, 0), (6, 9)]  # only what changed
+    assert design.load_words(net, live=net) == []
+    # 8 words: 3 address bits; data as wide as the widest weight or bias (acc_bits 12)
+    for shape in ("parallel", "serial"):
+        dut = design.build(net, shape, "loadable")
+        Fragment.get(dut, None)  # elaborated (Amaranth warns about a component never used)
+        assert (len(dut.wr.addr), len(dut.wr.data)) == (3, 12)
+    assert dut.inserted == [(3, design.BUBBLES)]  # the bubbles before layer 2's first word
+
+
+def _reloaded_deep():
+    """The deep frontier and a different weight set for it that the host accepts."""
+    c, fp = quantized_deep()
+    net = fixed.nets_of(fp)["frontier"]
+    rng = np.random.default_rng(1)
+    ws = [(ly.weights * 3) // 4 + rng.integers(-3, 4, ly.weights.shape) * ly.mask for ly in net.layers]
+    bs = [ly.bias + rng.integers(-60, 61, ly.n_out) for ly in net.layers]
+    return c, net, fixed.loadable_update(net, ws, bs)
+
+
+@pytest.mark.parametrize("shape", ["parallel", "serial"])
+def test_an_accepted_set_loaded_through_wr_gives_the_golden_outputs(shape):
+    """Weights and biases of the hidden frontier layer and the readout, loaded word by word:
+    the design then computes the golden model of the loaded net, bit for bit."""
+    c, net, new = _reloaded_deep()
+    codes = fixed.input_codes(c, net)
+    before = net.forward(codes)["logits"]
+    want = new.forward(codes)
+    assert not np.array_equal(want["logits"], before)  # the load changes the results
+    cls, logits = amaranth_run(design.build(net, shape, "loadable"), net, codes,
+                               design.load_words(new))
+    np.testing.assert_array_equal(logits, want["logits"])
+    np.testing.assert_array_equal(cls, want["cls"])
+
+
+@pytest.mark.parametrize("shape", ["parallel", "serial"])
+def test_a_reset_keeps_the_loaded_weights(shape):
+    """As the module docstring says: load, reset, run gives the loaded net, in both shapes
+    (the live weights are the ones whose digest the host kept)."""
+    c, net, new = _reloaded_deep()
+    assert fixed.weights_digest(new) != fixed.weights_digest(net)
+    codes = fixed.input_codes(c, net)[:4]
+    cls, logits = amaranth_run(design.build(net, shape, "loadable"), net, codes,
+                               design.load_words(new, live=net), reset=True)
+    np.testing.assert_array_equal(logits, new.forward(codes)["logits"])
+    # Without a load, a reset leaves the built (trained) net.
+    cls, logits = amaranth_run(design.build(net, shape, "loadable"), net, codes, reset=True)
+    np.testing.assert_array_equal(logits, net.forward(codes)["logits"])
+
+
+@pytest.mark.parametrize("shape, weights", [("parallel", "baked"), ("parallel", "loadable"),
+                                            ("serial", "baked"), ("serial", "loadable")])
+def test_a_frontier_with_a_hidden_layer_matches_golden(shape, weights):
+    c, fp = quantized_deep()
+    net = fixed.nets_of(fp)["frontier"]
+    codes = fixed.input_codes(c, net)
+    cls, logits = amaranth_run(design.build(net, shape, weights), net, codes)
+    g = net.forward(codes)
+    np.testing.assert_array_equal(logits, g["logits"])
+    np.testing.assert_array_equal(cls, g["cls"])
+
+
+@pytest.mark.slow
+def test_synth_a_frontier_with_a_hidden_layer(tmp_path):
+    _, fp = quantized_deep()
+    net = fixed.nets_of(fp)["frontier"]
+    fig = synth.synth_design(design.build(net, "serial", "loadable"), "deep", tmp_path)
+    assert fig["gates"] > 10 and fig["flip_flops"] > 5 and fig["lut4"] > 0
+    # program, weights and biases stay memory macros; the weights and biases take writes
+    assert {m["name"]: m["kind"] for m in fig["memories"]} == {"prog": "rom", "wmem": "ram",
+                                                                "bmem": "ram"}
+    assert fig["fmax_mhz"] > 10 and (tmp_path / "deep" / "gates.v").exists()

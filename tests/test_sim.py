@@ -52,10 +52,13 @@ def test_synth_then_sim_end_to_end(tmp_path, monkeypatch):
         dut = design.build(nets[d["kind"]], "serial", d["weights"])
         Fragment.get(dut, None)  # elaborated (Amaranth warns about a component never used)
         assert d["design_latency_cycles"] == dut.latency
-        # Program and weights stay memory macros in the gate netlist (RAM when loadable);
-        # the all-logic count maps them to flip-flops and gates.
+        # Program and weights stay memory macros in the gate netlist (RAM when loadable,
+        # with the biases in a RAM of their own); the all-logic count maps them to
+        # flip-flops and gates.
         kinds = {m["name"]: m["kind"] for m in d["memories"]}
-        assert kinds == {"prog": "rom", "wmem": "ram" if d["weights"] == "loadable" else "rom"}
+        loadable = d["weights"] == "loadable"
+        assert kinds == {"prog": "rom", "wmem": "ram" if loadable else "rom",
+                         **({"bmem": "ram"} if loadable else {})}
         assert d["memory_bits"] == sum(m["depth"] * m["width"] for m in d["memories"])
         ram_bits = sum(m["bits"] for m in d["memories"] if m["kind"] == "ram")
         assert d["all_logic"]["flip_flops"] >= d["flip_flops"] + ram_bits
