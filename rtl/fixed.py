@@ -207,14 +207,21 @@ def quantize_layer(W: np.ndarray, mask: np.ndarray, b: np.ndarray, lsb: np.ndarr
     """
     w_eff = W.astype(np.float64) * lsb[None, :]
     wmax = (1 << (weight_bits - 1)) - 1
+    b_val = b.astype(np.float64) + W.astype(np.float64) @ offset
     if activation == "relu":
         top = np.abs(w_eff).max(axis=1) if w_eff.size else np.zeros(W.shape[0])
+        # A row with no weight outputs the constant relu(bias): scale it by its bias, or
+        # (always 0) by the finest scale of the layer. Scale 1 would make its code step one
+        # model unit, and the next layer, which folds that step into its weights, would
+        # pick a coarse shared (readout) scale because of it.
+        top = np.where(top > 0, top, np.abs(b_val))
     else:
         top = np.full(W.shape[0], np.abs(w_eff).max() if w_eff.size else 0.0)
-    frac = np.array([math.floor(math.log2(wmax / t)) if t > 0 else 0 for t in top], np.int64)
+    frac = [math.floor(math.log2(wmax / t)) if t > 0 else None for t in top]
+    finest = max((f for f in frac if f is not None), default=0)
+    frac = np.array([finest if f is None else f for f in frac], np.int64)
     scale = 2.0 ** frac.astype(np.float64)
     w_int = np.rint(w_eff * scale[:, None]).astype(np.int64) * mask
-    b_val = b.astype(np.float64) + W.astype(np.float64) @ offset
     b_int = np.rint(b_val * scale).astype(np.int64)
     return w_int, b_int, frac
 

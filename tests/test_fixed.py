@@ -62,6 +62,24 @@ def test_quantize_layer_by_hand():
     assert b.tolist() == [0, round(0.1 * 8)]
 
 
+def test_a_hidden_row_without_weights_is_scaled_by_its_bias():
+    """Such a neuron outputs the constant relu(bias); a scale of 1 would make its code step
+    one model unit and coarsen the shared scale of the readout that reads it."""
+    W = np.array([[0.5, -0.25], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    mask = np.array([[True, True], [False, False], [False, False], [False, False]])
+    lsb = np.array([1.0, 2.0])
+    w, b, frac = fixed.quantize_layer(W, mask, np.array([0.3, 0.1, -0.1, 0.0]), lsb, np.zeros(2),
+                                      "relu", 4)
+    # row 0 as before: frac 3; rows 1-2: |bias| 0.1 -> floor(log2(7 / 0.1)) = 6 -> +-round(6.4);
+    # row 3 (always 0): the layer's finest scale, 6
+    assert frac.tolist() == [3, 6, 6, 6] and b.tolist() == [2, 6, -6, 0]
+    assert w.tolist() == [[4, -4], [0, 0], [0, 0], [0, 0]]
+    # a layer of such rows with zero biases: scale 1 (nothing to scale)
+    _, b, frac = fixed.quantize_layer(np.zeros((2, 2)), np.zeros((2, 2), bool), np.zeros(2), lsb,
+                                      np.zeros(2), "relu", 4)
+    assert frac.tolist() == [0, 0] and b.tolist() == [0, 0]
+
+
 def test_hidden_layer_forward_by_hand():
     layer = fixed.IntLayer(weights=np.array([[2, -1]]), mask=np.ones((1, 2), bool),
                            bias=np.array([2]), activation="relu", in_bits=4, weight_bits=4,
@@ -266,6 +284,27 @@ def test_a_frontier_with_a_hidden_layer_reads_the_core_codes_below_it():
     assert (whole.input_kind, whole.input_layer, whole.in_bits, len(whole.layers)) == \
         ("input_codes", 0, 6, 3)
     assert [ly.out_bits for ly in whole.layers[:2]] == [6, 6]
+
+
+def test_a_frontier_neuron_without_connections_keeps_the_readout_fine():
+    """A trained frontier layer can hold a neuron with no connection (bias 0: always 0);
+    the readout that reads it keeps the resolution of its live inputs."""
+    import dataclasses as dc
+
+    c = tiny_deep_crystal()
+    l2 = c.layers[1]
+    mask = l2.mask.copy()
+    mask[1] = False  # the readout reads neuron 1
+    assert c.layers[2].mask[:, 1].any()
+    c = c.replace(layers=(c.layers[0], dc.replace(l2, mask=mask, weights=l2.weights * mask,
+                                                  bias=np.where(np.arange(4) == 1, 0, l2.bias)
+                                                  .astype(np.float32)), c.layers[2]))
+    net = fixed.nets_of(fixed.quantize(c, fp_cfg(), 8))["frontier"]
+    cal = c.reference.calibration_x
+    g = net.forward(fixed.input_codes(c, net, x=cal))
+    ref = c.forward(cal)[-1]
+    np.testing.assert_allclose(g["logits"] * 2.0 ** -net.layers[-1].weight_frac[0], ref,
+                               atol=0.06 * np.abs(ref).max())
 
 
 def test_input_codes_by_hand():
