@@ -11,19 +11,21 @@ BUILD  ?= build
 # Yosys, nextpnr for iCE40 with icestorm's packer, and openFPGALoader for flashing.
 APT_PACKAGES := ngspice iverilog yosys nextpnr-ice40 fpga-icestorm openfpgaloader
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_SYNTH := --set rtl.shapes=serial --set rtl.digital_shapes=none --set rtl.large_part=none
 BENCH_CONFIGS := configs/digits.yaml configs/digits_source_scale.yaml configs/mnist1d.yaml
 
-.PHONY: setup apt demo test lint mutate train quantize synth sim sim-analog bench report clean help
+.PHONY: setup apt demo test lint mutate train quantize synth sim sim-analog sim-hybrid bench report clean help
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make demo    set up, train the default crystal on digits, simulate its analog core, show results"
+	@echo "make demo    set up, train the default crystal on digits, its analog core in ngspice, the frontier's gates, the hybrid end to end"
 	@echo "make test    set up, lint (ruff), run the test suite (real tools, no skips)"
 	@echo "make train   CONFIG=configs/<name>.yaml"
 	@echo "make quantize CONFIG=...: fixed-point formats + golden model -> $(BUILD)/<exp>/fixed/"
 	@echo "make synth   CONFIG=...: RTL, Yosys gates + iCE40/nextpnr -> $(BUILD)/<exp>/synth/"
 	@echo "make sim     CONFIG=...: cocotb/Icarus RTL + gate-level regression, latency, energy -> $(BUILD)/<exp>/sim/ (WAVES=1: VCDs)"
 	@echo "make sim-analog  CONFIG=...: frozen core as op-amp circuits in ngspice -> $(BUILD)/<exp>/analog/"
+	@echo "make sim-hybrid  CONFIG=...: ngspice core -> ADC -> frontier gate netlist, Monte Carlo, system energy -> $(BUILD)/<exp>/hybrid/ (after sim-analog and synth)"
 	@echo "make bench   training benchmarks -> $(BUILD)/bench/train.json"
 	@echo "make report  $(BUILD)/report.md from every result.json present"
 	@echo "make mutate  mutation testing of the measurement code -> build/mutate/report.md (hours; not in CI)"
@@ -51,11 +53,14 @@ $(VENV)/.installed: pyproject.toml
 
 # The main job on the default data set: train the crystal (or resume a finished run),
 # then its frozen core as an op-amp circuit in ngspice, checked against torch.
+# The frontier alone is synthesized here (the all-digital nets take ~20 min: `make synth`).
 demo: setup
 	$(CB) --build-dir $(BUILD) train --config $(CONFIG) --resume
 	$(CB) --build-dir $(BUILD) sim-analog --config $(CONFIG)
+	$(CB) --build-dir $(BUILD) synth --config $(CONFIG) $(DEMO_SYNTH)
+	$(CB) --build-dir $(BUILD) sim-hybrid --config $(CONFIG)
 	$(CB) --build-dir $(BUILD) report
-	@echo "Next: make synth && make sim (digital frontier and all-digital net; the first default synth takes ~20 min on 2 cores)"
+	@echo "Next: make synth && make sim (the all-digital nets beside the hybrid; ~20 min on 2 cores), then make sim-hybrid"
 
 train: setup
 	$(CB) --build-dir $(BUILD) train --config $(CONFIG)
@@ -82,6 +87,9 @@ sim: setup
 
 sim-analog: setup
 	$(CB) --build-dir $(BUILD) sim-analog --config $(CONFIG)
+
+sim-hybrid: setup
+	$(CB) --build-dir $(BUILD) sim-hybrid --config $(CONFIG)
 
 bench: setup
 	$(CB) --build-dir $(BUILD) bench $(foreach c,$(BENCH_CONFIGS),--config $(c))

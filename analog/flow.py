@@ -78,6 +78,12 @@ MONTE_CARLO_METHOD = ("each board: every resistor scaled by a uniform draw withi
                       "macro-model (ngspice_check)")
 
 
+def config_stamp(acfg, adc_bits: int) -> dict:
+    """The settings a core design and its figures depend on (a stage reading this stage's
+    result checks them: a change means sim-analog must run again)."""
+    return {"analog": dict(acfg), "adc_bits": int(adc_bits)}
+
+
 # ---- design ----------------------------------------------------------------------------------
 @dataclass
 class Bench:
@@ -391,7 +397,9 @@ def transient(b: Bench, nets: Netlists, dc_volts: list[np.ndarray]) -> dict:
 
 
 # ---- Monte Carlo ---------------------------------------------------------------------------
-def _monte_carlo_draw(design: nl.CoreDesign, tol: float, offsets: bool, rng) -> tuple[dict, dict]:
+def draw_board(design: nl.CoreDesign, tol: float, offsets: bool, rng) -> tuple[dict, dict]:
+    """One Monte Carlo board: (resistor scale factors, op-amp input offsets in volts),
+    keyed as nl.realized_forward and nl.build_circuit read them."""
     def u():
         return 1.0 + tol * rng.uniform(-1.0, 1.0)
 
@@ -440,7 +448,7 @@ def monte_carlo(b: Bench, seed: int, out_dir: Path, log: stage.Log = stage.quiet
     for tol in a.tolerances:
         agr = []
         for r in range(a.monte_carlo_runs):
-            r_scale, vos = _monte_carlo_draw(b.design, tol, a.opamp_offset, rng)
+            r_scale, vos = draw_board(b.design, tol, a.opamp_offset, rng)
             v = nl.realized_forward(b.design, b.x, r_scale, vos)
             agr.append(_agreement(b, v))
             if r == 0:
@@ -494,7 +502,8 @@ def report(b: Bench, nets: Netlists, errors: dict, tr: dict, mc: dict, dc_second
     p = tr["power"]
     energy_nj = p.average * worst_s * 1e9 if settled else None
     return {
-        "crystal": b.c.name, "crystal_digest": digest(b.c), "opamp": d.opamp.key,
+        "crystal": b.c.name, "crystal_digest": digest(b.c),
+        "config": config_stamp(b.acfg, b.adc.bits), "opamp": d.opamp.key,
         "opamp_part": d.opamp.part, "e_series": d.series, "supply_v": [d.vee, d.vcc],
         "neurons": n_core, "resistors": d.resistor_count, "opamps": d.opamp_count,
         "inverters": len(d.inverted),

@@ -61,3 +61,128 @@ def adc_for(c: Crystal, bits: int = 8) -> AdcModel:
         top = outs[li].max(axis=0).astype(np.float64)
         fs.append(np.where(top > 0, top, 1.0))  # a neuron never on: any range will do
     return AdcModel(bits=bits, full_scale=tuple(fs), input_low=c.input.low, input_high=c.input.high)
+
+
+# ---- the converter as a part: datasheet figures -----------------------------------------
+@dataclass(frozen=True)
+class AdcPart:
+    """An SPI SAR ADC from its datasheet. A part converts at its own resolution (`bits`);
+    the frontier reads the top `adc.bits` of each code (rounded, see `convert`)."""
+
+    key: str
+    part: str
+    bits: int
+    channels: int
+    vref_min_v: float  # the reference input's allowed range
+    vref_max_v: float
+    supply_v: float  # the supply the figures below are quoted at
+    sample_rate_sps: float  # most conversions per second at supply_v
+    supply_current_a: float  # typical, while converting at sample_rate_sps
+    ref_current_a: float  # typical reference input current while converting (0: in supply)
+    offset_error_lsb: float  # datasheet maximum, in the part's own LSB
+    gain_error_lsb: float
+    source: str
+
+    @property
+    def conversion_s(self) -> float:
+        """One conversion (sample + convert + SPI transfer) at the full rate."""
+        return 1.0 / self.sample_rate_sps
+
+    def energy_per_conversion_j(self, vref_v: float) -> float:
+        """Supply power and reference power over one conversion at the full rate."""
+        return (self.supply_v * self.supply_current_a + vref_v * self.ref_current_a) \
+            * self.conversion_s
+
+
+# Figures read from the datasheets' first pages and tables as far as copies could be
+# reached here; the ones marked "check" came from secondary copies of the table and
+# should be checked against the PDF before a board is built on them.
+PARTS = {
+    "mcp3008": AdcPart(
+        key="mcp3008", part="Microchip MCP3008", bits=10, channels=8, vref_min_v=0.25,
+        vref_max_v=5.0, supply_v=5.0, sample_rate_sps=200e3, supply_current_a=425e-6,
+        ref_current_a=100e-6, offset_error_lsb=1.5, gain_error_lsb=1.0,
+        source="Microchip DS21295D: 10 bit, 8 channels, 200 ksps at VDD = VREF = 5 V "
+               "(fCLK = 18 x fSAMPLE), INL/DNL +-1 LSB max, 500 uA max active (page 1, "
+               "Electrical Characteristics); IDD 425 uA typ while converting (as "
+               "../shared/FIGURES.md); check: IREF 100 uA typ, offset +-1.5 LSB max, gain "
+               "+-1.0 LSB max, VREF 0.25 V .. VDD"),
+    "adc128s022": AdcPart(
+        key="adc128s022", part="TI ADC128S022", bits=12, channels=8, vref_min_v=2.7,
+        vref_max_v=5.25, supply_v=3.0, sample_rate_sps=200e3, supply_current_a=0.4e-3,
+        ref_current_a=0.0, offset_error_lsb=2.3, gain_error_lsb=2.0,
+        source="TI SNAS334E: 12 bit, 8 channels, 50-200 ksps, 16 SCLK per conversion, "
+               "1.2 mW typ at VA = VD = 3 V (page 1); the reference is VA (2.7-5.25 V), its "
+               "current is in the supply's; offset +-2.3 LSB and gain +-2.0 LSB are assumed "
+               "(the table was not reachable here): check before relying on its Monte Carlo"),
+}
+
+
+def part_for(key: str) -> AdcPart:
+    if key not in PARTS:
+        raise ConfigError(f"adc.part {key!r} is not a known ADC; choose one of "
+                          f"{', '.join(sorted(PARTS))}")
+    return PARTS[key]
+
+
+def reference_v(top_code_v: float, bits: int) -> float:
+    """The part's reference voltage that puts `top_code_v` (the analog core's full scale,
+    analog.adc_ref_v) at the centre of the frontier's top code: a real converter's LSB
+    is VREF / 2**N, so code c is read at c * VREF / 2**N and the top code 2**bits - 1 at
+    top_code_v exactly when VREF = top_code_v * 2**bits / (2**bits - 1)."""
+    return top_code_v * (1 << bits) / ((1 << bits) - 1)
+
+
+def check_part(part: AdcPart, bits: int, top_code_v: float) -> float:
+    """Refuse a part that cannot deliver `bits` or take the reference; return VREF."""
+    if bits > part.bits:
+        raise ConfigError(f"adc.bits {bits} is more than the {part.part}'s {part.bits} bits; "
+                          f"lower adc.bits or pick another adc.part")
+    vref = reference_v(top_code_v, bits)
+    if not part.vref_min_v <= vref <= part.vref_max_v:
+        raise ConfigError(f"analog.adc_ref_v {top_code_v:g} V needs a {vref:.4g} V reference, "
+                          f"outside the {part.part}'s {part.vref_min_v:g}-{part.vref_max_v:g} V; "
+                          "change analog.adc_ref_v or adc.part")
+    return vref
+
+
+def convert(part: AdcPart, volts: np.ndarray, vref_v: float, bits: int,
+            offset_lsb: np.ndarray | float = 0.0, gain_lsb: np.ndarray | float = 0.0) -> np.ndarray:
+    """Volts -> the frontier's `bits`-bit codes, as the part and the FPGA produce them.
+
+    The part: code = round(v * 2**N / VREF * (1 + gain_lsb / 2**N) + offset_lsb), clipped
+    to 0 .. 2**N - 1 (offset and gain error in its own LSB, per channel when arrays).
+    The FPGA keeps the top `bits`, k = N - bits, rounded half to even and saturated:
+    (code + 2**(k-1) - 1 + bit k of code) >> k. Rounding twice moves a frontier code's
+    edges by up to half a part LSB; half to even keeps that unbiased on average (half up
+    would read every code 2**-(k+1) frontier LSB high).
+    """
+    n = part.bits
+    scale = (1 << n) / vref_v * (1.0 + np.asarray(gain_lsb, np.float64) / (1 << n))
+    code = np.rint(np.asarray(volts, np.float64) * scale + offset_lsb)
+    code = np.clip(code, 0, (1 << n) - 1).astype(np.int64)
+    k = n - bits
+    if k == 0:
+        return code
+    odd = (code >> k) & 1
+    return np.minimum((code + (1 << (k - 1)) - 1 + odd) >> k, (1 << bits) - 1)
+
+
+@dataclass(frozen=True)
+class ChannelPlan:
+    """How the boundary neurons are spread over ADC chips: chips convert in parallel,
+    each its channels one after the other."""
+
+    channels: int
+    chips: int
+    conversions_per_chip: int
+    latency_s: float
+    energy_j: float
+
+
+def channel_plan(part: AdcPart, channels: int, vref_v: float) -> ChannelPlan:
+    chips = -(-channels // part.channels) if channels else 0
+    per_chip = -(-channels // chips) if chips else 0
+    return ChannelPlan(channels=channels, chips=chips, conversions_per_chip=per_chip,
+                       latency_s=per_chip * part.conversion_s,
+                       energy_j=channels * part.energy_per_conversion_j(vref_v))

@@ -28,6 +28,8 @@ STAGES = {
     "synth": "crystalbench.rtl.flow",
     "sim": "crystalbench.sim.flow",
     "sim-analog": "crystalbench.analog.flow",
+    "sim-hybrid": "crystalbench.sim.hybrid",
+    "calibrate": "crystalbench.sim.calibrate",
 }
 DEFAULT_CONFIG = "configs/digits.yaml"
 
@@ -43,7 +45,7 @@ def print_summary(res: dict) -> None:
 def stage_inputs(args, needs_crystal: bool):
     """(config, Crystal or None, Paths): with --crystal, outputs go to
     build/<the Crystal's name>/, else to build/<config experiment>/."""
-    cfg = cfgmod.load(args.config)
+    cfg = cfgmod.load(args.config, getattr(args, "set", None))
     if getattr(args, "crystal", None):
         c = crystal_mod.load(args.crystal)
         return cfg, c, Paths(args.build_dir, c.name)
@@ -154,6 +156,9 @@ def _stage_parser(sub, command: str, help_text: str, func):
     p.add_argument("--crystal", metavar="DIR",
                    help="the Crystal folder to read (default: build/<experiment>/crystal); "
                         "outputs then go to build/<its name>/")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key for this run, e.g. --set rtl.shapes=serial "
+                        "(repeatable; the value is read as YAML)")
     p.set_defaults(func=func)
     return p
 
@@ -214,6 +219,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test vectors per design (default: sim.vectors, else all)")
     _stage_parser(sub, "sim-analog", "the frozen core as op-amp circuits in ngspice -> "
                   "build/<exp>/analog/", lambda a: run_stage("sim-analog", a))
+    h = _stage_parser(sub, "sim-hybrid", "the hybrid end to end: ngspice core -> ADC part -> "
+                      "the frontier's gate netlist, Monte Carlo boards, system energy and "
+                      "latency -> build/<exp>/hybrid/ (after sim-analog and synth)",
+                      lambda a: run_stage("sim-hybrid", a, vectors=a.vectors, boards=a.boards))
+    h.add_argument("--vectors", type=int, default=None,
+                   help="test samples (default: hybrid.vectors, else all)")
+    h.add_argument("--boards", type=int, default=None,
+                   help="Monte Carlo boards (default: hybrid.boards)")
+    k = _stage_parser(sub, "calibrate", "hardware in the loop: per Monte Carlo board, the "
+                      "frontier refitted on the codes its ngspice core and ADC give, loaded "
+                      "into the gate netlist and re-run -> build/<exp>/calibrate/ (after synth)",
+                      lambda a: run_stage("calibrate", a, boards=a.boards))
+    k.add_argument("--boards", type=int, default=None,
+                   help="boards to calibrate (default: calibrate.boards)")
 
     b = sub.add_parser("bench", help="training benchmarks -> build/bench/train.json")
     b.add_argument("--config", action="append", required=True)

@@ -126,10 +126,34 @@ def digital_section(synth: dict | None, sim: dict | None) -> list[str]:
                   "latency (cycles)", "latency (us)", "energy (nJ, iCE40 model)"], rows)
 
 
+def hybrid_section(res: dict) -> list[str]:
+    e, lat = res.get("energy_nj") or {}, res.get("latency_parts_us") or {}
+    mc, a = res.get("monte_carlo") or {}, res.get("all_digital") or {}
+    rows = [[f"hybrid ({(res.get('adc') or {}).get('part')} -> {res.get('frontier_design')})",
+             _num(res.get("class_agreement_with_torch")), _num(res.get("test_accuracy")),
+             _num(res.get("bit_exact_fraction")), _num(res.get("energy_per_inference_nj"), 1),
+             f"{_num(e.get('analog_nj'), 1)} / {_num(e.get('adc_nj'), 1)} / "
+             f"{_num(e.get('digital_nj'), 1)}", _num(res.get("latency_us"), 2),
+             f"{_num(lat.get('analog_us'), 2)} / {_num(lat.get('adc_us'), 2)} / "
+             f"{_num(lat.get('digital_us'), 2)}",
+             f"{_num(mc.get('yield'), 2)} ({mc.get('boards', 0)} boards)"]]
+    if a:
+        rows.append([f"all-digital ({a.get('design')}, from sim)",
+                     _num(a.get("class_agreement_with_torch")), _num(a.get("test_accuracy")),
+                     _num(a.get("bit_exact_fraction")), _num(a.get("energy_per_inference_nj"), 1),
+                     "", _num(a.get("latency_us"), 2), "", ""])
+    return table(["system", "agreement with torch", "test acc.", "bit-exact", "energy (nJ)",
+                  "core / ADC / frontier (nJ)", "latency (us)", "core / ADC / frontier (us)",
+                  "Monte Carlo yield"], rows) + [
+        "", f"{_num(res.get('vectors'))} test samples end to end: ngspice core -> ADC model -> "
+            "gate netlist under cocotb + Icarus."]
+
+
 SECTIONS = (
     ("train", "Training", train_section),
     ("analog", "Analog core in ngspice (`sim-analog`)", analog_section),
     ("fixed", "Fixed point, golden model (`quantize`)", fixed_section),
+    ("hybrid", "The hybrid end to end (`sim-hybrid`)", hybrid_section),
 )
 
 

@@ -55,23 +55,27 @@ def synth_results(c: Crystal, cfg, paths: Paths) -> dict:
     return res
 
 
-def run_design(c: Crystal, cfg, paths: Paths, name: str, d: dict, net, n: int, waves: bool,
-               log: stage.Log) -> dict:
-    """One design, RTL then gates: bit-exactness, classes, latency, energy."""
-    out = paths.stage(NAME)
-    codes = fixed.input_codes(c, net)[:n]
+def run_design(c: Crystal, cfg, out, name: str, d: dict, net, codes: np.ndarray, waves: bool,
+               log: stage.Log, levels: tuple[str, ...] = LEVELS,
+               load: list[tuple[int, int]] | None = None) -> dict:
+    """One design fed these input codes (the first len(codes) test samples), RTL then
+    gates, in folders under `out`: bit-exactness, classes, latency, energy. `net` is the
+    net the design computes: the one it was built from, or with `load` (the words that
+    make a loadable design compute `net`) written first."""
+    n = len(codes)
     torch_cls = c.reference.outputs[-1].argmax(1)[:n]
     y = c.reference.y[:n]
     n_power = min(cfg.sim.power_vectors, n - 1)  # intervals between results: needs one more
     res = {}
-    for level, src in (("rtl", d["verilog"]), ("gates", d["gate_netlist"])):
+    for level in levels:
+        src = d["verilog"] if level == "rtl" else d["gate_netlist"]
         key = f"{name}_{level}"
         t0 = time.perf_counter()
         vcd = out / f"{key}.vcd" if (waves or level == "gates") else None
         r = runner.run_vectors(src, codes, net.in_bits, net.logit_bits, net.n_classes, out / key,
                                d["weights"] == "loadable", vcd=vcd,
                                max_cycles=runner.cycle_limit(d["design_latency_cycles"], n),
-                               vcd_results=0 if waves else n_power + 1)
+                               vcd_results=0 if waves else n_power + 1, load=load)
         exact = golden_check(codes, r, net)
         run = {"vectors": n, "bit_exact_fraction": float(exact.mean()),
                "class_agreement_with_torch": float((r["cls"] == torch_cls).mean()),
@@ -120,7 +124,9 @@ def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet, waves: bool
     n = min(vectors or cfg.sim.vectors or len(c.reference.y), len(c.reference.y))
     runs = {}
     for name, d in sres["designs"].items():
-        runs.update(run_design(c, cfg, paths, name, d, nets[d["kind"]], n, waves, log))
+        net = nets[d["kind"]]
+        runs.update(run_design(c, cfg, paths.stage(NAME), name, d, net,
+                               fixed.input_codes(c, net)[:n], waves, log))
     torch_cls = c.reference.outputs[-1].argmax(1)[:n]
     res = {"crystal_digest": sres["crystal_digest"], "fixed_digest": sres["fixed_digest"],
            "vectors": n, "float_test_accuracy": float((torch_cls == c.reference.y[:n]).mean()),

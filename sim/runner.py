@@ -77,11 +77,16 @@ def cycle_limit(latency: int, vectors: int) -> int:
 
 def run_vectors(verilog: str | Path, codes: np.ndarray, in_bits: int, logit_bits: int,
                 n_classes: int, build_dir: str | Path, loadable: bool, vcd: str | Path | None = None,
-                max_cycles: int | None = None, vcd_results: int = 0) -> dict:
+                max_cycles: int | None = None, vcd_results: int = 0,
+                load: list[tuple[int, int]] | None = None) -> dict:
     """Stream `codes` through the design; return its classes, logits and measured timing
     (`latency_cycles` per vector, `interval_cycles`, `t0_ns` = end of reset,
     `result_ns` = time of each result transfer). With `vcd`, dump the design's nets
-    (only up to the `vcd_results`-th result when that is > 0)."""
+    (only up to the `vcd_results`-th result when that is > 0). With `load` ((address,
+    data) words, rtl.design.load_words), write those weights through `wr` after reset,
+    one per clock, before the first vector; timing starts after the load."""
+    if load and not loadable:
+        raise SimError(f"{verilog}: a weight set to load, but the design's weights are baked")
     from cocotb_tools.runner import get_runner
 
     toolrun.require("iverilog", "vvp")
@@ -94,6 +99,7 @@ def run_vectors(verilog: str | Path, codes: np.ndarray, in_bits: int, logit_bits
     job.write_text(json.dumps({
         "vectors": codes.tolist(), "in_bits": in_bits, "logit_bits": logit_bits,
         "n_classes": n_classes, "loadable": loadable, "out": str(out), "period_ns": PERIOD_NS,
+        "load": [[int(a), int(d)] for a, d in (load or [])],
         "max_cycles": max_cycles or cycle_limit(4000, len(codes))}))
     if out.exists():
         out.unlink()

@@ -1,7 +1,8 @@
 """cocotb testbench: stream input-code vectors through a net design (RTL or gate level).
 
-Reads its job from the JSON file named by $CB_TB: vectors (integer codes), widths and
-where to write the outputs. Drives at the falling clock edge so that every value the
+Reads its job from the JSON file named by $CB_TB: vectors (integer codes), widths, an
+optional weight set to write first through `wr` (loadable designs) and where to write
+the outputs. Drives at the falling clock edge so that every value the
 rising edge samples is stable. Latency is counted from the clock edge at which a vector
 is first offered (valid high) to the edge that transfers its result, so it is measured,
 not assumed, whether a design takes its input at once or holds `ready` low until it has
@@ -41,6 +42,16 @@ async def stream_vectors(dut):
     for _ in range(3):
         await FallingEdge(dut.clk)
     dut.rst.value = 0
+    # A weight set to load first (loadable designs): one word per clock, then streaming.
+    load = job.get("load") or []
+    if load:
+        mask = (1 << len(dut.wr__data)) - 1
+        for addr, data in load:
+            dut.wr__en.value = 1
+            dut.wr__addr.value = int(addr)
+            dut.wr__data.value = int(data) & mask  # two's complement
+            await FallingEdge(dut.clk)
+        dut.wr__en.value = 0
     t0 = get_sim_time("ns")
     edge, sent, offered = 0, 0, False
     in_edge, out_edge, results = [], [], []

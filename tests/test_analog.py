@@ -950,11 +950,11 @@ def test_cli_names_the_missing_crystal(tmp_path, capsys):
 
 
 # ---- Monte Carlo, the hybrid classes, the source claim ----------------------------------------
-def test_monte_carlo_draws_by_distribution():
+def testdraw_boards_by_distribution():
     d = design(tiny_crystal())
     op = d.opamp
     rng = np.random.default_rng(5)
-    draws = [flow._monte_carlo_draw(d, 0.01, True, rng) for _ in range(300)]
+    draws = [flow.draw_board(d, 0.01, True, rng) for _ in range(300)]
     want = ({("rf", n.layer, n.index) for n in d.neurons}
             | {("in", n.layer, n.index, k) for n in d.neurons for k, _, _ in n.inputs}
             | {("bias", n.layer, n.index) for n in d.neurons if n.bias is not None}
@@ -970,9 +970,9 @@ def test_monte_carlo_draws_by_distribution():
     vos = np.array([x for _, v in draws for x in v.values()])
     assert np.abs(vos).max() <= op.vos_max_v  # clipped to the datasheet maximum
     assert vos.std() == pytest.approx(op.vos_typ_v, rel=0.1) and abs(vos.mean()) < op.vos_typ_v / 5
-    assert flow._monte_carlo_draw(d, 0.01, False, rng)[1] == {}  # offsets off
+    assert flow.draw_board(d, 0.01, False, rng)[1] == {}  # offsets off
     ideal = design(tiny_crystal(), opamp="ideal")
-    assert flow._monte_carlo_draw(ideal, 0.01, True, rng)[1] == {}  # no offset to draw
+    assert flow.draw_board(ideal, 0.01, True, rng)[1] == {}  # no offset to draw
 
 
 def test_monte_carlo_figures_follow_from_the_boards(settled_run):
@@ -1002,7 +1002,7 @@ def _board_agreements(b, tolerances, runs, offsets, seed):
     for tol in tolerances:
         out[tol] = []
         for _ in range(runs):
-            r_scale, vos = flow._monte_carlo_draw(b.design, tol, offsets, rng)
+            r_scale, vos = flow.draw_board(b.design, tol, offsets, rng)
             v = nl.realized_forward(b.design, b.x, r_scale, vos)
             cls = flow.hybrid_classes(b.c, b.adc, [vv / g for vv, g in zip(v, b.gains)], b.x)
             out[tol].append(float(np.mean(cls == MIXED_CLASSES)))
@@ -1127,8 +1127,12 @@ def test_source_claim_by_hand():
 
 def test_stage_result_keys(settled_run):
     res = settled_run[0]
+    # the settings the figures depend on, which sim-hybrid checks before using them
+    assert res["config"] == {"analog": dict(config(transient_samples=3, step_us=60.0,
+                                                   monte_carlo_runs=3).analog), "adc_bits": 8}
     assert set(res) == {
-        "stage", "experiment", "crystal", "crystal_digest", "opamp", "opamp_part", "e_series",
+        "stage", "experiment", "crystal", "crystal_digest", "config", "opamp", "opamp_part",
+        "e_series",
         "supply_v", "neurons", "resistors", "opamps", "inverters", "diodes", "relu_stages",
         "adc_bits", "adc_ref_v", "lsb_mv", "test_samples", "class_agreement_with_torch",
         "class_agreement_resistors_only", "class_agreement_adc_only", "test_accuracy_analog",

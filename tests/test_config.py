@@ -243,6 +243,30 @@ def test_unknown_key_suggestion():
                                           r"'seed'\?$"):
         cfgmod.validate({"sed": 1}, "<t>")
     with pytest.raises(ConfigError, match=r"unknown key 'zzzzzz'; allowed keys: adc, analog, "
-                                          r"data, experiment, fixed_point, freeze, growth, net, "
-                                          r"rtl, seed, sim, train$"):
+                                          r"calibrate, data, experiment, fixed_point, freeze, "
+                                          r"growth, hybrid, net, rtl, seed, sim, train$"):
         cfgmod.validate({"zzzzzz": 1}, "<t>")
+
+
+def test_set_overrides_on_top_of_the_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("experiment: x\nrtl: {shapes: both}\nanalog: {tolerances: [0.01]}\n")
+    cfg = cfgmod.load(p, ["rtl.shapes=serial", "analog.tolerances=[0.05, 0.001]",
+                          "hybrid.vectors=null", "adc.bits=6", "seed=3"])
+    assert cfg.rtl.shapes == "serial" and cfg.analog.tolerances == [0.05, 0.001]
+    assert cfg.hybrid.vectors is None and cfg.adc.bits == 6 and cfg.seed == 3
+    assert cfg.experiment == "x" and cfg.rtl.clock_mhz == cfgmod.SCHEMA["rtl"]["clock_mhz"].default
+    assert cfgmod.load(p).rtl.shapes == "both"  # the file is untouched
+    # the override is validated like the file, and the error names both
+    with pytest.raises(ConfigError, match=r"c.yaml with --set rtl.shapes=diagonal.*'diagonal' is "
+                                          r"not allowed"):
+        cfgmod.load(p, ["rtl.shapes=diagonal"])
+    with pytest.raises(ConfigError, match=r"rtl.shapez.*did you mean 'shapes'"):
+        cfgmod.load(p, ["rtl.shapez=serial"])
+    for bad in ("rtl.shapes", "=3", "rtl..shapes=1"):
+        with pytest.raises(ConfigError, match=r"expected KEY=VALUE with a dotted key"):
+            cfgmod.load(p, [bad])
+    with pytest.raises(ConfigError, match=r"'experiment' is a value, not a section"):
+        cfgmod.load(p, ["experiment.name=y"])
+    with pytest.raises(ConfigError, match=r"not valid YAML"):
+        cfgmod.load(p, ["rtl.shapes=[serial"])

@@ -98,7 +98,9 @@ def test_run_design_through_icarus(tmp_path):
          "design_latency_cycles": 2, **FIG}
     cfg = cfgmod.validate({"experiment": "tiny", "sim": {"power_vectors": 3}}, "<t>")
     lines = []
-    runs = flow.run_design(c, cfg, Paths(tmp_path, "tiny"), "fp", d, net, 6, False, lines.append)
+    out = Paths(tmp_path, "tiny").stage("sim")
+    runs = flow.run_design(c, cfg, out, "fp", d, net, fixed.input_codes(c, net)[:6], False,
+                           lines.append)
     assert set(runs) == {"fp_rtl", "fp_gates"}
     g = net.forward(fixed.input_codes(c, net)[:6])
     torch_cls = c.reference.outputs[-1].argmax(1)[:6]
