@@ -124,7 +124,7 @@ def all_digital_results(paths: Paths, sres: dict) -> dict | None:
             "bit_exact_fraction": a["bit_exact_fraction"],
             "energy_per_inference_nj": a["energy_per_inference_nj"],
             "latency_us": a["latency_cycles"] / clock, "latency_cycles": a["latency_cycles"],
-            "source": str(path)}
+            "source": str(path), "measured": res.get("measured")}
 
 
 # ---- core -> ADC -> codes ----------------------------------------------------------------------

@@ -27,7 +27,7 @@ from crystalbench import toolrun
 from crystalbench.analog import eseries, flow, spice
 from crystalbench.analog import netlist as nl
 from crystalbench.analog.opamps import OPAMPS, spec_for
-from crystalbench.errors import AnalogError, SpiceRunError, ToolNotFound
+from crystalbench.errors import AnalogError, SpiceRunError, ToolFailed, ToolNotFound
 from crystalbench.results import Paths, atomic_write_bytes
 
 from .conftest import shared_scope
@@ -1392,3 +1392,107 @@ def test_stage_progress_lines_and_a_second_run_in_the_same_folder(tmp_path):
     assert 0 < res["wall_seconds"] < 300
     again = flow.run(c, cfg, Paths(tmp_path, "mixed"))  # the folder exists: fine
     assert again["class_agreement_with_torch"] == res["class_agreement_with_torch"]
+
+
+# ---- run_file's checks, with a stand-in for the ngspice process -------------------------------
+def fake_ngspice(monkeypatch, raw: bytes | None = None, log: bytes | None = None,
+                 fail: str | None = None):
+    """Replace the ngspice process: write `raw` as its raw file and `log` as its log, or
+    raise ToolFailed(`fail`); record the arguments it was given."""
+    calls = []
+
+    def run(tool, args, log=None, cwd=None, timeout=None, env=None):
+        calls.append({"tool": tool, "args": args, "timeout": timeout})
+        cwd = Path(cwd)
+        if log_bytes is not None:
+            Path(log).write_bytes(log_bytes)
+        if fail is not None:
+            raise ToolFailed(fail, Path(log), 1)
+        if raw is not None:
+            (cwd / args[2]).write_bytes(raw)
+
+    log_bytes = log
+    monkeypatch.setattr(spice.toolrun, "run", run)
+    return calls
+
+
+def test_run_file_passes_the_timeout_and_times_the_run(tmp_path, monkeypatch):
+    import time as time_mod
+
+    net = tmp_path / "n.cir"
+    net.write_text("* stand-in\n")
+    calls = fake_ngspice(monkeypatch, raw=raw_plot(["v(a)"], 1, binary_points([[2.0]])))
+    t0 = time_mod.perf_counter()
+    vec, seconds = spice.run_file(net, timeout=7.5)
+    wall = time_mod.perf_counter() - t0
+    assert calls == [{"tool": "ngspice", "args": ["-b", "-r", "n.raw", "n.cir"], "timeout": 7.5}]
+    assert vec["a"].tolist() == [2.0] and 0 <= seconds <= wall
+
+
+def test_run_file_failure_quotes_the_log_or_the_error(tmp_path, monkeypatch):
+    net = tmp_path / "n.cir"
+    net.write_text("* stand-in\n")
+    # a log with bytes that are not UTF-8: read with replacement, its error lines quoted
+    fake_ngspice(monkeypatch, log=b"ok line\n\xff\xfe Error: singular matrix\n", fail="exit 1")
+    with pytest.raises(SpiceRunError) as e:
+        spice.run_file(net)
+    assert str(e.value) == (f"ngspice failed on {net}: \ufffd\ufffd Error: singular matrix; "
+                            f"see {tmp_path / 'n.log'}")
+    (tmp_path / "n.log").unlink()
+    fake_ngspice(monkeypatch, fail="ngspice timed out after 5 s")  # no log written
+    with pytest.raises(SpiceRunError) as e:
+        spice.run_file(net)
+    assert str(e.value) == (f"ngspice failed on {net}: ngspice timed out after 5 s; see "
+                            f"{tmp_path / 'n.log'}")
+
+
+def test_run_file_no_raw_no_data_short_transient(tmp_path, monkeypatch):
+    net = tmp_path / "n.cir"
+    net.write_text("* stand-in\n")
+    fake_ngspice(monkeypatch)  # ran, wrote nothing
+    with pytest.raises(SpiceRunError) as e:
+        spice.run_file(net)
+    assert str(e.value) == (f"ngspice ran {net} but wrote no raw file (no analysis in the "
+                            f"netlist?); see {tmp_path / 'n.log'}")
+    fake_ngspice(monkeypatch, raw=raw_plot(["v(a)", "v(b)"], 0, b""))  # a plot of no points
+    with pytest.raises(SpiceRunError) as e:
+        spice.run_file(net)
+    assert str(e.value) == (f"ngspice returned no data for {net} (no convergence?); see "
+                            f"{tmp_path / 'n.log'}")
+    # a transient must reach t_stop, to within a millionth
+    end = 2e-3 * (1 - 1e-6)
+    fake_ngspice(monkeypatch, raw=raw_plot(["time", "v(a)"], 2,
+                                           binary_points([[0.0, 1.0], [end, 1.0]])))
+    vec, _ = spice.run_file(net, t_stop=2e-3)
+    assert vec["time"][-1] == end
+    fake_ngspice(monkeypatch, raw=raw_plot(["time", "v(a)"], 2,
+                                           binary_points([[0.0, 1.0], [1e-3, 1.0]])))
+    with pytest.raises(SpiceRunError, match=r"transient of .*n\.cir stopped before 0\.002 s"):
+        spice.run_file(net, t_stop=2e-3)
+
+
+def test_read_raw_names_the_file(tmp_path):
+    junk = tmp_path / "junk.raw"
+    junk.write_bytes(b"junk\n")
+    with pytest.raises(SpiceRunError) as e:
+        spice.read_raw(junk)
+    assert str(e.value) == f"{junk}: not an ngspice raw file (unexpected header line b'junk')"
+    blank = tmp_path / "blank.raw"
+    blank.write_bytes(b"\n \n")
+    with pytest.raises(SpiceRunError) as e:
+        spice.read_raw(blank)
+    assert str(e.value) == f"{blank}: raw file holds no analysis"
+
+
+def test_netlist_text_by_hand():
+    class Cir:
+        def __str__(self):
+            return ".title t\nR1 a 0 1k\n\n"
+
+    names = [f"v(n{i})" for i in range(9)]
+    text = flow.netlist_text(Cir(), ".op", "dc", names[:2], names)
+    assert text == (".title t\nR1 a 0 1k\n.options noacct\n.op\n"
+                    ".save " + " ".join(names[:8]) + "\n.save v(n8)\n"
+                    ".print dc v(n0) v(n1)\n.end\n")
+    assert flow.netlist_text(Cir(), ".op", "dc", [], []) == \
+        ".title t\nR1 a 0 1k\n.options noacct\n.op\n.end\n"

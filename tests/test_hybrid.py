@@ -16,7 +16,7 @@ from crystalbench.results import Paths
 from crystalbench.sim import hybrid
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hw_tiny import tiny_crystal  # noqa: E402
+from hw_tiny import tiny_crystal, tiny_deep_crystal  # noqa: E402
 
 
 def part(bits=4, channels=8, **kw):
@@ -147,14 +147,17 @@ def tiny_cfg(**hyb):
 
 
 @pytest.mark.slow
-def test_whole_chain_on_the_tiny_crystal(tmp_path):
+@pytest.mark.parametrize("make", [tiny_crystal, tiny_deep_crystal])
+def test_whole_chain_on_the_tiny_crystal(tmp_path, make):
+    """The readout-only frontier, and one with a hidden layer of its own (tiny_deep)."""
     from crystalbench.analog import flow as analog_flow
     from crystalbench.rtl import fixed
     from crystalbench.rtl import flow as synth_stage
 
-    c = tiny_crystal(n_test=10)
-    cm.save(c, tmp_path / "tiny" / "crystal")
-    paths = Paths(tmp_path, "tiny")
+    c = make(n_test=10)
+    cm.save(c, tmp_path / c.name / "crystal")
+    paths = Paths(tmp_path, c.name)
+    out = tmp_path / c.name / "hybrid"
     cfg = tiny_cfg()
     with pytest.raises(SimError, match=r"run `crystalbench sim-analog`"):
         hybrid.run(c, cfg, paths)
@@ -171,11 +174,11 @@ def test_whole_chain_on_the_tiny_crystal(tmp_path):
     # The codes the frontier got, recomputed here from ngspice's own output: boundary
     # volts x 1024 / VREF rounded (MCP3008, 10 bits), then /4 rounded half to even.
     net = fixed.nets_of(fixed.load(paths.stage("fixed"), c))["frontier"]
-    raw = spice.read_raw(tmp_path / "tiny" / "hybrid" / "core.raw")
+    raw = spice.read_raw(out / "core.raw")
     volts = np.stack([np.maximum(raw[f"h1_{j}"], 0.0) for j in net.input_index], 1)
     part_codes = np.clip(np.rint(volts * 1024 / (256 / 255)), 0, 1023)
     want = np.clip(np.rint(part_codes / 4), 0, 255).astype(np.int64)  # rint: half to even
-    saved = np.load(tmp_path / "tiny" / "hybrid" / "codes.npz")
+    saved = np.load(out / "codes.npz")
     np.testing.assert_array_equal(saved["codes"], want)
     torch_cls = c.reference.outputs[-1].argmax(1)
     g = net.forward(want)
@@ -186,11 +189,15 @@ def test_whole_chain_on_the_tiny_crystal(tmp_path):
     assert res["codes_max_diff_from_ideal"] == int(np.abs(want - ideal).max())
     # no code is further off than the core's worst error plus the ADC's rounding
     assert res["codes_max_diff_from_ideal"] <= np.ceil(analog["max_error_lsb"] + 0.625)
-    # 4 boundary neurons on one MCP3008: 4 conversions in turn, 11.125 nJ each at VREF 1.004 V
+    # every boundary neuron (4 or 5 here) on one MCP3008, converted in turn: 5 us and
+    # 5 V x 425 uA + VREF x 100 uA over 5 us each, VREF = 256/255 V
+    k = len(net.input_index)
+    assert k == {"tiny": 4, "tiny_deep": 5}[c.name] and len(net.layers) == {"tiny": 1,
+                                                                          "tiny_deep": 2}[c.name]
     e_conv = (5 * 425e-6 + (256 / 255) * 100e-6) * 5e-6 * 1e9
-    assert res["adc"]["chips"] == 1 and res["adc"]["channels"] == 4
-    assert res["energy_nj"]["adc_nj"] == pytest.approx(4 * e_conv)
-    assert res["latency_parts_us"]["adc_us"] == pytest.approx(20.0)
+    assert res["adc"]["chips"] == 1 and res["adc"]["channels"] == k
+    assert res["energy_nj"]["adc_nj"] == pytest.approx(k * e_conv)
+    assert res["latency_parts_us"]["adc_us"] == pytest.approx(5.0 * k)
     assert res["energy_nj"]["analog_nj"] == analog["energy_per_inference_nj"]
     assert res["latency_parts_us"]["analog_us"] == analog["settling_time_us"]
     assert res["energy_nj"]["digital_nj"] == res["frontier"]["energy_per_inference_nj"]
@@ -205,9 +212,9 @@ def test_whole_chain_on_the_tiny_crystal(tmp_path):
     assert b0["gates_bit_exact_fraction"] == 1.0 and b0["ngspice_vs_numpy_codes_max"] <= 1
     assert res["all_digital"] is None  # sim did not run
     assert res["summary"][-1] == "all-digital: no figures (run `crystalbench sim` for them)"
-    on_disk = json.loads((tmp_path / "tiny" / "hybrid" / "result.json").read_text())
+    on_disk = json.loads((out / "result.json").read_text())
     assert on_disk["energy_per_inference_nj"] == res["energy_per_inference_nj"]
-    assert (tmp_path / "tiny" / "hybrid" / "breakdown.png").stat().st_size > 1000
+    assert (out / "breakdown.png").stat().st_size > 1000
     assert any(line.startswith("board 0: frontier_serial_gates") for line in lines)
 
     # another analog setting than the one sim-analog ran with: refused before any work
@@ -234,3 +241,25 @@ def test_cli_names_what_to_run_first(tmp_path, capsys):
     assert main(base + ["--set", "adc.part=adc128s022"]) == 2  # 1 V core: reference too low
     assert "outside the TI ADC128S022's 2.7-5.25 V" in capsys.readouterr().err
     assert not (tmp_path / "build" / "tiny" / "hybrid" / "result.json").exists()
+
+
+def test_all_digital_figures_come_from_sim_on_the_same_formats(tmp_path):
+    from crystalbench.results import write_result
+
+    paths = Paths(tmp_path, "tiny")
+    sres = {"fixed_digest": "abc"}
+    assert hybrid.all_digital_results(paths, sres) is None  # sim never ran
+    sim = {"fixed_digest": "abc", "clock_mhz": 12.0, "vectors": 40,
+           "all_digital": {"design": "all_digital_serial", "class_agreement_with_torch": 0.99,
+                           "fixed_point_test_accuracy": 0.97, "bit_exact_fraction": 1.0,
+                           "energy_per_inference_nj": 87.5, "latency_cycles": 1088}}
+    write_result(paths.stage("sim"), sim)
+    a = hybrid.all_digital_results(paths, sres)
+    assert a["latency_us"] == pytest.approx(1088 / 12.0) and a["latency_cycles"] == 1088
+    assert (a["design"], a["energy_per_inference_nj"], a["test_accuracy"], a["vectors"]) == \
+        ("all_digital_serial", 87.5, 0.97, 40)
+    assert a["measured"]["machine"]["cores"] >= 1  # which run the figures come from
+    assert hybrid.all_digital_results(paths, {"fixed_digest": "other"}) is None  # stale
+    del sim["all_digital"]
+    write_result(paths.stage("sim"), sim)
+    assert hybrid.all_digital_results(paths, sres) is None  # sim built no all-digital net
