@@ -1,0 +1,158 @@
+"""`crystalbench bitstream --board B`: the frontier on a real board, as a bitstream; and
+`crystalbench flash --board B`.
+
+The board top (controller: UART + host protocol + the loadable serial frontier, on the
+board's UART pins, two LEDs) is planned by amaranth-boards (`platform.build(...,
+do_build=False)`: RTLIL, Yosys script, pin constraints with the clock's frequency), and
+the plan's three steps run through the one tool runner (yosys, nextpnr-ice40, icepack),
+each with its log in build/<exp>/boards/<board>/. Writes there: top.bin (the bitstream),
+the logs, and result.json (utilization, fmax; `passed` false when fmax is below the
+board's clock).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import io
+
+from crystalbench import stage, toolrun
+from crystalbench.crystal import Crystal
+from crystalbench.errors import SynthError, ToolFailed
+from crystalbench.results import Paths
+from crystalbench.rtl import fixed, quantize
+from crystalbench.rtl import synth as synth_mod
+
+from . import platforms
+from .controller import Controller
+from .platforms import Board, BoardError
+
+NAME = "boards"
+WRITES = (NAME, quantize.NAME)
+NEEDS_CRYSTAL = True
+NO_BOARD = ("unable to open ftdi device", "device not found", "failed to claim cable",
+            "no cable", "no device found")
+
+
+class BoardTop(Elaboratable):
+    """The controller on a board's pins: UART rx/tx, LEDs for `loaded` and `error`."""
+
+    def __init__(self, board: Board, controller: Controller):
+        self.board, self.controller = board, controller
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.controller = ctl = self.controller
+        uart = platform.request(*self.board.uart, dir="-")
+        m.submodules.rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [ctl.rx.eq(rx.i), tx.o.eq(ctl.tx)]
+        for out, res in self.board.leds.items():
+            m.submodules[f"led_{out}"] = led = io.Buffer("o", platform.request(*res, dir="-"))
+            m.d.comb += led.o.eq(getattr(ctl, out))
+        return m
+
+
+def parse_utilization(text: str) -> dict:
+    """nextpnr's 'Device utilisation' block: cell type -> (used, available)."""
+    block = text.split("Device utilisation:")[-1] if "Device utilisation:" in text else ""
+    found = re.findall(r"^\s*Info:\s+(\w+):\s+(\d+)/\s*(\d+)", block, re.M)
+    if not found:
+        raise SynthError("nextpnr printed no device utilisation; see its log")
+    out = {}
+    for name, used, avail in found:
+        out.setdefault(name, {"used": int(used), "available": int(avail)})
+    return out
+
+
+def build_bitstream(board: Board, controller: Controller, out: Path, log=stage.quiet) -> dict:
+    """Plan with amaranth-boards, run yosys, nextpnr-ice40, icepack; return the figures."""
+    toolrun.require("yosys", "nextpnr-ice40", "icepack")
+    out.mkdir(parents=True, exist_ok=True)
+    plan = board.make_platform().build(BoardTop(board, controller), name="top", do_build=False,
+                                       script_after_synth="tee -o top_stat.txt stat")
+    plan.extract(out)
+    t0 = time.perf_counter()
+    toolrun.run("yosys", ["-q", "-l", "top.rpt", "top.ys"], log=out / "yosys.log", cwd=out)
+    res = synth_mod.parse_ice40_stat((out / "top_stat.txt").read_text())
+    log(f"{board.name}: yosys {res['lut4']} LUT4, {res['ice40_ff']} FF, {res['bram']} BRAM")
+    r = toolrun.run("nextpnr-ice40", [*board.nextpnr, "--json", "top.json", "--pcf", "top.pcf",
+                                      "--asc", "top.asc", "--seed", "1", "--timing-allow-fail"],
+                    log=out / "nextpnr.log", cwd=out, timeout=1800)
+    fmax = synth_mod.parse_fmax(r.stdout)
+    if fmax is None:
+        raise SynthError(f"nextpnr-ice40 printed no fmax; see {out / 'nextpnr.log'}")
+    util = parse_utilization(r.stdout)
+    toolrun.run("icepack", ["top.asc", "top.bin"], log=out / "icepack.log", cwd=out)
+    clock_mhz = board.clock_hz / 1e6
+    res.pop("ice40_cells", None)
+    res.update({"board": board.name, "part": board.part, "clock_mhz": clock_mhz,
+                "baud": board.baud, "fmax_mhz": fmax, "passed": fmax >= clock_mhz,
+                "luts": board.luts, "lut4_share": round(res["lut4"] / board.luts, 4),
+                "placed": util, "bitstream": out / "top.bin",
+                "bitstream_bytes": (out / "top.bin").stat().st_size,
+                "seconds": round(time.perf_counter() - t0, 1),
+                "logs": {k: out / f"{k}.log" for k in ("yosys", "nextpnr", "icepack")}})
+    return res
+
+
+def design_figures(controller: Controller) -> dict:
+    ident = controller.identity
+    return {k: ident[k] for k in ("version", "weights_digest", "formats_digest", "n_in", "in_bits",
+                                  "n_classes", "logit_bits", "n_words", "n_conn", "word_bytes")}
+
+
+def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet,
+        board: str = "icebreaker") -> dict:
+    spec = platforms.get(board)
+    toolrun.require("yosys", "nextpnr-ice40", "icepack")
+    fp = quantize.ensure(c, cfg, paths, log)
+    net = fixed.nets_of(fp)["frontier"]
+    ctl = Controller(net, spec.clock_hz, spec.baud)
+    res = build_bitstream(spec, ctl, paths.stage(NAME) / board, log)
+    res.update({"crystal_digest": fp["crystal"]["digest"], "fixed_digest": fixed.artifact_digest(fp),
+                "design": design_figures(ctl), "method": METHOD})
+    timing = (f"fmax {res['fmax_mhz']:.1f} MHz >= the {res['clock_mhz']:g} MHz clock" if res["passed"]
+              else f"fmax {res['fmax_mhz']:.1f} MHz BELOW the {res['clock_mhz']:g} MHz clock: "
+                   f"timing not met, do not flash; see {res['logs']['nextpnr']}")
+    summary = [f"{spec.title} ({spec.part}): {res['lut4']} LUT4 ({res['lut4_share']:.0%} of "
+               f"{spec.luts}), {res['ice40_ff']} FF, {res['bram']} BRAM, {res['dsp']} DSP; {timing}",
+               f"bitstream {res['bitstream']} ({res['bitstream_bytes']} bytes); UART {spec.baud} "
+               f"baud; weights digest {res['design']['weights_digest']}; flash with "
+               f"`crystalbench flash --board {board}`"]
+    return stage.finish(f"{NAME}/{board}", paths, res, summary)
+
+
+def flash(paths: Paths, board: str, log: stage.Log = stage.quiet) -> dict:
+    """Program the board's flash with its built bitstream (openFPGALoader)."""
+    spec = platforms.get(board)
+    bit = paths.stage(NAME) / board / "top.bin"
+    if not bit.exists():
+        raise BoardError(f"{bit}: no bitstream; build it first with `crystalbench bitstream "
+                         f"--board {board}` (make bitstream BOARD={board})")
+    toolrun.require("openFPGALoader")
+    flash_log = bit.parent / "flash.log"
+    try:
+        r = toolrun.run("openFPGALoader", [*spec.programmer, bit], log=flash_log, timeout=600)
+    except ToolFailed as e:
+        text = e.log.read_text(errors="replace").lower() if e.log.exists() else ""
+        if any(s in text for s in NO_BOARD):
+            raise BoardError(f"no {spec.title} found on USB (openFPGALoader {' '.join(spec.programmer)}"
+                             f" found no cable); connect it (and check its USB permissions), or "
+                             f"point OPENFPGALOADER at another openFPGALoader; see {e.log}") from None
+        raise
+    log(f"{spec.title}: {bit} written in {r.seconds:.1f} s")
+    return {"board": board, "bitstream": str(bit), "log": str(flash_log),
+            "summary": [f"{spec.title}: flashed {bit} ({r.seconds:.1f} s); log {flash_log}"]}
+
+
+METHOD = (
+    "Board top = boards/controller.py (UART 8N1 + host protocol + rtl.design.SerialNet with "
+    "loadable weights) on the board's UART pins, planned by amaranth-boards (platform.build("
+    "do_build=False): RTLIL, Yosys script, PCF with the clock's frequency); the plan's steps run "
+    "through crystalbench.toolrun: yosys (synth_ice40, `stat` after it: LUT4/FF/carry/DSP/BRAM), "
+    "nextpnr-ice40 (seed 1, --timing-allow-fail: fmax and placed utilization from its log; "
+    "passed = fmax >= the board clock), icepack.")

@@ -1,0 +1,56 @@
+"""Boards as data: which amaranth-boards platform, its clock, the pins the board top uses,
+how place and route names its part, and how openFPGALoader programs it. A new board is a
+new entry here, not new code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+
+from crystalbench.errors import CrystalbenchError
+
+
+class BoardError(CrystalbenchError):
+    """A board that is unknown, absent or cannot take the design; names the fix."""
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    title: str
+    platform: str  # "module:Class" of its amaranth-boards platform
+    part: str
+    clock_hz: float  # the platform's default clock (what the top runs on)
+    baud: int
+    uart: tuple[str, int]  # resource (name, number): fields rx, tx
+    leds: dict  # controller output -> LED resource (name, number)
+    nextpnr: tuple[str, ...]  # nextpnr-ice40 device and package options
+    luts: int  # LUT4 (logic cells) of the part
+    programmer: tuple[str, ...]  # openFPGALoader options before the bitstream
+    serial_hint: str  # where its UART shows up on the host
+
+    def make_platform(self):
+        module, cls = self.platform.split(":")
+        return getattr(importlib.import_module(module), cls)()
+
+
+BOARDS = {
+    "icebreaker": Board(
+        name="icebreaker", title="iCEBreaker", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
+        part="iCE40UP5K-SG48", clock_hz=12e6, baud=115200, uart=("uart", 0),
+        leds={"loaded": ("led_g", 0), "error": ("led_r", 0)},
+        nextpnr=("--up5k", "--package", "sg48"), luts=5280,
+        # iCE40 boards share the FTDI-to-SPI-flash wiring: openFPGALoader's generic entry
+        programmer=("-b", "ice40_generic"),
+        serial_hint="the FTDI's second interface, usually /dev/ttyUSB1"),
+}
+
+
+def get(name: str) -> Board:
+    if name not in BOARDS:
+        near = difflib.get_close_matches(name, BOARDS, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise BoardError(f"unknown board {name!r}; boards: {', '.join(sorted(BOARDS))}{hint}")
+    return BOARDS[name]
