@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SYNTH := --set rtl.shapes=serial --set rtl.digital_shapes=none --set rtl.large_part=none
 BENCH_CONFIGS := configs/digits.yaml configs/digits_source_scale.yaml configs/mnist1d.yaml
 
-.PHONY: setup apt demo test lint mutate train quantize synth sim sim-analog sim-hybrid bench report clean help
+.PHONY: setup apt demo test lint mutate train quantize synth sim sim-analog sim-hybrid bench bench-infer report clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -27,6 +27,7 @@ help:
 	@echo "make sim-analog  CONFIG=...: frozen core as op-amp circuits in ngspice -> $(BUILD)/<exp>/analog/"
 	@echo "make sim-hybrid  CONFIG=...: ngspice core -> ADC -> frontier gate netlist, Monte Carlo, system energy -> $(BUILD)/<exp>/hybrid/ (after sim-analog and synth)"
 	@echo "make bench   training benchmarks -> $(BUILD)/bench/train.json"
+	@echo "make bench-infer  CONFIG=...: the Crystal as C (float32 + fixed point, checked), timed against torch and numpy -> $(BUILD)/<exp>/c/"
 	@echo "make report  $(BUILD)/report.md from every result.json present"
 	@echo "make mutate  mutation testing of the measurement code -> build/mutate/report.md (hours; not in CI)"
 	@echo "make setup   install Debian packages and the Python environment (.venv)"
@@ -93,6 +94,12 @@ sim-hybrid: setup
 
 bench: setup
 	$(CB) --build-dir $(BUILD) bench $(foreach c,$(BENCH_CONFIGS),--config $(c))
+
+# The Crystal as C99 (crystalbench.cbackend): compiled with cc, checked against torch and the
+# golden model, then latency (batch 1) and throughput (batch 1,024) against torch eager and
+# numpy in one process on one thread. Needs a trained Crystal (make train).
+bench-infer: setup
+	$(CB) --build-dir $(BUILD) compile-c --config $(CONFIG) --bench
 
 report: setup
 	$(CB) --build-dir $(BUILD) report

@@ -30,6 +30,7 @@ STAGES = {
     "sim-analog": "crystalbench.analog.flow",
     "sim-hybrid": "crystalbench.sim.hybrid",
     "calibrate": "crystalbench.sim.calibrate",
+    "compile-c": "crystalbench.cbackend.flow",
 }
 DEFAULT_CONFIG = "configs/digits.yaml"
 
@@ -233,6 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
                       lambda a: run_stage("calibrate", a, boards=a.boards))
     k.add_argument("--boards", type=int, default=None,
                    help="boards to calibrate (default: calibrate.boards)")
+    cc = _stage_parser(sub, "compile-c", "the Crystal as C99 (float32, and the fixed-point "
+                       "nets bit-exact with the golden model), compiled with cc and checked -> "
+                       "build/<exp>/c/ (quantizes first when needed)",
+                       lambda a: run_stage("compile-c", a, repeats=a.repeats, bench_torch=(
+                           importlib.import_module("crystalbench.model.infer").contenders
+                           if a.bench else None)))
+    cc.add_argument("--bench", action="store_true",
+                    help="also time the C against torch eager and numpy in this process: "
+                         "latency at batch 1, throughput at batch 1,024, one thread")
+    cc.add_argument("--repeats", type=int, default=None,
+                    help="interleaved benchmark rounds (default: 25; medians)")
 
     b = sub.add_parser("bench", help="training benchmarks -> build/bench/train.json")
     b.add_argument("--config", action="append", required=True)

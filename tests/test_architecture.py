@@ -1,5 +1,6 @@
 """Import arrows run one way (ARCHITECTURE: model, rtl, analog -> core; sim -> rtl, analog,
-core; boards -> rtl, sim, core; only the CLI imports every stage). Every import in every
+core; boards -> rtl, sim, core; cbackend -> rtl (its fixed-point formats), core; only the
+CLI imports every stage). Every import in every
 module is checked, function-level ones included; relative imports are resolved."""
 
 import ast
@@ -10,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # folder on disk -> its part of crystalbench
 PARTS = {"crystalbench": "core", "model": "model", "rtl": "rtl", "analog": "analog",
-         "sim": "sim", "boards": "boards"}
+         "sim": "sim", "boards": "boards", "cbackend": "cbackend"}
 ALLOWED = {
     "core": {"core"},
     "model": {"core", "model"},
@@ -18,7 +19,8 @@ ALLOWED = {
     "analog": {"core", "analog"},
     "sim": {"core", "rtl", "analog", "sim"},
     "boards": {"core", "rtl", "sim", "boards"},
-    "cli": {"core", "model", "rtl", "analog", "sim", "boards", "cli"},
+    "cbackend": {"core", "rtl", "cbackend"},
+    "cli": {"core", "model", "rtl", "analog", "sim", "boards", "cbackend", "cli"},
 }
 # Third-party imports only a part may make (torch stays in training; hardware packages
 # stay out of the core, so a Crystal loads with numpy alone).
@@ -27,6 +29,8 @@ FORBIDDEN_THIRD_PARTY = {
     "rtl": {"torch", "PySpice"},
     "analog": {"torch", "amaranth", "cocotb"},
     "sim": {"torch"},
+    # the C backend reads numpy arrays; the torch side of its benchmark is model/infer.py
+    "cbackend": {"torch", "amaranth", "PySpice", "cocotb", "cocotb_tools"},
 }
 
 
@@ -83,6 +87,8 @@ def test_the_scanner_resolves_relative_imports(tmp_path):
     assert part_of_module("crystalbench.results") == "core"
     found = dict((m, n) for n, m in imports(ROOT / "sim" / "flow.py"))
     assert "crystalbench.sim.power" in found and "crystalbench.rtl.fixed" in found
+    assert module_name(ROOT / "cbackend" / "flow.py") == "crystalbench.cbackend.flow"
+    assert part_of_module("crystalbench.cbackend.emit") == "cbackend"
 
 
 @pytest.mark.parametrize("path", list(sources()), ids=lambda p: str(p.relative_to(ROOT)))
