@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SYNTH := --set rtl.shapes=serial --set rtl.digital_shapes=none --set rtl.large_part=none
 BENCH_CONFIGS := configs/digits.yaml configs/digits_source_scale.yaml configs/mnist1d.yaml
 
-.PHONY: setup apt demo test lint mutate train quantize synth sim sim-analog sim-hybrid bench bench-infer report clean help
+.PHONY: setup apt demo test lint mutate train quantize synth sim sim-analog sim-hybrid bench bench-infer bitstream flash report clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -28,6 +28,8 @@ help:
 	@echo "make sim-hybrid  CONFIG=...: ngspice core -> ADC -> frontier gate netlist, Monte Carlo, system energy -> $(BUILD)/<exp>/hybrid/ (after sim-analog and synth)"
 	@echo "make bench   training benchmarks -> $(BUILD)/bench/train.json"
 	@echo "make bench-infer  CONFIG=...: the Crystal as C (float32 + fixed point, checked), timed against torch and numpy -> $(BUILD)/<exp>/c/"
+	@echo "make bitstream BOARD=icebreaker  CONFIG=...: the frontier + UART host link as a bitstream, utilization, fmax -> $(BUILD)/<exp>/boards/<board>/"
+	@echo "make flash   BOARD=icebreaker  CONFIG=...: write that bitstream to the board (openFPGALoader)"
 	@echo "make report  $(BUILD)/report.md from every result.json present"
 	@echo "make mutate  mutation testing of the measurement code -> build/mutate/report.md (hours; not in CI)"
 	@echo "make setup   install Debian packages and the Python environment (.venv)"
@@ -100,6 +102,15 @@ bench: setup
 # numpy in one process on one thread. Needs a trained Crystal (make train).
 bench-infer: setup
 	$(CB) --build-dir $(BUILD) compile-c --config $(CONFIG) --bench
+
+# The frontier on a real board (crystalbench.boards): amaranth-boards plans the board top,
+# yosys + nextpnr + icepack build it; flash writes it with openFPGALoader.
+BOARD ?= icebreaker
+bitstream: setup
+	$(CB) --build-dir $(BUILD) bitstream --config $(CONFIG) --board $(BOARD)
+
+flash: setup
+	$(CB) --build-dir $(BUILD) flash --config $(CONFIG) --board $(BOARD)
 
 report: setup
 	$(CB) --build-dir $(BUILD) report

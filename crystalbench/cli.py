@@ -31,6 +31,7 @@ STAGES = {
     "sim-hybrid": "crystalbench.sim.hybrid",
     "calibrate": "crystalbench.sim.calibrate",
     "compile-c": "crystalbench.cbackend.flow",
+    "bitstream": "crystalbench.boards.bitstream",
 }
 DEFAULT_CONFIG = "configs/digits.yaml"
 
@@ -150,6 +151,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_flash(args) -> int:
+    from crystalbench.boards.bitstream import flash
+
+    cfg = cfgmod.load(args.config, getattr(args, "set", None))
+    print_summary(flash(Paths(args.build_dir, cfg.experiment), args.board, print))
+    return 0
+
+
 def _stage_parser(sub, command: str, help_text: str, func):
     p = sub.add_parser(command, help=help_text)
     p.add_argument("--config", default=DEFAULT_CONFIG,
@@ -254,6 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="build/report.md from every result.json present")
     r.set_defaults(func=cmd_report)
+
+    bs = _stage_parser(sub, "bitstream", "the frontier on a board: UART host link + loadable "
+                       "serial frontier -> bitstream, utilization, fmax -> "
+                       "build/<exp>/boards/<board>/ (quantizes first when needed)",
+                       lambda a: run_stage("bitstream", a, board=a.board))
+    bs.add_argument("--board", default="icebreaker", help="board (default: icebreaker)")
+    fl = sub.add_parser("flash", help="write build/<exp>/boards/<board>/top.bin to the board "
+                        "(openFPGALoader)")
+    fl.add_argument("--config", default=DEFAULT_CONFIG)
+    fl.add_argument("--board", default="icebreaker", help="board (default: icebreaker)")
+    fl.set_defaults(func=cmd_flash)
     return p
 
 
