@@ -8,8 +8,9 @@ CB     := $(BIN)/crystalbench
 CONFIG ?= configs/digits.yaml
 BUILD  ?= build
 # Debian packages the tool runs: ngspice (run in batch mode), Icarus Verilog,
-# Yosys, nextpnr for iCE40 with icestorm's packer, and openFPGALoader for flashing.
-APT_PACKAGES := ngspice iverilog yosys nextpnr-ice40 fpga-icestorm openfpgaloader
+# Yosys, nextpnr for iCE40 with icestorm's packer, openFPGALoader for flashing, and gcc
+# (with binutils' `size`) for the C backend.
+APT_PACKAGES := ngspice iverilog yosys nextpnr-ice40 fpga-icestorm openfpgaloader gcc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SYNTH := --set rtl.shapes=serial --set rtl.digital_shapes=none --set rtl.large_part=none
 BENCH_CONFIGS := configs/digits.yaml configs/digits_source_scale.yaml configs/mnist1d.yaml

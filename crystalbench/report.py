@@ -149,11 +149,55 @@ def hybrid_section(res: dict) -> list[str]:
             "gate netlist under cocotb + Icarus."]
 
 
+def c_section(res: dict) -> list[str]:
+    rows = []
+    for name, v in (res.get("variants") or {}).items():
+        chk = v.get("check") or {}
+        rows.append([name, _num(v.get("connections")),
+                     _num((v.get("size") or {}).get("text_plus_data")),
+                     _num((v.get("size_Os") or {}).get("text_plus_data")),
+                     f"max rel. error {chk['max_rel_error']:.2g}" if "max_rel_error" in chk
+                     else f"bit-exact {_num(chk.get('bit_exact'))}",
+                     _num(chk.get("class_agreement_with_torch"))])
+    out = table(["variant", "connections", "text + data (B)", "-Os (B)", "check",
+                 "agreement with torch"], rows)
+    bench = (res.get("bench") or {}).get("contenders") or {}
+    c = bench.get("c_f32")
+    if c:
+        out += ["", f"C float32: {_num(c.get('batch1_latency_us'), 2)} us at batch 1, "
+                    f"{_num(c.get('batch1024_ms'), 3)} ms at batch 1,024 (medians, one thread)", ""]
+        out += table(["against", "batch 1 (us)", "batch 1,024 (ms)", "C speedup, batch 1",
+                      "C speedup, batch 1,024"],
+                     [[v.get("label", k), _num(v.get("batch1_latency_us"), 2),
+                       _num(v.get("batch1024_ms"), 3), f"{_num(v.get('c_f32_speedup_batch1'), 1)}x",
+                       f"{_num(v.get('c_f32_speedup_batch1024'), 1)}x"]
+                      for k, v in bench.items() if k != "c_f32"])
+    return out
+
+
+def calibrate_section(res: dict) -> list[str]:
+    rows = [[p.get("board"), _num(p["before"]["accuracy"]), _num(p["after"]["accuracy"]),
+             _num(p["before"]["agreement"]), _num(p["after"]["agreement"]),
+             "kept" if "kept" in p else ("refused" if "refused" in p else "loaded"),
+             _num((p.get("gate_level") or {}).get("bit_exact_fraction"))]
+            for p in res.get("per_board", [])]
+    ab, aa = res.get("accuracy_before") or {}, res.get("accuracy_after") or {}
+    return [f"{res.get('boards')} boards ({res.get('opamp')}, {res.get('e_series')} "
+            f"+-{res.get('tolerance')}, {res.get('adc_part')}): test accuracy mean "
+            f"{_num(ab.get('mean'))} -> {_num(aa.get('mean'))} (float crystal "
+            f"{_num(res.get('float_test_accuracy'))}); {res.get('boards_improved_or_equal')} "
+            "boards improved or equal.", ""] + table(
+        ["board", "accuracy before", "after", "agreement before", "after", "refit",
+         "gate level bit-exact"], rows)
+
+
 SECTIONS = (
     ("train", "Training", train_section),
     ("analog", "Analog core in ngspice (`sim-analog`)", analog_section),
     ("fixed", "Fixed point, golden model (`quantize`)", fixed_section),
     ("hybrid", "The hybrid end to end (`sim-hybrid`)", hybrid_section),
+    ("calibrate", "Hardware in the loop (`calibrate`)", calibrate_section),
+    ("c", "C backend (`compile-c`)", c_section),
 )
 
 

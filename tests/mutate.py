@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = ROOT / "build" / "mutate"
 PACKAGES = {"crystalbench": "", "model": "model", "rtl": "rtl", "analog": "analog", "sim": "sim",
-            "boards": "boards"}
+            "boards": "boards", "cbackend": "cbackend"}
 # What turns data into a reported figure (issue: crystalbench/, rtl/fixed.py, the analog
 # measurement code, sim/). The CLI, report layout and the cocotb testbench (which runs
 # inside the simulator's own Python, out of mutmut's reach) are left out.
@@ -40,7 +40,8 @@ TARGETS = [
     "src/crystalbench/analog/flow.py", "src/crystalbench/analog/eseries.py",
     "src/crystalbench/analog/spice.py",
     "src/crystalbench/sim/power.py", "src/crystalbench/sim/flow.py",
-    "src/crystalbench/sim/runner.py",
+    "src/crystalbench/sim/runner.py", "src/crystalbench/sim/hybrid.py",
+    "src/crystalbench/sim/calibrate.py",
 ]
 # Tests that check the repository layout itself, not figures.
 SKIP_TESTS = ("test_architecture.py",)

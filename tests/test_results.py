@@ -187,3 +187,49 @@ def test_measured_names_this_checkout():
         assert m["commit"] is None
     assert m["crystalbench"] == "0.1.0"
     assert m["machine"] == results.machine()
+
+
+def test_report_renders_hybrid_calibration_and_c(tmp_path):
+    results.write_result(tmp_path / "e" / "hybrid", {
+        "adc": {"part": "Microchip MCP3008"}, "frontier_design": "frontier_serial", "vectors": 359,
+        "class_agreement_with_torch": 0.99164, "test_accuracy": 0.96657, "bit_exact_fraction": 1.0,
+        "energy_per_inference_nj": 1573.64, "energy_nj": {"analog_nj": 998.12, "adc_nj": 534.0,
+                                                          "digital_nj": 41.52},
+        "latency_us": 87.11, "latency_parts_us": {"analog_us": 6.69, "adc_us": 40.0,
+                                                  "digital_us": 40.42},
+        "monte_carlo": {"yield": 1.0, "boards": 20},
+        "all_digital": {"design": "all_digital_small_serial", "class_agreement_with_torch": 0.98886,
+                        "test_accuracy": 0.97493, "bit_exact_fraction": 1.0,
+                        "energy_per_inference_nj": 87.43, "latency_us": 90.67}})
+    results.write_result(tmp_path / "e" / "calibrate", {
+        "boards": 2, "opamp": "TI LM358", "e_series": "E24", "tolerance": 0.05,
+        "adc_part": "Microchip MCP3008", "float_test_accuracy": 0.9749,
+        "accuracy_before": {"mean": 0.95}, "accuracy_after": {"mean": 0.97},
+        "boards_improved_or_equal": 1, "per_board": [
+            {"board": 0, "before": {"accuracy": 0.9, "agreement": 0.91},
+             "after": {"accuracy": 0.95, "agreement": 0.96}, "gate_level": {"bit_exact_fraction": 1.0}},
+            {"board": 1, "before": {"accuracy": 0.97, "agreement": 0.98},
+             "after": {"accuracy": 0.97, "agreement": 0.98}, "kept": "no better"}]})
+    results.write_result(tmp_path / "e" / "c", {
+        "variants": {"f32": {"connections": 1505, "size": {"text_plus_data": 9191},
+                             "check": {"max_rel_error": 4.3e-7, "class_agreement_with_torch": 1.0}},
+                     "frontier": {"connections": 480, "size": {"text_plus_data": 6395},
+                                  "size_Os": {"text_plus_data": 1483},
+                                  "check": {"bit_exact": True, "class_agreement_with_torch": 0.9944}}},
+        "bench": {"contenders": {
+            "c_f32": {"batch1_latency_us": 1.185, "batch1024_ms": 0.1295},
+            "torch_dense": {"label": "torch eager", "batch1_latency_us": 34.735,
+                            "batch1024_ms": 0.2811, "c_f32_speedup_batch1": 29.31,
+                            "c_f32_speedup_batch1024": 2.17}}}})
+    text = report.render(tmp_path)
+    assert ("| hybrid (Microchip MCP3008 -> frontier_serial) | 0.9916 | 0.9666 | 1.0000 | "
+            "1,573.6 | 998.1 / 534.0 / 41.5 | 87.11 | 6.69 / 40.00 / 40.42 | 1.00 (20 boards) |") in text
+    assert "| all-digital (all_digital_small_serial, from sim) | 0.9889 | 0.9749 | 1.0000 | 87.4 |" in text
+    assert ("2 boards (TI LM358, E24 +-0.05, Microchip MCP3008): test accuracy mean 0.9500 -> "
+            "0.9700 (float crystal 0.9749); 1 boards improved or equal.") in text
+    assert "| 0 | 0.9000 | 0.9500 | 0.9100 | 0.9600 | loaded | 1.0000 |" in text
+    assert "| 1 | 0.9700 | 0.9700 | 0.9800 | 0.9800 | kept | n/a |" in text
+    assert "| f32 | 1,505 | 9,191 | n/a | max rel. error 4.3e-07 | 1.0000 |" in text
+    assert "| frontier | 480 | 6,395 | 1,483 | bit-exact yes | 0.9944 |" in text
+    assert "C float32: 1.19 us at batch 1, 0.130 ms at batch 1,024" in text
+    assert "| torch eager | 34.73 | 0.281 | 29.3x | 2.2x |" in text
