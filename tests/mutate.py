@@ -87,6 +87,20 @@ def results() -> dict[str, str]:
     return status
 
 
+# Survivors looked at: mutant name -> "equivalent: why" or "killed by <test> (<commit>)",
+# for a run at a given commit (mutmut numbers the mutants of each function in order, so a
+# changed function renumbers them: re-check after changing it).
+EXPLAINED = ROOT / "tests" / "mutate_explained.yaml"
+
+
+def explained() -> dict[str, str]:
+    if not EXPLAINED.exists():
+        return {}
+    import yaml
+
+    return {k: str(v) for k, v in (yaml.safe_load(EXPLAINED.read_text()) or {}).items()}
+
+
 def package_of(mutant: str) -> str:
     bits = mutant.split(".")
     return bits[1] if len(bits) > 2 and bits[1] in PACKAGES else "crystalbench (core)"
@@ -114,9 +128,14 @@ def report(status: dict[str, str]) -> Path:
     lines += ["", "Kill rate = (killed + timeout) / (all mutants). Timeouts count as killed: "
               "the mutant made the tests hang until their time limit.", ""]
     survivors = sorted(n for n, st in status.items() if st in ("survived", "no tests"))
-    lines += [f"## Survivors ({len(survivors)})", ""]
+    notes = explained()
+    open_ = [n for n in survivors if n not in notes]
+    lines += [f"## Survivors ({len(survivors)}; {len(survivors) - len(open_)} explained in "
+              f"{EXPLAINED.relative_to(ROOT)}, {len(open_)} not)", ""]
     for name in survivors:
-        lines += [f"### {name} ({status[name]})", "", "```diff", diff(name), "```", ""]
+        lines += [f"### {name} ({status[name]})", "",
+                  f"**{notes[name]}**" if name in notes else "**not explained yet**", "",
+                  "```diff", diff(name), "```", ""]
     path = STAGE / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
