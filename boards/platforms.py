@@ -9,11 +9,7 @@ import difflib
 import importlib
 from dataclasses import dataclass
 
-from crystalbench.errors import CrystalbenchError
-
-
-class BoardError(CrystalbenchError):
-    """A board that is unknown, absent or cannot take the design; names the fix."""
+from crystalbench.errors import BoardError
 
 
 @dataclass(frozen=True)

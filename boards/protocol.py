@@ -27,7 +27,7 @@ import json
 import struct
 from dataclasses import dataclass
 
-from crystalbench.errors import CrystalbenchError
+from crystalbench.errors import LinkError
 
 PROTOCOL_VERSION = 1
 SYNC_CMD = 0xA5
@@ -62,9 +62,6 @@ FLAG_LOADED = 0x01  # a LOAD has been executed since configuration
 COUNTER_FIELDS = ("run_cycles", "runs", "errors")
 
 
-class LinkError(CrystalbenchError):
-    """The host link failed: no reply, a damaged reply, an error status, a board that holds
-    another design; the message names what and the fix."""
 
 
 # ---- CRC-16/CCITT-FALSE ---------------------------------------------------------------------

@@ -11,8 +11,6 @@ Imports core and rtl (the fixed-point formats) only; never torch: the torch side
 benchmark is crystalbench.model.infer, handed in by the CLI.
 """
 
-from crystalbench.errors import CrystalbenchError
+from crystalbench.errors import CBackendError  # noqa: F401 (the package's error, imported from here)
 
 
-class CBackendError(CrystalbenchError):
-    """C code that cannot be generated, loaded or called as asked; names the file and the fix."""

@@ -68,3 +68,16 @@ class ToolFailed(CrystalbenchError):
         super().__init__(msg)
         self.log = log
         self.returncode = returncode
+
+
+class CBackendError(CrystalbenchError):
+    """C code that cannot be generated, loaded or called as asked; names the file and the fix."""
+
+
+class BoardError(CrystalbenchError):
+    """A board that is unknown, absent or cannot take the design; names the fix."""
+
+
+class LinkError(CrystalbenchError):
+    """The host link failed: no reply, a damaged reply, an error status, a board that holds
+    another design; the message names what and the fix."""
