@@ -15,7 +15,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SYNTH := --set rtl.shapes=serial --set rtl.digital_shapes=none --set rtl.large_part=none
 BENCH_CONFIGS := configs/digits.yaml configs/digits_source_scale.yaml configs/mnist1d.yaml
 
-.PHONY: setup apt demo test lint mutate train quantize synth sim sim-analog sim-hybrid bench bench-infer bitstream flash report clean help
+.PHONY: setup apt demo test lint mutate train quantize synth sim sim-analog sim-hybrid manufacture bench bench-infer bitstream flash report clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -26,6 +26,7 @@ help:
 	@echo "make synth   CONFIG=...: RTL, Yosys gates + iCE40/nextpnr -> $(BUILD)/<exp>/synth/"
 	@echo "make sim     CONFIG=...: cocotb/Icarus RTL + gate-level regression, latency, energy -> $(BUILD)/<exp>/sim/ (WAVES=1: VCDs)"
 	@echo "make sim-analog  CONFIG=...: frozen core as op-amp circuits in ngspice -> $(BUILD)/<exp>/analog/"
+	@echo "make manufacture CONFIG=...: the analog core as a board: KiCad netlist + ERC, BOM CSV with part numbers and cost, netlist re-simulated in ngspice -> $(BUILD)/<exp>/manufacture/"
 	@echo "make sim-hybrid  CONFIG=...: ngspice core -> ADC -> frontier gate netlist, Monte Carlo, system energy -> $(BUILD)/<exp>/hybrid/ (after sim-analog and synth)"
 	@echo "make bench   training benchmarks -> $(BUILD)/bench/train.json"
 	@echo "make bench-infer  CONFIG=...: the Crystal as C (float32 + fixed point, checked), timed against torch and numpy -> $(BUILD)/<exp>/c/"
@@ -94,6 +95,11 @@ sim-analog: setup
 
 sim-hybrid: setup
 	$(CB) --build-dir $(BUILD) sim-hybrid --config $(CONFIG)
+
+# The analog core as a board to order (crystalbench.analog.manufacture): skidl writes the
+# KiCad netlist and checks it (ERC); the netlist is read back and re-run in ngspice.
+manufacture: setup
+	$(CB) --build-dir $(BUILD) manufacture --config $(CONFIG)
 
 bench: setup
 	$(CB) --build-dir $(BUILD) bench $(foreach c,$(BENCH_CONFIGS),--config $(c))

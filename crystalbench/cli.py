@@ -32,6 +32,7 @@ STAGES = {
     "calibrate": "crystalbench.sim.calibrate",
     "compile-c": "crystalbench.cbackend.flow",
     "bitstream": "crystalbench.boards.bitstream",
+    "manufacture": "crystalbench.analog.manufacture",
 }
 DEFAULT_CONFIG = "configs/digits.yaml"
 
@@ -269,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "build/<exp>/boards/<board>/ (quantizes first when needed)",
                        lambda a: run_stage("bitstream", a, board=a.board))
     bs.add_argument("--board", default="icebreaker", help="board (default: icebreaker)")
+    _stage_parser(sub, "manufacture", "the analog core as a board to order: KiCad netlist + "
+                  "ERC, BOM with part numbers and cost, the netlist read back and re-run in "
+                  "ngspice against the design -> build/<exp>/manufacture/",
+                  lambda a: run_stage("manufacture", a))
     fl = sub.add_parser("flash", help="write build/<exp>/boards/<board>/top.bin to the board "
                         "(openFPGALoader)")
     fl.add_argument("--config", default=DEFAULT_CONFIG)
