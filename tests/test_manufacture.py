@@ -359,7 +359,7 @@ def test_stage_round_trip_equals_the_direct_run(tiny_run):
 
 
 def test_round_trip_that_differs_fails_the_stage(tiny_run):
-    c, res, root = tiny_run
+    c, _, _ = tiny_run
     b = bench(c)
     v = [np.zeros((10, 4))]
     v[0][:, 0] = 1.0
@@ -368,6 +368,20 @@ def test_round_trip_that_differs_fails_the_stage(tiny_run):
     out = mf.compare(b, w, v)
     assert out["max_diff_lsb"] == pytest.approx(0.02)
     assert out["class_agreement"] == 1.0
+    board = mf.board_for(b.design, 0.01)
+    text, erc = mf.kicad_netlist(board)
+    parsed = mf.parse_netlist(text)
+    rows = mf.bom_rows(parsed)
+    assert mf.report(b, board, parsed, rows, erc, dict(out), {})["passed"] is False
+    ok = mf.compare(b, v, v)
+    assert mf.report(b, board, parsed, rows, erc, dict(ok), {})["passed"] is True
+    at_bar = dict(ok, max_diff_lsb=0.01)
+    assert mf.report(b, board, parsed, rows, erc, at_bar, {})["passed"] is True
+    bad_erc = mf.Erc(errors=["Pin conflict"], warnings=[])
+    res = mf.report(b, board, parsed, rows, bad_erc, dict(ok), {})
+    assert res["passed"] is False and res["erc"]["errors"] == 1
+    assert mf.report(b, board, parsed, rows, erc, dict(ok, class_agreement=0.9), {})[
+        "passed"] is False
 
 
 def test_cli_manufacture_on_a_crystal_folder(tmp_path, capsys):
