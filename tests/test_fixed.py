@@ -460,3 +460,40 @@ def test_the_weights_digest_names_the_live_weights():
     moved = fixed.loadable_update(net, biases=[np.array([0, 1])])
     assert fixed.weights_digest(moved) == hashlib.sha256(
         b"[[[[1, 1], [2, 0]], [0, 1]]]").hexdigest()[:16]
+
+
+def test_artifact_digest_ignores_key_order():
+    a = {"version": 2, "nets": {"x": [1, 2]}, "config": {"p": 1, "q": 2}}
+    b = {"config": {"q": 2, "p": 1}, "nets": {"x": [1, 2]}, "version": 2}
+    assert fixed.artifact_digest(a) == fixed.artifact_digest(b)
+    assert fixed.artifact_digest(a) != fixed.artifact_digest({**a, "version": 3})
+
+
+def test_load_refuses_a_list_and_names_the_file_in_format_errors(tmp_path):
+    from crystalbench.errors import FixedPointError
+
+    c, fp = quantized()
+    folder = tmp_path / "fixed"
+    folder.mkdir()
+    (folder / fixed.FILE_NAME).write_text("[1, 2]")
+    with pytest.raises(FixedPointError, match=r"made from another Crystal \(digest None"):
+        fixed.load(folder, c)
+    broken = json.loads(json.dumps(fp))
+    del broken["nets"]
+    (folder / fixed.FILE_NAME).write_text(json.dumps(broken))
+    with pytest.raises(FixedPointError) as e:
+        fixed.load(folder, c)
+    assert str(e.value).startswith(f"{folder / fixed.FILE_NAME}: missing field 'nets'")
+
+
+def test_evaluate_compares_with_the_readout_of_a_deep_net():
+    from hw_tiny import quantized_deep
+
+    c, fp = quantized_deep()
+    nets = fixed.nets_of(fp)
+    got = fixed.evaluate(c, nets)
+    torch_cls = c.reference.outputs[-1].argmax(1)
+    assert len(c.reference.outputs) == 3 and not np.array_equal(
+        c.reference.outputs[1].argmax(1)[:len(torch_cls)], torch_cls)
+    g = nets["frontier"].forward(fixed.input_codes(c, nets["frontier"]))
+    assert got["frontier"]["class_agreement_with_torch"] == float((g["cls"] == torch_cls).mean())

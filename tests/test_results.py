@@ -233,3 +233,18 @@ def test_report_renders_hybrid_calibration_and_c(tmp_path):
     assert "| frontier | 480 | 6,395 | 1,483 | bit-exact yes | 0.9944 |" in text
     assert "C float32: 1.19 us at batch 1, 0.130 ms at batch 1,024" in text
     assert "| torch eager | 34.73 | 0.281 | 29.3x | 2.2x |" in text
+
+
+def test_read_json_messages(tmp_path):
+    with pytest.raises(errors.CrystalbenchError) as e:
+        results.read_json(tmp_path / "gone.json", "synth result")
+    assert str(e.value) == f"{tmp_path / 'gone.json'}: synth result not found"
+    with pytest.raises(errors.CrystalbenchError) as e:
+        results.read_json(tmp_path / "gone.json")
+    assert str(e.value) == f"{tmp_path / 'gone.json'}: file not found"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    with pytest.raises(errors.CrystalbenchError) as e:
+        results.read_json(bad, "sim result")
+    assert str(e.value).startswith(f"{bad}: sim result is not valid JSON (")
+    assert str(e.value).endswith("); delete it and re-run the stage that writes it")

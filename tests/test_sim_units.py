@@ -9,10 +9,10 @@ import pytest
 
 from crystalbench import config as cfgmod
 from crystalbench import crystal as cm
-from crystalbench.errors import SimError
+from crystalbench.errors import FixedPointError, SimError
 from crystalbench.results import Paths, write_result
 from crystalbench.rtl import design, fixed, quantize
-from crystalbench.sim import flow, power
+from crystalbench.sim import flow, power, runner
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hw_tiny import quantized, tiny_crystal  # noqa: E402
@@ -74,12 +74,20 @@ def test_synth_results_are_refused_when_missing_damaged_or_stale(tmp_path):
     cfg = cfgmod.validate({"experiment": "tiny"}, "<t>")
     paths = Paths(tmp_path, "tiny")
     quantize.run(c, cfg, paths)
-    with pytest.raises(SimError, match=r"synth/result\.json: not found; run `crystalbench synth`"):
+    with pytest.raises(SimError) as e:
         flow.synth_results(c, cfg, paths)
+    assert str(e.value) == (f"{paths.result('synth')}: not found; run `crystalbench synth` "
+                            "(`make synth`) first: it writes the gate netlists")
     paths.stage("synth").mkdir()
     paths.result("synth").write_text("{broken")
-    with pytest.raises(SimError, match=r"not valid JSON"):
+    with pytest.raises(SimError, match=r"synth result is not valid JSON"):
         flow.synth_results(c, cfg, paths)
+    # formats made with other settings than the config asks for: stale, whatever synth says
+    other = cfgmod.validate({"experiment": "tiny", "fixed_point": {"weight_bits": 6}}, "<t>")
+    with pytest.raises(FixedPointError, match=r"made with other fixed_point/adc settings"):
+        flow.synth_results(c, other, paths)
+    with pytest.raises(FixedPointError, match=r"made with other fixed_point/adc settings"):
+        flow.run(c, other, paths)
     write_result(paths.stage("synth"), {"fixed_digest": "0123456789abcdef", "designs": {}})
     with pytest.raises(SimError, match=r"other fixed-point formats .* re-run `crystalbench synth`"):
         flow.synth_results(c, cfg, paths)
@@ -114,6 +122,9 @@ def test_run_design_through_icarus(tmp_path):
     assert runs["fp_gates"]["cycles_per_inference"] == 1
     assert "energy_per_inference_nj" not in runs["fp_rtl"]
     assert not (tmp_path / "tiny" / "sim" / "fp_gates.vcd").exists()  # counted, then removed
+    assert not (tmp_path / "tiny" / "sim" / "fp_rtl.vcd").exists()  # RTL: no dump without waves
+    job = json.loads((out / "fp_gates" / "job.json").read_text())
+    assert job["max_cycles"] == runner.cycle_limit(2, 6) and job["loadable"] is False
     assert lines[0].startswith("fp_rtl: 6 vectors, bit-exact 1.0000")
     assert "nJ/inference" in lines[1]
     json.dumps(runs)  # plain values only
@@ -167,6 +178,10 @@ def test_the_stage_end_to_end_on_rtl_stand_ins(tmp_path):
     on_disk = json.loads(paths.result("sim").read_text())
     assert on_disk["energy_models"]["ice40"]["clock_j_per_cycle"] == 53.6e-12
     assert on_disk["clock_mhz"] == 12.0 and on_disk["method"] == flow.METHOD
+    assert on_disk["energy_models"] == {"ice40": power.ICE40, "cmos": power.CMOS}
+    assert on_disk["fixed_digest"] == fixed.artifact_digest(fp)
+    assert res["summary"][1] == flow.headline("all_digital", res["all_digital"], 12.0)
+    assert 0 < res["seconds"] < 600 and res["seconds"] == round(res["seconds"], 1)
     # vectors beyond the split are capped at its size
     assert flow.run(c, cfg, paths, vectors=99)["vectors"] == 10
 
@@ -182,12 +197,52 @@ def test_a_netlist_that_disagrees_fails_the_stage(tmp_path):
     good, bad = tmp_path / "good.v", tmp_path / "bad.v"
     good.write_text(design.to_verilog(design.build(net, "parallel", "baked")))
     bad.write_text(design.to_verilog(design.build(wrong, "parallel", "baked")))
+    d = {"verilog": str(good), "gate_netlist": str(bad), "weights": "baked", "kind": "frontier",
+         "design_latency_cycles": 2, **FIG}
     write_result(paths.stage("synth"), {
         "fixed_digest": fixed.artifact_digest(fp), "crystal_digest": cm.digest(c),
-        "designs": {"fp": {"verilog": str(good), "gate_netlist": str(bad), "weights": "baked",
-                           "kind": "frontier", "design_latency_cycles": 2, **FIG}}})
+        "designs": {"fp": d, "fq": {**d, "verilog": str(bad)}}})
     res = flow.run(c, cfg, paths)
     assert res["runs"]["fp_rtl"]["bit_exact_fraction"] == 1.0
     assert res["runs"]["fp_gates"]["bit_exact_fraction"] < 1.0
     assert not res["passed"] and not res["all_bit_exact"]
-    assert res["summary"][-1].endswith("NOT bit-exact: fp_gates")
+    assert res["summary"][-1].endswith("NOT bit-exact: fp_gates, fq_rtl, fq_gates")
+
+
+def test_power_window_needs_one_result_more_than_it_prices(tmp_path):
+    """sim.power_vectors larger than the run: the window is every interval, n - 1."""
+    c, fp = quantized()
+    net = fixed.nets_of(fp)["frontier"]
+    src = tmp_path / "top.v"
+    src.write_text(design.to_verilog(design.build(net, "parallel", "baked")))
+    d = {"verilog": str(src), "gate_netlist": str(src), "weights": "baked",
+         "design_latency_cycles": 2, **FIG}
+    cfg = cfgmod.validate({"experiment": "tiny", "sim": {"power_vectors": 50}}, "<t>")
+    runs = flow.run_design(c, cfg, tmp_path / "o", "fp", d, net, fixed.input_codes(c, net)[:4],
+                           False, lambda _: None, levels=("gates",))
+    assert set(runs) == {"fp_gates"} and runs["fp_gates"]["activity"]["vectors"] == 3
+
+
+def test_stage_on_a_deep_frontier_compares_with_the_readout(tmp_path):
+    from hw_tiny import tiny_deep_crystal
+
+    c = tiny_deep_crystal()
+    cfg = cfgmod.validate({"experiment": "tiny_deep", "sim": {"vectors": 6, "power_vectors": 2}},
+                          "<t>")
+    paths = Paths(tmp_path, "tiny_deep")
+    quantize.run(c, cfg, paths)
+    fp = fixed.load(paths.stage("fixed"), c, cfg)
+    net = fixed.nets_of(fp)["frontier"]
+    src = tmp_path / "top.v"
+    src.write_text(design.to_verilog(design.build(net, "parallel", "baked")))
+    write_result(paths.stage("synth"), {
+        "fixed_digest": fixed.artifact_digest(fp), "crystal_digest": cm.digest(c),
+        "designs": {"fp": {"verilog": str(src), "gate_netlist": str(src), "weights": "baked",
+                           "kind": "frontier", "design_latency_cycles": 3, **FIG}}})
+    res = flow.run(c, cfg, paths)
+    torch_cls = c.reference.outputs[-1].argmax(1)[:6]  # the readout, not a hidden layer
+    g = net.forward(fixed.input_codes(c, net)[:6])
+    assert res["float_test_accuracy"] == float((torch_cls == c.reference.y[:6]).mean())
+    assert res["runs"]["fp_gates"]["class_agreement_with_torch"] == float(
+        (g["cls"] == torch_cls).mean())
+    assert res["passed"]
