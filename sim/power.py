@@ -97,11 +97,11 @@ def count_toggles(vcd: str | Path, exclude=("clk",), start_ns: float = 0.0,
                 val, code = line[1:].split()
             else:
                 continue
-            if code in skip:
+            if code in skip or code not in ids:  # not a declared net: nothing to price
                 continue
             prev = last.get(code)
             if prev is not None and now > start_ns:
-                w = ids.get(code, 1)
+                w = ids[code]
                 a, b = prev.rjust(w, "0"), val.rjust(w, "0")
                 toggles += sum(1 for p, q in zip(a, b) if p != q)
             last[code] = val

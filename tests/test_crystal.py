@@ -267,3 +267,24 @@ def test_pickled_arrays_are_refused(tmp_path):
     with pytest.raises(CrystalError, match=r"crystal\.npz: cannot be read \(ValueError: Object "
                                            r"arrays cannot be loaded when allow_pickle=False\)"):
         cm.load(tmp_path)
+
+
+def test_provenance_and_activation_fields_on_load(tmp_path):
+    c = small_crystal().replace(provenance={"created": "2026-11-27", "seed": 3})
+    cm.save(c, tmp_path)
+    assert cm.load(tmp_path).provenance == {"created": "2026-11-27", "seed": 3}
+    meta = json.loads((tmp_path / "crystal.json").read_text())
+    for prov, want in ((None, {}), ({}, {})):  # absent or empty: an empty record
+        (tmp_path / "crystal.json").write_text(json.dumps({**meta, "provenance": prov}))
+        assert cm.load(tmp_path).provenance == want
+    (tmp_path / "crystal.json").write_text(json.dumps({k: v for k, v in meta.items()
+                                                       if k != "provenance"}))
+    assert cm.load(tmp_path).provenance == {}
+    (tmp_path / "crystal.json").write_text(json.dumps({**meta, "provenance": [1]}))
+    with pytest.raises(CrystalError, match=r"field 'provenance' is malformed \(TypeError: not "
+                                           r"an object\)"):
+        cm.load(tmp_path)
+    layers = [{k: v for k, v in lm.items() if k != "activation"} for lm in meta["layers"]]
+    (tmp_path / "crystal.json").write_text(json.dumps({**meta, "layers": layers}))
+    with pytest.raises(CrystalError, match=r"layer 1: activation '' is not supported; use one of"):
+        cm.load(tmp_path)

@@ -197,3 +197,71 @@ def test_comb_blocks_are_kicked_once_at_time_zero(tmp_path):
     plain = tmp_path / "p.v"
     plain.write_text("module top; endmodule\n")
     assert runner._kick_comb_blocks(plain, tmp_path) == plain  # nothing to kick: used as is
+
+
+ODD_VCD = """
+  $timescale 10ps $end
+
+  $scope module top $end
+    $var wire 1 ! clk $end
+    $var wire 1 # a $end
+    $var wire 3 % v [2:0] $end
+  $upscope $end
+  $enddefinitions $end
+0#
+1#
+b000 %
+#100
+X#
+B101 %
+b7 ?
+#200
+Z#
+x#
+z#
+B111 %
+1?
+#300
+1#
+0?
+"""
+
+
+def test_toggles_of_an_odd_but_valid_vcd(tmp_path):
+    """Indented header blocks, a blank line first, upper-case X, Z and B, a change before the
+    first time stamp, and an id no $var declared (not a net of the design: ignored)."""
+    p = tmp_path / "odd.vcd"
+    p.write_text(ODD_VCD)
+    # 10 ps ticks: #100 = 1 ns, #200 = 2 ns, #300 = 3 ns. The 0 -> 1 of `a` before the
+    # first time stamp is at 0 ns: the baseline, not a toggle, for any window.
+    # a: 1 -> X (1 ns), X -> Z -> x -> z (2 ns, three changes), z -> 1 (3 ns)
+    # v: 000 -> 101 (1 ns, 2 bits), 101 -> 111 (2 ns, 1 bit)
+    assert power.count_toggles(p) == {"toggles": 1 + 3 + 1 + 2 + 1, "net_bits": 1 + 3}
+    assert power.count_toggles(p, start_ns=1.0)["toggles"] == 3 + 1 + 1
+    assert power.count_toggles(p, start_ns=0.5, end_ns=1.0)["toggles"] == 1 + 2
+
+
+def test_vcd_without_a_timescale_counts_in_nanoseconds(tmp_path):
+    p = tmp_path / "plain.vcd"
+    p.write_text("$var wire 1 # a $end\n$enddefinitions $end\n#0\n0#\n#4\n1#\n#6\n0#\n")
+    assert power.count_toggles(p, start_ns=4.0)["toggles"] == 1  # only the change at 6 ns
+    assert power.count_toggles(p, end_ns=5.0)["toggles"] == 1  # only the change at 4 ns
+
+
+def test_timescale_without_a_number_is_one_unit():
+    assert power._timescale_ns("$timescale ps $end") == pytest.approx(1e-3, rel=1e-12)
+    assert power._timescale_ns("$timescale ns $end") == 1.0
+
+
+def test_energy_rate_of_one_net_bit_one_cycle_and_exact_units():
+    fig = {"flip_flops": 0, "transistors": 0, "lut4": 1, "ice40_ff": 0}
+    e = power.estimate(1, 1, 1, 1, fig, 10.0)
+    assert e["toggle_rate"] == 1.0  # one toggle of one net bit in one cycle
+    e_cyc = 53.6e-12 + 1.0 * 1 * 0.44e-12
+    assert e["energy_per_inference_nj"] == pytest.approx((e_cyc + 104e-6 / 10e6) * 1e9, rel=1e-12)
+    assert e["power_mw"] == pytest.approx((e_cyc * 10e6 + 104e-6) * 1e3, rel=1e-12)
+    assert e["energy_per_inference_nj_cmos"] == pytest.approx(0.81e-15 * 1e9, rel=1e-12)
+    with pytest.raises(Exception) as err:
+        power.estimate(1, 1, 0, 1, fig, 10.0)
+    assert str(err.value) == ("an activity window of 0 cycles and 1 inferences cannot price "
+                              "energy; simulate more vectors (sim.power_vectors)")

@@ -3,6 +3,7 @@ headline, golden comparison, refusals; one design run through Icarus for real.""
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -35,6 +36,9 @@ def test_activity_counts_the_steady_stream_between_results(tmp_path):
     assert got["throughput_per_s"] == pytest.approx(50e6 / 1.5)
     one = flow.activity(FIG, r, vcd, 1, 12.0)  # window (0, 10]: 3 + 2 toggles in 1 cycle
     assert one["activity"] == {"toggles": 5, "net_bits": 5, "cycles": 1, "vectors": 1}
+    late = {**r, "result_ns": [5.0, 15.0, 30.0]}  # window (5, 15]: 2 at 10 ns + 1 at 15 ns
+    assert flow.activity(FIG, late, vcd, 1, 12.0)["activity"] == {
+        "toggles": 3, "net_bits": 5, "cycles": 1, "vectors": 1}
 
 
 def test_activity_without_an_interval_or_fmax(tmp_path):
@@ -141,7 +145,7 @@ def quantized_stage(tmp_path, vectors: int):
     return c, cfg, paths, fixed.load(paths.stage("fixed"), c, cfg)
 
 
-def test_the_stage_end_to_end_on_rtl_stand_ins(tmp_path):
+def test_the_stage_end_to_end_on_rtl_stand_ins(tmp_path, monkeypatch):
     """`run` over two designs whose 'gate netlists' are their RTL (no synthesis): the
     result's headline follows synth's choice, bit-exactness and summary lines."""
     c, cfg, paths, fp = quantized_stage(tmp_path, 5)
@@ -182,8 +186,12 @@ def test_the_stage_end_to_end_on_rtl_stand_ins(tmp_path):
     assert on_disk["fixed_digest"] == fixed.artifact_digest(fp)
     assert res["summary"][1] == flow.headline("all_digital", res["all_digital"], 12.0)
     assert 0 < res["seconds"] < 600 and res["seconds"] == round(res["seconds"], 1)
-    # vectors beyond the split are capped at its size
-    assert flow.run(c, cfg, paths, vectors=99)["vectors"] == 10
+    # vectors beyond the split are capped at its size; the run's seconds from its own clock,
+    # to a tenth (a scripted clock: 0 at the start, 12.345 at every later reading)
+    readings = iter([0.0])
+    monkeypatch.setattr(flow, "time", SimpleNamespace(perf_counter=lambda: next(readings, 12.345)))
+    again = flow.run(c, cfg, paths, vectors=99)
+    assert again["vectors"] == 10 and again["seconds"] == 12.3
 
 
 def test_a_netlist_that_disagrees_fails_the_stage(tmp_path):
@@ -207,6 +215,47 @@ def test_a_netlist_that_disagrees_fails_the_stage(tmp_path):
     assert res["runs"]["fp_gates"]["bit_exact_fraction"] < 1.0
     assert not res["passed"] and not res["all_bit_exact"]
     assert res["summary"][-1].endswith("NOT bit-exact: fp_gates, fq_rtl, fq_gates")
+
+
+def test_run_design_passes_on_what_the_runner_needs_and_logs_each_run(tmp_path, monkeypatch):
+    """A spy on the runner (the real one runs): the loadable flag, the dump window, the
+    cycle limit; the run's seconds from a scripted clock; the log line by hand."""
+    c, fp = quantized()
+    net = fixed.nets_of(fp)["frontier"]
+    src = tmp_path / "top.v"
+    src.write_text(design.to_verilog(design.build(net, "parallel", "loadable")))
+    d = {"verilog": str(src), "gate_netlist": str(src), "weights": "loadable",
+         "design_latency_cycles": 2, **FIG}
+    cfg = cfgmod.validate({"experiment": "tiny", "sim": {"power_vectors": 2}}, "<t>")
+    calls, real = [], runner.run_vectors
+    monkeypatch.setattr(runner, "run_vectors", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    readings = iter([100.0, 102.25, 200.0, 203.5])  # rtl: 2.25 s, gates: 3.5 s
+    monkeypatch.setattr(flow, "time", SimpleNamespace(perf_counter=lambda: next(readings)))
+    codes = fixed.input_codes(c, net)[:5]
+    lines = []
+    runs = flow.run_design(c, cfg, tmp_path / "o", "fp", d, net, codes, False, lines.append)
+    (a_rtl, k_rtl), (a_g, k_g) = calls
+    assert a_rtl[6] is True and a_g[6] is True  # loadable: the bench drives the write port
+    assert k_rtl["vcd"] is None and k_g["vcd"] == tmp_path / "o" / "fp_gates.vcd"
+    assert k_g["vcd_results"] == 3  # dump until result power_vectors + 1
+    assert k_g["max_cycles"] == runner.cycle_limit(2, 5) and k_g["load"] is None
+    assert runs["fp_rtl"]["seconds"] == 2.2 and runs["fp_gates"]["seconds"] == 3.5
+    g = net.forward(codes)
+    torch_cls = c.reference.outputs[-1].argmax(1)[:5]
+    agree = f"{float((g['cls'] == torch_cls).mean()):.4f}"
+    acc = f"{float((g['cls'] == c.reference.y[:5]).mean()):.4f}"
+    assert lines[0] == (f"fp_rtl: 5 vectors, bit-exact 1.0000, class agreement with torch {agree}, "
+                        f"accuracy {acc}, latency 2 cycles (2.2 s)")
+    e = runs["fp_gates"]["energy_per_inference_nj"]
+    assert lines[1] == (f"fp_gates: 5 vectors, bit-exact 1.0000, class agreement with torch "
+                        f"{agree}, accuracy {acc}, latency 2 cycles, {e:.3g} nJ/inference (3.5 s)")
+    # with waves: every level dumps everything, and the line names the file
+    calls.clear()
+    readings = iter([0.0, 1.0, 2.0, 3.0])
+    flow.run_design(c, cfg, tmp_path / "w", "fp", d, net, codes, True, lines.append)
+    assert [k["vcd_results"] for _, k in calls] == [0, 0]
+    assert lines[2].endswith(f"(1.0 s), waves {tmp_path / 'w' / 'fp_rtl.vcd'}")
+    assert (tmp_path / "w" / "fp_rtl.vcd").stat().st_size > 0
 
 
 def test_power_window_needs_one_result_more_than_it_prices(tmp_path):
