@@ -15,8 +15,9 @@ CLI prints, goes to build/<experiment>/<NAME>/result.json through the one writer
 Stages: train (crystalbench.model.pipeline), quantize (crystalbench.rtl.quantize), synth
 (crystalbench.rtl.flow), sim (crystalbench.sim.flow), sim-analog
 (crystalbench.analog.flow), sim-hybrid (crystalbench.sim.hybrid), calibrate
-(crystalbench.sim.calibrate), compile-c (crystalbench.cbackend.flow); the CLI's STAGES
-lists them all.
+(crystalbench.sim.calibrate), compile-c (crystalbench.cbackend.flow), manufacture
+(crystalbench.analog.manufacture), bitstream (crystalbench.boards.bitstream); the CLI's
+STAGES lists them all.
 """
 
 from __future__ import annotations
