@@ -191,6 +191,26 @@ def calibrate_section(res: dict) -> list[str]:
          "gate level bit-exact"], rows)
 
 
+def manufacture_section(res: dict) -> list[str]:
+    comp, cost = res.get("components") or {}, res.get("cost") or {}
+    rt, erc, area = res.get("round_trip") or {}, res.get("erc") or {}, res.get("board_area") or {}
+    row = [_num(comp.get("total")), _num(comp.get("resistors")), _num(comp.get("opamps")),
+           res.get("opamp_part"), _num(res.get("nets")),
+           f"{_num(erc.get('errors'))} errors, {_num(erc.get('warnings'))} warnings",
+           _num(cost.get("total_usd"), 2), _num(rt.get("max_diff_lsb"), 6),
+           _num(rt.get("class_agreement"))]
+    out = table(["parts", "resistors", "op-amp packages", "op-amp", "nets", "ERC (skidl)",
+                 "cost (USD)", "round trip, max diff (LSB)", "round trip, class agreement"],
+                [row])
+    if cost.get("basis"):
+        out += ["", f"Prices ({cost.get('price_date')}): {cost['basis']}."]
+    if area:
+        out += [f"Board area: {_num(area.get('courtyard_mm2'), 0)} mm2 of footprint courtyards, "
+                f"{_num(area.get('estimated_mm2'), 0)} mm2 with x{area.get('routing_factor')} "
+                "for routing (assumed)."]
+    return out
+
+
 SECTIONS = (
     ("train", "Training", train_section),
     ("analog", "Analog core in ngspice (`sim-analog`)", analog_section),
@@ -198,6 +218,7 @@ SECTIONS = (
     ("hybrid", "The hybrid end to end (`sim-hybrid`)", hybrid_section),
     ("calibrate", "Hardware in the loop (`calibrate`)", calibrate_section),
     ("c", "C backend (`compile-c`)", c_section),
+    ("manufacture", "The analog core as a board (`manufacture`)", manufacture_section),
 )
 
 

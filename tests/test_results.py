@@ -248,3 +248,17 @@ def test_read_json_messages(tmp_path):
         results.read_json(bad, "sim result")
     assert str(e.value).startswith(f"{bad}: sim result is not valid JSON (")
     assert str(e.value).endswith("); delete it and re-run the stage that writes it")
+
+
+def test_report_renders_manufacture(tmp_path):
+    results.write_result(tmp_path / "e" / "manufacture", {
+        "components": {"total": 1413, "resistors": 1245, "opamps": 56}, "opamp_part": "MCP6002T-I/SN",
+        "nets": 293, "erc": {"errors": 0, "warnings": 1}, "cost": {
+            "total_usd": 39.594, "price_date": "2026-11-27", "basis": "assumption"},
+        "round_trip": {"max_diff_lsb": 1.557e-13, "class_agreement": 1.0},
+        "board_area": {"courtyard_mm2": 9996.7, "estimated_mm2": 19993.4, "routing_factor": 2.0}})
+    text = report.render(tmp_path)
+    assert ("| 1,413 | 1,245 | 56 | MCP6002T-I/SN | 293 | 0 errors, 1 warnings | 39.59 | 0.000000 "
+            "| 1.0000 |") in text
+    assert "Prices (2026-11-27): assumption." in text
+    assert "Board area: 9,997 mm2 of footprint courtyards, 19,993 mm2 with x2.0 for routing" in text
