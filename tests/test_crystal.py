@@ -288,3 +288,14 @@ def test_provenance_and_activation_fields_on_load(tmp_path):
     (tmp_path / "crystal.json").write_text(json.dumps({**meta, "layers": layers}))
     with pytest.raises(CrystalError, match=r"layer 1: activation '' is not supported; use one of"):
         cm.load(tmp_path)
+
+
+def test_load_takes_the_folder_or_either_of_its_two_files(tmp_path):
+    c = small_crystal()
+    cm.save(c, tmp_path / "k")
+    for p in (tmp_path / "k", tmp_path / "k" / "crystal.json", tmp_path / "k" / "crystal.npz"):
+        assert cm.digest(cm.load(p)) == cm.digest(c)
+    other = tmp_path / "k" / "notes.txt"
+    other.write_text("x")
+    with pytest.raises(CrystalError, match=r"notes\.txt/crystal\.json: not found"):
+        cm.load(other)

@@ -497,3 +497,42 @@ def test_evaluate_compares_with_the_readout_of_a_deep_net():
         c.reference.outputs[1].argmax(1)[:len(torch_cls)], torch_cls)
     g = nets["frontier"].forward(fixed.input_codes(c, nets["frontier"]))
     assert got["frontier"]["class_agreement_with_torch"] == float((g["cls"] == torch_cls).mean())
+
+
+def test_accumulator_width_edges_exactly():
+    """The accumulator's reach may touch both ends of acc_bits, never pass them."""
+    c, fp = quantized()
+    lay = fp["nets"]["frontier"]["layers"][0]
+    w, b = np.array(lay["weights"]), np.array(lay["bias"])
+    rows = [fixed.acc_range(w[j:j + 1], b[j:j + 1], lay["in_bits"]) for j in range(len(b))]
+    alim = 1 << (lay["acc_bits"] - 1)
+    j_hi = int(np.argmax([hi for _, hi in rows]))
+    j_lo = int(np.argmin([lo for lo, _ in rows]))
+    assert j_hi != j_lo
+
+    def with_bias(j, bias_j):
+        f = copy.deepcopy(fp)
+        f["nets"]["frontier"]["layers"][0]["bias"][j] = int(bias_j)
+        return f
+
+    top = int(b[j_hi] + (alim - 1 - rows[j_hi][1]))  # that neuron's reach ends at alim - 1
+    fixed.validate_formats(with_bias(j_hi, top), c)
+    with pytest.raises(FixedPointError, match=rf"can reach -?\d+\.\.{alim}; "):
+        fixed.validate_formats(with_bias(j_hi, top + 1), c)
+    bottom = int(b[j_lo] + (-alim - rows[j_lo][0]))  # that neuron's reach starts at -alim
+    fixed.validate_formats(with_bias(j_lo, bottom), c)
+    with pytest.raises(FixedPointError, match=rf"can reach {-alim - 1}\.\."):
+        fixed.validate_formats(with_bias(j_lo, bottom - 1), c)
+
+
+def test_every_width_may_be_one_bit_and_none_zero():
+    c, fp = quantized()
+    f = copy.deepcopy(fp)
+    lay = f["nets"]["frontier"]["layers"][0]
+    lay["weights"] = [[0] * len(r) for r in lay["weights"]]
+    lay["bias"] = [0] * len(lay["bias"])
+    lay["weight_bits"] = 1  # all-zero weights fit in one signed bit
+    fixed.validate_formats(f, c)
+    lay["weight_bits"] = 0
+    with pytest.raises(FixedPointError, match=r"weight_bits = 0 must be a whole number in 1\.\.48$"):
+        fixed.validate_formats(f, c)
