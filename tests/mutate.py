@@ -118,15 +118,18 @@ def report(status: dict[str, str]) -> Path:
         by_pkg[package_of(name)][st] += 1
     lines = ["# Mutation testing (mutmut)", "",
              f"Targets: {', '.join(t.removeprefix('src/') for t in TARGETS)}", "",
-             "| package | mutants | killed | survived | no tests | timeout | other | kill rate |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| package | mutants | killed | survived | no tests | timeout | not run | kill rate "
+             "| kill rate of those run |",
+             "|---|---|---|---|---|---|---|---|---|"]
     total = Counter()
     for pkg, c in sorted(by_pkg.items()):
         total += c
         lines.append(_row(pkg, c))
     lines.append(_row("**all**", total))
-    lines += ["", "Kill rate = (killed + timeout) / (all mutants). Timeouts count as killed: "
-              "the mutant made the tests hang until their time limit.", ""]
+    lines += ["", "Kill rate = (killed + timeout) / (all mutants); of those run = the same over "
+              "the mutants that ran (a run stopped before the end leaves the rest 'not run'). "
+              "Timeouts count as killed: the mutant made the tests hang until their time limit.",
+              ""]
     survivors = sorted(n for n, st in status.items() if st in ("survived", "no tests"))
     notes = explained()
     open_ = [n for n in survivors if n not in notes]
@@ -145,8 +148,10 @@ def _row(pkg: str, c: Counter) -> str:
     n = sum(c.values())
     killed = c["killed"] + c["timeout"]
     other = n - killed - c["survived"] - c["no tests"]
+    ran = n - other
     return (f"| {pkg} | {n} | {c['killed']} | {c['survived']} | {c['no tests']} | {c['timeout']} "
-            f"| {other} | {killed / n:.1%} |" if n else f"| {pkg} | 0 | | | | | | |")
+            f"| {other} | {killed / n:.1%} | {killed / ran:.1%} |" if ran
+            else f"| {pkg} | {n} | | | | | {other} | | |")
 
 
 def main() -> int:
