@@ -116,10 +116,10 @@ def test_icarus_failure_names_its_log(tmp_path, capfd):
     assert "NoneType" not in str(e.value)
     assert str(e.value).endswith(f"see {tmp_path / 'b' / 'sim.log'} and {tmp_path / 'b'}")
     # the tools printed into the log, and the process's own output is back where it was
-    print("after the run")
+    os.write(1, b"stdout after the run\n")  # the descriptors themselves, as the tools use
     os.write(2, b"stderr after the run\n")
     out = capfd.readouterr()
-    assert "after the run" in out.out and "stderr after the run" in out.err
+    assert "stdout after the run" in out.out and "stderr after the run" in out.err
     log = (tmp_path / "b" / "sim.log").read_text()
     assert "after the run" not in log and "syntax error" in log  # iverilog's stderr: the log
 
