@@ -42,15 +42,21 @@ LINK_FLAGS = ("-shared",)
 SIZE_FLAGS = ("-Os", "-std=c99", "-Wall", "-Wextra")
 
 
+def _find(tool: str, variable: str, missing: str) -> str:
+    """`tool` through the tool runner; when it is absent and `variable` is not set, the
+    message `missing` says how to get it (a bad `variable` keeps toolrun's message)."""
+    try:
+        return toolrun.find(tool)
+    except ToolNotFound:
+        if os.environ.get(variable):
+            raise
+        raise ToolNotFound(missing) from None
+
+
 def find_cc() -> str:
     """The C compiler (CC overrides it, as for every tool); missing: say how to get one."""
-    try:
-        return toolrun.find(CC)
-    except ToolNotFound:
-        if os.environ.get("CC"):
-            raise  # toolrun's message names the bad CC value
-        raise ToolNotFound("no C compiler: `cc` not found; run `make setup` (installs gcc), "
-                           "or point CC at a C99 compiler") from None
+    return _find(CC, "CC", "no C compiler: `cc` not found; run `make setup` (installs gcc), "
+                           "or point CC at a C99 compiler")
 
 
 def compiler_version(folder: Path) -> str:
@@ -155,13 +161,8 @@ def size_build(built: Built, flags: tuple[str, ...] = SIZE_FLAGS) -> dict:
 
 def find_size() -> str:
     """binutils `size` (SIZE overrides it); missing: say how to get it."""
-    try:
-        return toolrun.find("size")
-    except ToolNotFound:
-        if os.environ.get("SIZE"):
-            raise  # toolrun's message names the bad SIZE value
-        raise ToolNotFound("`size` (GNU binutils) not found; run `make setup` (installs gcc, "
-                           "which brings binutils), or point SIZE at it") from None
+    return _find("size", "SIZE", "`size` (GNU binutils) not found; run `make setup` (installs "
+                                 "gcc, which brings binutils), or point SIZE at it")
 
 
 def object_size(obj: Path) -> dict:

@@ -31,11 +31,9 @@ import numpy as np
 from crystalbench import adc as adc_mod
 from crystalbench import stage, toolrun
 from crystalbench.analog import flow as analog_flow
-from crystalbench.analog import netlist as nl
-from crystalbench.analog import spice
 from crystalbench.crystal import Crystal, digest
 from crystalbench.errors import CrystalbenchError, SimError
-from crystalbench.results import Paths, atomic_write_bytes, atomic_write_json
+from crystalbench.results import Paths, atomic_write_json
 from crystalbench.rtl import design as rtl_design
 from crystalbench.rtl import fixed
 
@@ -63,18 +61,6 @@ METHOD = {
     "figures": "accuracy = class vs label, agreement = class vs torch, on the test split; "
                "before = trained frontier, after = refitted, both on the same board's codes",
 }
-
-
-def board_codes(b: analog_flow.Bench, net: fixed.IntNet, part, vref: float, bits: int,
-                x: np.ndarray, draw: dict, path: Path) -> np.ndarray:
-    """The frontier's input codes for inputs x on one board: its core in ngspice, then
-    the ADC part with its errors."""
-    cir = nl.build_circuit(b.design, x, slew=False, r_scale=draw["r_scale"], vos=draw["vos"])
-    atomic_write_bytes(path, analog_flow.netlist_text(
-        cir, f".dc Vidx 0 {len(x) - 1} 1", "dc", b.out_nodes, b.out_nodes).encode())
-    vec, _ = spice.run_file(path, points=len(x))
-    v = hybrid.boundary_volts(analog_flow.core_volts(b.design, vec, b.sizes), net)
-    return adc_mod.convert(part, v, vref, bits, draw["offset_lsb"], draw["gain_lsb"])
 
 
 def readout_inputs(net: fixed.IntNet, codes: np.ndarray) -> np.ndarray:
@@ -208,7 +194,7 @@ def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet,
         off, gain = hybrid.draw_adc_errors(part, plan, rng)
         draw = {"r_scale": r_scale, "vos": vos, "offset_lsb": off, "gain_lsb": gain}
         try:
-            codes = board_codes(b, net, part, vref, cfg.adc.bits, x_all, draw,
+            codes = hybrid.board_codes(b, net, part, vref, cfg.adc.bits, x_all, draw,
                                 out / f"board{k}.cir")
         except CrystalbenchError as e:
             raise SimError(f"board {k}: {e}") from None

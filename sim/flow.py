@@ -38,17 +38,24 @@ METHOD = ("cocotb 2.x + Icarus via cocotb_tools.runner; vectors streamed back to
           "(assumed), plus static; power_mw = continuous inference at rtl.clock_mhz")
 
 
+def stage_result(paths: Paths, stage_name: str, what: str, missing: str) -> dict:
+    """Another stage's result.json; missing or damaged: a SimError saying `missing`
+    (which command to run first)."""
+    path = paths.result(stage_name)
+    if not path.exists():
+        raise SimError(f"{path}: not found; {missing}")
+    try:
+        return read_json(path, what)
+    except CrystalbenchError as e:
+        raise SimError(str(e)) from None
+
+
 def synth_results(c: Crystal, cfg, paths: Paths) -> dict:
     """synth's result.json, checked to belong to this Crystal and fixed-point artifact."""
     fp = fixed.load(paths.stage(fixed_stage.NAME), c, cfg)
     path = paths.result(synth_stage.NAME)
-    if not path.exists():
-        raise SimError(f"{path}: not found; run `crystalbench synth` (`make synth`) first: it "
-                       "writes the gate netlists")
-    try:
-        res = read_json(path, "synth result")
-    except CrystalbenchError as e:
-        raise SimError(str(e)) from None
+    res = stage_result(paths, synth_stage.NAME, "synth result",
+                       "run `crystalbench synth` (`make synth`) first: it writes the gate netlists")
     if res.get("fixed_digest") != fixed.artifact_digest(fp):
         raise SimError(f"{path}: the designs were built from other fixed-point formats than "
                        f"{paths.stage(fixed_stage.NAME)} holds; re-run `crystalbench synth`")

@@ -31,7 +31,7 @@ from crystalbench.analog import flow as analog_flow
 from crystalbench.analog import netlist as nl
 from crystalbench.analog import spice
 from crystalbench.crystal import Crystal, digest
-from crystalbench.errors import CrystalbenchError, SimError
+from crystalbench.errors import SimError
 from crystalbench.results import Paths, atomic_write_bytes, read_json
 from crystalbench.rtl import fixed
 from crystalbench.rtl import quantize as fixed_stage
@@ -72,13 +72,9 @@ METHOD = {
 def analog_results(c: Crystal, cfg, paths: Paths) -> dict:
     """sim-analog's result.json, checked to belong to this Crystal and config."""
     path = paths.result(analog_flow.NAME)
-    if not path.exists():
-        raise SimError(f"{path}: not found; run `crystalbench sim-analog` (`make sim-analog`) "
-                       "first: it designs the analog core and measures its settling and power")
-    try:
-        res = read_json(path, "sim-analog result")
-    except CrystalbenchError as e:
-        raise SimError(str(e)) from None
+    res = sim_flow.stage_result(paths, analog_flow.NAME, "sim-analog result",
+                                "run `crystalbench sim-analog` (`make sim-analog`) first: it "
+                                "designs the analog core and measures its settling and power")
     if res.get("crystal_digest") != digest(c):
         raise SimError(f"{path}: made from another Crystal; re-run `crystalbench sim-analog`")
     if res.get("config") != analog_flow.config_stamp(cfg.analog, cfg.adc.bits):
@@ -186,12 +182,13 @@ def monte_carlo(b: analog_flow.Bench, net: fixed.IntNet, part, plan, vref: float
         r_scale, vos = analog_flow.draw_board(b.design, tol, b.acfg.opamp_offset, rng)
         off, gain = draw_adc_errors(part, plan, rng)
         v = boundary_volts(nl.realized_forward(b.design, b.x[:n], r_scale, vos), net)
-        cls = net.forward(adc_mod.convert(part, v, vref, bits, off, gain))["cls"]
+        codes = adc_mod.convert(part, v, vref, bits, off, gain)
+        cls = net.forward(codes)["cls"]
         agree.append(float((cls == torch_cls).mean()))
         acc.append(float((cls == y).mean()))
         if k == 0:
             draws = {"r_scale": r_scale, "vos": vos, "offset_lsb": off, "gain_lsb": gain,
-                     "numpy_codes": adc_mod.convert(part, v, vref, bits, off, gain)}
+                     "numpy_codes": codes}
     agree, acc = np.array(agree), np.array(acc)
     thr = b.acfg.yield_threshold
     return {"boards": boards, "tolerance": tol, "opamp_offset": bool(b.acfg.opamp_offset),
@@ -202,17 +199,25 @@ def monte_carlo(b: analog_flow.Bench, net: fixed.IntNet, part, plan, vref: float
             "accuracies": [round(float(a), 5) for a in acc]}, draws
 
 
+def board_codes(b: analog_flow.Bench, net: fixed.IntNet, part, vref: float, bits: int,
+                x: np.ndarray, draw: dict, path: Path) -> np.ndarray:
+    """The frontier's input codes for inputs x on one Monte Carlo board: its core (the
+    macro-model with the board's resistors and offsets) in ngspice from the netlist
+    `path`, then the ADC part with the board's offset and gain errors."""
+    cir = nl.build_circuit(b.design, x, slew=False, r_scale=draw["r_scale"], vos=draw["vos"])
+    atomic_write_bytes(path, analog_flow.netlist_text(
+        cir, f".dc Vidx 0 {len(x) - 1} 1", "dc", b.out_nodes, b.out_nodes).encode())
+    vec, _ = spice.run_file(path, points=len(x))
+    v = boundary_volts(analog_flow.core_volts(b.design, vec, b.sizes), net)
+    return adc_mod.convert(part, v, vref, bits, draw["offset_lsb"], draw["gain_lsb"])
+
+
 def board0_through_gates(c, cfg, b, net, name, d, part, vref, draws, out: Path, n: int,
                          log) -> dict:
-    """Monte Carlo board 0 through ngspice (the macro-model with its resistors and
-    offsets), the ADC with its errors, and the frontier's gate netlist."""
-    cir = nl.build_circuit(b.design, b.x, slew=False, r_scale=draws["r_scale"], vos=draws["vos"])
+    """Monte Carlo board 0 through ngspice, the ADC with its errors, and the frontier's
+    gate netlist."""
     path = out / "board0.cir"
-    atomic_write_bytes(path, analog_flow.netlist_text(
-        cir, f".dc Vidx 0 {len(b.x) - 1} 1", "dc", b.out_nodes, b.out_nodes).encode())
-    vec, _ = spice.run_file(path, points=len(b.x))
-    v = boundary_volts(analog_flow.core_volts(b.design, vec, b.sizes), net)[:n]
-    codes = adc_mod.convert(part, v, vref, cfg.adc.bits, draws["offset_lsb"], draws["gain_lsb"])
+    codes = board_codes(b, net, part, vref, cfg.adc.bits, b.x, draws, path)[:n]
     runs = sim_flow.run_design(c, cfg, out / "board0", name, d, net, codes, False,
                                lambda line: log(f"board 0: {line}"), levels=("gates",))
     g = runs[f"{name}_gates"]

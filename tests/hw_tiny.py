@@ -22,6 +22,12 @@ def tiny_crystal(seed=0, n_in=8, n_hidden=4, n_cls=3, n_test=10, hidden_act="rel
                         epoch_frozen=np.where(fr, 2, -1).astype(np.int32))
 
     layers = (layer(m1, hidden_act, True), layer(m2, "linear", False))
+    return _assemble("tiny", layers, rng, n_in, n_test)
+
+
+def _assemble(name: str, layers: tuple, rng, n_in: int, n_test: int):
+    """A Crystal of these layers on random inputs in [0, 1): labels are the net's own
+    classes, 64 calibration inputs."""
     x = rng.random((n_test, n_in)).astype(np.float32)
     cal = rng.random((64, n_in)).astype(np.float32)
     proto = cm.Crystal.__new__(cm.Crystal)
@@ -29,8 +35,8 @@ def tiny_crystal(seed=0, n_in=8, n_hidden=4, n_cls=3, n_test=10, hidden_act="rel
     outs = tuple(cm.Crystal.forward(proto, x))
     ref = cm.Reference(x=x, y=outs[-1].argmax(1).astype(np.int64), outputs=outs, calibration_x=cal)
     inp = cm.InputSpec(size=n_in, geometry=(n_in,), offset=0.0, scale=1.0, low=0.0, high=1.0)
-    return cm.Crystal(name="tiny", dataset="unit", n_classes=n_cls, input=inp, layers=layers,
-                      reference=ref)
+    return cm.Crystal(name=name, dataset="unit", n_classes=layers[-1].weights.shape[0], input=inp,
+                      layers=layers, reference=ref)
 
 
 def fp_cfg(**over):
@@ -68,16 +74,7 @@ def tiny_deep_crystal(seed=4, n_in=8, hidden=(5, 4), n_cls=3, n_test=10, frozen_
             activation="linear" if readout else "relu", position=np.zeros((n, 1), np.float32),
             radius=np.full(n, np.inf, np.float32), frozen=fr,
             epoch_frozen=np.where(fr, 2, -1).astype(np.int32)))
-    layers = tuple(layers)
-    x = rng.random((n_test, n_in)).astype(np.float32)
-    cal = rng.random((64, n_in)).astype(np.float32)
-    proto = cm.Crystal.__new__(cm.Crystal)
-    object.__setattr__(proto, "layers", layers)
-    outs = tuple(cm.Crystal.forward(proto, x))
-    ref = cm.Reference(x=x, y=outs[-1].argmax(1).astype(np.int64), outputs=outs, calibration_x=cal)
-    inp = cm.InputSpec(size=n_in, geometry=(n_in,), offset=0.0, scale=1.0, low=0.0, high=1.0)
-    return cm.Crystal(name="tiny_deep", dataset="unit", n_classes=n_cls, input=inp, layers=layers,
-                      reference=ref)
+    return _assemble("tiny_deep", tuple(layers), rng, n_in, n_test)
 
 
 def quantized_deep(seed=4, adc_bits=8, **over):
