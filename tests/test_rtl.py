@@ -17,7 +17,7 @@ from crystalbench.results import Paths
 from crystalbench.rtl import design, fixed, quantize, synth
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hw_tiny import fp_cfg, quantized, quantized_deep, tiny_crystal
+from hw_tiny import fp_cfg, quantized, quantized_deep, tiny_crystal, tiny_deep_crystal
 
 
 def test_golden_matches_float_within_quantization():
@@ -380,3 +380,74 @@ def test_synth_a_frontier_with_a_hidden_layer(tmp_path):
     assert {m["name"]: m["kind"] for m in fig["memories"]} == {"prog": "rom", "wmem": "ram",
                                                                 "bmem": "ram"}
     assert fig["fmax_mhz"] > 10 and (tmp_path / "deep" / "gates.v").exists()
+
+
+def _prune_reference(c, keep):
+    """prune_masks written out with loops, from its docstring: dead hidden neurons lose their
+    inputs and readers; per layer the round(keep x remaining) connections with the largest
+    |w| x RMS(input) stay (ties: the earlier connection in row-major order); then, from the
+    back, a hidden neuron nobody reads loses its inputs."""
+    x = c.reference.calibration_x.astype(np.float64)
+    outs = c.forward(c.reference.calibration_x)
+    reads = [x] + [o.astype(np.float64) for o in outs[:-1]]
+    masks = [layer.mask.copy() for layer in c.layers]
+    for li in range(len(masks) - 1):
+        for j in range(masks[li].shape[0]):
+            if max(outs[li][:, j]) <= 0:
+                masks[li][j, :] = False
+                masks[li + 1][:, j] = False
+    for li, layer in enumerate(c.layers):
+        rms = [np.sqrt(sum(v * v for v in reads[li][:, i]) / len(reads[li]))
+               for i in range(reads[li].shape[1])]
+        conns = [(-abs(float(layer.weights[o, i])) * rms[i], o * 10_000 + i, o, i)
+                 for o in range(masks[li].shape[0]) for i in range(masks[li].shape[1])
+                 if masks[li][o, i]]
+        n_keep = int(round(keep * len(conns)))
+        if 0 < n_keep < len(conns):
+            for _, _, o, i in sorted(conns)[n_keep:]:
+                masks[li][o, i] = False
+    for li in reversed(range(len(masks) - 1)):
+        for j in range(masks[li].shape[0]):
+            if not masks[li + 1][:, j].any():
+                masks[li][j, :] = False
+    return masks
+
+
+@pytest.mark.parametrize("keep", [0.01, 0.1, 0.3, 0.5, 0.75, 1.0])
+def test_prune_masks_match_a_loop_written_reference_on_two_hidden_layers(keep):
+    """keep=0.01 leaves every layer's count at round(...) = 0: nothing is pruned; 0.1 keeps
+    one readout connection (n_keep = 1) and strands hidden neurons, which cascades back
+    through both hidden layers; 1.0 keeps all."""
+    c = tiny_deep_crystal()
+    first = c.layers[0]
+    w = first.weights.copy()
+    w[2] = -np.abs(w[2]) - 1.0  # first-layer neuron 2 never fires on inputs in [0, 1)
+    c = c.replace(layers=(dataclasses.replace(first, weights=w * first.mask), *c.layers[1:]))
+    masks = fixed.prune_masks(c, keep)
+    expect = _prune_reference(c, keep)
+    for li, (m, e) in enumerate(zip(masks, expect)):
+        assert m.dtype == bool
+        np.testing.assert_array_equal(m, e, err_msg=f"layer {li}, keep {keep}")
+    assert not masks[0][2].any() and not masks[1][:, 2].any()
+    for li in (0, 1):  # a hidden neuron nobody reads has no inputs left
+        assert not masks[li][~masks[li + 1].any(axis=0)].any()
+    if keep == 0.1:
+        assert masks[2].sum() == 1  # round(0.1 x count) = 1
+
+
+def test_prune_masks_break_ties_by_connection_order():
+    """Three score levels over 48 connections, more than numpy's insertion-sort cutoff (16),
+    where an unstable sort reorders equal scores: all 16 of the top level stay, then the
+    first 8 (row-major) of the middle level."""
+    c = tiny_crystal(n_in=8, n_hidden=6, n_cls=3)
+    hidden, out = c.layers
+    level = (np.arange(48) * 7) % 3 + 1.0  # 1, 2, 3, 1, 2, 3, ... (16 of each)
+    c = c.replace(layers=(dataclasses.replace(
+        hidden, mask=np.ones((6, 8), bool), weights=level.reshape(6, 8).astype(np.float32),
+        bias=np.zeros(6, np.float32)), out))
+    cal = np.full_like(c.reference.calibration_x, 0.5)
+    c = c.replace(reference=dataclasses.replace(c.reference, calibration_x=cal))
+    masks = fixed.prune_masks(c, 0.5)
+    expect = level == 3
+    expect[np.flatnonzero(level == 2)[:8]] = True
+    np.testing.assert_array_equal(masks[0].ravel(), expect)
