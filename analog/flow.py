@@ -65,7 +65,13 @@ METHOD = {
              "both supply rails from ngspice's source currents (op-amp quiescent + "
              "output currents), plus reference and DAC output currents (from ngspice) "
              "drawn at the rail voltage as linear drivers; ADC and digital not included",
-    "energy": "average power x worst settling time (null when unsettled)",
+    "energy": "average power x worst settling time (null when unsettled); with "
+              "analog.power_gating: rails, references and DACs switched on at each sample "
+              "(10 ns ramp, the macro-model's own start-up; a part's internal turn-on time "
+              "is not modelled), settling measured from power-on, energy = the integral of "
+              "the supply power (rail voltages x currents from ngspice, references and DACs "
+              "at the rail voltage) over [power-on, power-on + worst settling], mean over "
+              "the steps",
     "samples_per_second": "DC sweep of all test samples / wall time of the ngspice run "
                           "(process start, sweep, raw file written and read)",
 }
@@ -203,6 +209,7 @@ class Netlists:
     n_tr: int  # samples stepped through in the transient
     step_s: float
     t_stop: float
+    gate_s: float | None = None  # power gating: on-time per step (half the step)
 
 
 def netlist_text(cir, analysis: str, kind: str, prints: list[str], saves: list[str]) -> str:
@@ -222,14 +229,16 @@ def dac_inputs(design: nl.CoreDesign) -> list[int]:
     return sorted({k for nr in design.neurons if nr.layer == 0 for k, _, _ in nr.inputs})
 
 
-def transient_vectors(design: nl.CoreDesign) -> list[str]:
+def transient_vectors(design: nl.CoreDesign, gated: bool = False) -> list[str]:
     """Exactly what the transient step reads: neuron outputs, the four supply currents,
-    and for the DAC currents the input nodes and the sum nodes that read them directly."""
+    and for the DAC currents the input nodes and the sum nodes that read them directly;
+    gated, the rail voltages too (they ramp)."""
     outs = [f"v({_node(nr)})" for nr in design.neurons]
     sums = [f"v(s{nr.layer + 1}_{nr.index})" for nr in design.neurons
             if nr.layer == 0 and any(not inv for _, inv, _ in nr.inputs)]
     dacs = [f"v(x{k})" for k in dac_inputs(design)]
-    return outs + ["i(vcc)", "i(vee)", "i(vrefp)", "i(vrefn)"] + sums + dacs
+    rails = ["v(vcc)", "v(vee)"] if gated else []
+    return outs + ["i(vcc)", "i(vee)", "i(vrefp)", "i(vrefn)"] + rails + sums + dacs
 
 
 def write_netlists(b: Bench, out_dir: Path) -> Netlists:
@@ -244,11 +253,13 @@ def write_netlists(b: Bench, out_dir: Path) -> Netlists:
     step_s = b.acfg.step_us * 1e-6
     t_stop = n_tr * step_s
     tr_path = out_dir / "core_tran.cir"
-    cir_tr = nl.build_circuit(b.design, b.x[:n_tr], step_s=step_s)
+    gate_s = step_s / 2 if b.acfg.get("power_gating") else None
+    cir_tr = nl.build_circuit(b.design, b.x[:n_tr], step_s=step_s, gate_s=gate_s)
     atomic_write_bytes(tr_path, netlist_text(
         cir_tr, f".tran {step_s / 400:.4g} {t_stop:.6g} 0 {step_s / 200:.4g}", "tran",
-        b.out_nodes[:8], transient_vectors(b.design)).encode())
-    return Netlists(dc=dc_path, tran=tr_path, n_tr=n_tr, step_s=step_s, t_stop=t_stop)
+        b.out_nodes[:8], transient_vectors(b.design, gate_s is not None)).encode())
+    return Netlists(dc=dc_path, tran=tr_path, n_tr=n_tr, step_s=step_s, t_stop=t_stop,
+                    gate_s=gate_s)
 
 
 # ---- DC sweep and errors ---------------------------------------------------------------------
@@ -302,7 +313,7 @@ def error_split(b: Bench, volts: list[np.ndarray]) -> dict:
 
 # ---- transient: settling and supply power --------------------------------------------------
 def settling(t: np.ndarray, outs: np.ndarray, finals: np.ndarray, step_s: float,
-             band: float) -> tuple[np.ndarray, int]:
+             band: float, window_s: float | None = None) -> tuple[np.ndarray, int]:
     """Settling time of every input step of a transient.
 
     Step i (1 <= i < len(finals)) starts at t = i * step_s and holds until (i + 1) * step_s;
@@ -310,10 +321,12 @@ def settling(t: np.ndarray, outs: np.ndarray, finals: np.ndarray, step_s: float,
     0, as the ADC converts them). The settling time is when the last output enters the
     band for good, linearly interpolated between time points, from the step's start.
     Returns (seconds per step, NaN where some output is still outside the band at the
-    step's last time point; the number of such unsettled steps)."""
+    step's last time point; the number of such unsettled steps). With window_s (power
+    gating) each step is judged over [i * step_s, i * step_s + window_s) only."""
     times = []
+    window_s = step_s if window_s is None else window_s
     for i in range(1, len(finals)):
-        sel = (t >= i * step_s) & (t < (i + 1) * step_s)
+        sel = (t >= i * step_s) & (t < i * step_s + window_s)
         ts, err = t[sel], np.abs(np.maximum(outs[sel], 0.0) - finals[i])
         bad = err > band
         if not len(ts) or bad[-1].any():
@@ -354,11 +367,24 @@ def supply_power(t: np.ndarray, i_vcc: np.ndarray, i_vee: np.ndarray, vcc: float
     are linear stages on the same rails: each draws its output current's magnitude at the
     larger rail voltage. Average (trapezoid, time-weighted) and peak over t >= t_from."""
     rails = -(vcc * np.asarray(i_vcc) + vee * np.asarray(i_vee))
-    rail = max(vcc, -vee)
+    rail = np.maximum(vcc, -np.asarray(vee))  # arrays when the rails ramp (power gating)
     p = rails + rail * sum((np.abs(i) for i in drivers), np.zeros_like(rails))
     win = t >= t_from
     return Power(trace=p, average=_time_average(t[win], p[win]), peak=float(p[win].max()),
                  rails_average=_time_average(t[win], rails[win]))
+
+
+def window_energy(t: np.ndarray, p: np.ndarray, starts, width: float) -> np.ndarray:
+    """Energy (J) of the power trace p over [s, s + width] for each start s: trapezoids
+    on the time points inside, the trace interpolated at both ends of the window."""
+    out = []
+    for s in starts:
+        e = s + width
+        inside = (t > s) & (t < e)
+        tt = np.concatenate([[s], t[inside], [e]])
+        pp = np.concatenate([[np.interp(s, t, p)], p[inside], [np.interp(e, t, p)]])
+        out.append(float(np.sum(0.5 * (pp[1:] + pp[:-1]) * np.diff(tt))))
+    return np.array(out)
 
 
 def dac_currents(design: nl.CoreDesign, tv: dict) -> list[np.ndarray]:
@@ -383,17 +409,24 @@ def transient(b: Bench, nets: Netlists, dc_volts: list[np.ndarray]) -> dict:
     supply power, and how far each step's end lies from the DC sweep."""
     tv, seconds = spice.run_file(nets.tran, t_stop=nets.t_stop)
     t, d = tv["time"], b.design
+    gated = nets.gate_s is not None
     outs = np.stack([tv[_node(nr)] for nr in d.neurons], 1)
     finals = np.stack([dc_volts[nr.layer][:nets.n_tr, nr.index] for nr in d.neurons], 1)
-    times, unsettled = settling(t, outs, finals, nets.step_s, 0.5 * b.lsb_v)
-    power = supply_power(t, tv["i(vcc)"], tv["i(vee)"], d.vcc, d.vee,
+    times, unsettled = settling(t, outs, finals, nets.step_s, 0.5 * b.lsb_v, nets.gate_s)
+    vcc, vee = (tv["vcc"], tv["vee"]) if gated else (d.vcc, d.vee)
+    power = supply_power(t, tv["i(vcc)"], tv["i(vee)"], vcc, vee,
                          [tv["i(vrefp)"], tv["i(vrefn)"]] + dac_currents(d, tv),
                          t_from=nets.step_s)  # skip the initial operating point
-    end_err = max(float(np.abs(np.maximum(outs[(t >= (i + 1 - 0.01) * nets.step_s)
-                                               & (t < (i + 1) * nets.step_s)], 0.0)
+    on_s = nets.gate_s or nets.step_s
+    end_err = max(float(np.abs(np.maximum(outs[(t >= i * nets.step_s + 0.99 * on_s)
+                                               & (t < i * nets.step_s + on_s)], 0.0)
                                - finals[i]).max(initial=0.0)) for i in range(nets.n_tr))
-    return {"t": t, "outs": outs, "settle_s": times, "unsettled": unsettled, "power": power,
-            "end_vs_dc_max_lsb": end_err / b.lsb_v, "seconds": seconds}
+    res = {"t": t, "outs": outs, "settle_s": times, "unsettled": unsettled, "power": power,
+           "end_vs_dc_max_lsb": end_err / b.lsb_v, "seconds": seconds, "gated_energy_j": None}
+    if gated and unsettled == 0:  # every step powered up and settled: integrate its window
+        res["gated_energy_j"] = window_energy(
+            t, power.trace, [i * nets.step_s for i in range(1, nets.n_tr)], float(times.max()))
+    return res
 
 
 # ---- Monte Carlo ---------------------------------------------------------------------------
@@ -500,7 +533,9 @@ def report(b: Bench, nets: Netlists, errors: dict, tr: dict, mc: dict, dc_second
     settled = tr["unsettled"] == 0
     worst_s = float(np.max(tr["settle_s"])) if settled else None
     p = tr["power"]
-    energy_nj = p.average * worst_s * 1e9 if settled else None
+    gated = tr.get("gated_energy_j") is not None
+    energy_nj = (float(np.mean(tr["gated_energy_j"])) * 1e9 if gated
+                 else p.average * worst_s * 1e9 if settled else None)
     return {
         "crystal": b.c.name, "crystal_digest": digest(b.c),
         "config": config_stamp(b.acfg, b.adc.bits), "opamp": d.opamp.key,
@@ -528,8 +563,15 @@ def report(b: Bench, nets: Netlists, errors: dict, tr: dict, mc: dict, dc_second
         "settling_times_us": [None if math.isnan(s) else float(s) * 1e6 for s in tr["settle_s"]],
         "unsettled_steps": tr["unsettled"], "transient_steps": nets.n_tr - 1,
         "transient_end_vs_dc_max_lsb": tr["end_vs_dc_max_lsb"],
-        "power_mw": p.average * 1e3, "power_peak_mw": p.peak * 1e3,
-        "power_opamps_mw": p.rails_average * 1e3, "power_per_neuron_mw": p.average * 1e3 / n_core,
+        "power_gating": nets.gate_s is not None,
+        "gate_window_us": worst_s * 1e6 if gated else None,
+        "energy_per_inference_steps_nj": ([float(e) * 1e9 for e in tr["gated_energy_j"]]
+                                          if gated else None),
+        # gated: the average over the on-window (energy / window), else over the transient
+        "power_mw": energy_nj / (worst_s * 1e6) if gated else p.average * 1e3,
+        "power_peak_mw": p.peak * 1e3,
+        "power_opamps_mw": p.rails_average * 1e3, "power_per_neuron_mw": (energy_nj / (worst_s * 1e6) if gated
+                                                    else p.average * 1e3) / n_core,
         "energy_per_inference_nj": energy_nj,
         "energy_per_neuron_nj": None if energy_nj is None else energy_nj / n_core,
         "samples_per_second": len(b.x) / dc_seconds,

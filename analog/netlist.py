@@ -284,13 +284,32 @@ def _pwl_expr(values: np.ndarray) -> str:
     return f"pwl(v(idx), {pts})" if len(values) > 1 else f"{values[0]:.6g}"
 
 
+def gate_points(n: int, step_s: float, gate_s: float, rise_s: float, level: float) -> list:
+    """PWL points of a gated source: 0 V until each step i starts (t = i * step_s), a
+    linear ramp to `level` over rise_s, held until i * step_s + gate_s, a ramp back to 0."""
+    if not (0 < rise_s < gate_s and gate_s + rise_s < step_s):
+        raise AnalogError(f"power gating needs rise {rise_s:g} s < on-time {gate_s:g} s and "
+                          f"on-time + rise < analog.step_us ({step_s * 1e6:g} us); raise "
+                          "analog.step_us")
+    pts = []
+    for i in range(n):
+        t0 = i * step_s
+        pts += [(t0, 0.0), (t0 + rise_s, level), (t0 + gate_s, level),
+                (t0 + gate_s + rise_s, 0.0)]
+    return pts
+
+
 def build_circuit(design: CoreDesign, x: np.ndarray, step_s: float | None = None,
                   rise_s: float = 10e-9, r_scale: dict | None = None,
-                  vos: dict | None = None, slew: bool | None = None) -> Circuit:
+                  vos: dict | None = None, slew: bool | None = None,
+                  gate_s: float | None = None) -> Circuit:
     """The whole core as a PySpice Circuit. Inputs x (n, n_inputs) in model units come
     from one DAC per input, a table indexed by the voltage of source `Vidx`: sweep Vidx
     over 0..n-1 for the DC operating points, or (step_s given) let its staircase step
-    through the samples in a transient."""
+    through the samples in a transient. With gate_s (power gating, transient only) the
+    rails, the bias references and the DACs are off (0 V) outside [i * step_s, i *
+    step_s + gate_s]: each sample powers the core up from nothing, as a board whose
+    supply is switched per inference (gate_points)."""
     r_scale = r_scale or {}
     vos = vos or {}
     x = np.asarray(x, np.float64)
@@ -302,11 +321,18 @@ def build_circuit(design: CoreDesign, x: np.ndarray, step_s: float | None = None
     cir.subcircuit(PrecisionRectifier(amp.NAME))
     cir.subcircuit(ClampedSummer(amp.NAME))
     cir.model(DIODE_MODEL, "D", **DIODE_PARAMS)
-    cir.V("cc", "vcc", cir.gnd, design.vcc)
-    cir.V("ee", "vee", cir.gnd, design.vee)
-    cir.V("refp", "vrefp", cir.gnd, design.vref)
-    cir.V("refn", "vrefn", cir.gnd, -design.vref)
     n = x.shape[0]
+    rails = (("cc", "vcc", design.vcc), ("ee", "vee", design.vee),
+             ("refp", "vrefp", design.vref), ("refn", "vrefn", -design.vref))
+    for name, node, level in rails:
+        if gate_s is None:
+            cir.V(name, node, cir.gnd, level)
+        else:
+            cir.PieceWiseLinearVoltageSource(name, node, cir.gnd, values=gate_points(
+                n, step_s, gate_s, rise_s, level))
+    if gate_s is not None:  # the DACs' enable: 0 or 1, with the rails
+        cir.PieceWiseLinearVoltageSource("en", "en", cir.gnd,
+                                         values=gate_points(n, step_s, gate_s, rise_s, 1.0))
     if step_s is None:
         cir.V("idx", "idx", cir.gnd, 0)
     else:
@@ -317,7 +343,9 @@ def build_circuit(design: CoreDesign, x: np.ndarray, step_s: float | None = None
         cir.PieceWiseLinearVoltageSource("idx", "idx", cir.gnd, values=pts)
     used = sorted({k for nr in design.neurons if nr.layer == 0 for k, _, _ in nr.inputs})
     for k in used:  # input DACs: ideal, zero output impedance
-        cir.B(f"dac{k}", f"x{k}", cir.gnd, voltage_expression=_pwl_expr(x[:, k] * design.vx))
+        expr = _pwl_expr(x[:, k] * design.vx)
+        cir.B(f"dac{k}", f"x{k}", cir.gnd,
+              voltage_expression=expr if gate_s is None else f"v(en)*({expr})")
     for (li, k) in design.inverted:
         key = ("inv", li, k)
         cir.X(f"inv_{design.source_node(li, k, False)}", InvertingBuffer.NAME,

@@ -58,8 +58,9 @@ OPAMPS: dict[str, OpAmpSpec] = {
         gbw_hz=math.inf, slew_v_per_us=math.inf, iq_a=0.0, aol_db=120.0, swing_high_v=0.0,
         swing_low_v=0.0, vos_typ_v=0.0, vos_max_v=0.0, r_out=0.0, supply_min_v=0.0,
         supply_max_v=1e3, supply_default_v=5.0, source="idealisation"),
-    # Microchip MCP6001/1R/1U/2/4 datasheet DS21733J: GBW 1 MHz typ; I_Q 100 uA typ per
-    # amplifier; supply 1.8-6.0 V; rail-to-rail in/out. SR 0.6 V/us typ (unconfirmed);
+    # Microchip MCP6001/1R/1U/2/4 datasheet DS21733J (2009): GBW 1 MHz typ; I_Q 100 uA typ per
+    # amplifier; supply 1.8-6.0 V; rail-to-rail in/out (these four rechecked on page 1,
+    # Features and Description). SR 0.6 V/us typ (unconfirmed);
     # V_OS +-4.5 mV max at 25 C, no typical given (unconfirmed; sigma = max/3 used);
     # A_OL 112 dB typ (unconfirmed); swing V_DD-25 mV / V_SS+25 mV at R_L=10k (unconfirmed).
     "mcp6002": OpAmpSpec(
@@ -94,6 +95,29 @@ OPAMPS: dict[str, OpAmpSpec] = {
         iq_a=350e-6, aol_db=100.0, swing_high_v=1.5, swing_low_v=0.005, vos_typ_v=3e-3,
         vos_max_v=7e-3, r_out=100.0, supply_min_v=3.0, supply_max_v=32.0,
         supply_default_v=10.0, source="TI SLOS068 (LM358, LM358B)"),
+    # TI OPAx835 datasheet SLOS713H (January 2011, revised November 2015), page 1
+    # (Features, Description): 2.5-5.5 V; I_Q 250 uA per channel typ; 56 MHz bandwidth at
+    # A_V = 1 V/V; SR 160 V/us; V_OS 100 uV typ, +-500 uV max; rail-to-rail output,
+    # negative-rail input (-0.2 V .. V+ - 1.1 V on 5 V). GBW: estimated, not a datasheet
+    # figure: the 56 MHz A_V = 1 bandwidth / 2.1, the ratio of the OPA837's bandwidth at
+    # A_V = 1 to its gain-bandwidth product (105 / 50 MHz, SBOS673D page 1); the table's GBP
+    # was not reachable here. A_OL 100 dB and swing 0.1 V from the rails (unconfirmed).
+    # A power-down pin (0.5 uA typ) lets a board gate the core (analog.power_gating).
+    "opa835": OpAmpSpec(
+        key="opa835", part="TI OPA835", gbw_hz=56e6 / 2.1, slew_v_per_us=160.0, iq_a=250e-6,
+        aol_db=100.0, swing_high_v=0.1, swing_low_v=0.1, vos_typ_v=100e-6, vos_max_v=500e-6,
+        r_out=50.0, supply_min_v=2.5, supply_max_v=5.5, supply_default_v=5.0,
+        source="TI SLOS713H (OPA835, OPA2835), page 1; GBW estimated (see analog/opamps.py)"),
+    # TI OPAx837 datasheet SBOS673D (September 2017, revised December 2018), page 1
+    # (Features, Description): I_Q 600 uA per channel typ at 5 V; gain-bandwidth product
+    # 50 MHz; 105 MHz at A_V = 1; SR 105 V/us; single supply 2.7-5.4 V; V_OS +-130 uV max at
+    # 25 C (no typical on page 1: sigma = max/3 used); negative-rail input, rail-to-rail
+    # output; 5 uA shutdown. A_OL 110 dB and swing 0.1 V from the rails (unconfirmed).
+    "opa837": OpAmpSpec(
+        key="opa837", part="TI OPA837", gbw_hz=50e6, slew_v_per_us=105.0, iq_a=600e-6,
+        aol_db=110.0, swing_high_v=0.1, swing_low_v=0.1, vos_typ_v=130e-6 / 3,
+        vos_max_v=130e-6, r_out=50.0, supply_min_v=2.7, supply_max_v=5.4,
+        supply_default_v=5.0, source="TI SBOS673D (OPA837, OPA2837), page 1"),
 }
 
 G_CLAMP = 1.0  # S: pull of the swing limits on the RC node

@@ -164,7 +164,8 @@ SCHEMA: dict = {
     },
     "analog": {
         "opamp": Knob("mcp6002", str, "op-amp macro-model of the analog core",
-                      choices=("ideal", "mcp6002", "opa2333", "tlv9062", "lm358")),
+                      choices=("ideal", "mcp6002", "opa2333", "tlv9062", "lm358", "opa835",
+                               "opa837")),
         "supply_v": Knob(None, float, "total supply voltage, split +-supply/2 around ground "
                          "(null = the part's default: 5 V, or 10 V for the lm358)",
                          min=1.0, max=40.0, nullable=True),
@@ -197,6 +198,10 @@ SCHEMA: dict = {
                                   "(settling time, power)", min=2),
         "step_us": Knob(60.0, float, "hold time per sample in the transient (us); must "
                         "exceed the settling time", min=0.1),
+        "power_gating": Knob(False, bool, "core powered only for each inference: the "
+                             "transient switches rails, references and DACs on at each "
+                             "sample and its energy is the supply's integral over the "
+                             "window from power-on until every output has settled"),
         "tolerances": Knob([0.01, 0.001], list, "resistor tolerances for the Monte Carlo "
                            "(fractions; uniform within +-tolerance)"),
         "opamp_offset": Knob(True, bool, "Monte Carlo also draws each op-amp's input "

@@ -191,7 +191,7 @@ def test_e_series_and_part_errors_name_the_key():
     with pytest.raises(AnalogError, match=r"analog\.r_min\.\.r_max = 0\.\.1000 "):
         eseries.values_in("E96", 0.0, 1e3)
     with pytest.raises(AnalogError, match=r"^analog\.opamp 'ua741' .*ideal, mcp6002, opa2333, "
-                       r"tlv9062, lm358$"):
+                       r"tlv9062, lm358, opa835, opa837$"):
         spec_for("ua741")
 
 
@@ -1140,11 +1140,14 @@ def test_stage_result_keys(settled_run):
         "per_neuron_error", "error_resistor_quantization", "error_opamp_nonideal",
         "clipped_weights", "step_us", "settling_time_us", "settling_time_median_us",
         "settling_times_us", "unsettled_steps", "transient_steps",
-        "transient_end_vs_dc_max_lsb", "power_mw", "power_peak_mw", "power_opamps_mw",
+        "transient_end_vs_dc_max_lsb", "power_gating", "gate_window_us",
+        "energy_per_inference_steps_nj", "power_mw", "power_peak_mw", "power_opamps_mw",
         "power_per_neuron_mw", "energy_per_inference_nj", "energy_per_neuron_nj",
         "samples_per_second", "simulation_seconds", "monte_carlo", "source_claim", "files",
         "method", "wall_seconds", "summary", "result_file"}
     d = res
+    assert d["power_gating"] is False and d["gate_window_us"] is None
+    assert d["energy_per_inference_steps_nj"] is None
     assert d["supply_v"] == [-2.5, 2.5] and d["adc_bits"] == 8 and d["lsb_mv"] == pytest.approx(
         1000 / 255)
     assert d["diodes"] == 2 * d["relu_stages"].get("rectifier", 0) + d["relu_stages"].get("clamp", 0)
