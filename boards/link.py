@@ -22,7 +22,11 @@ from .protocol import LinkError
 
 
 class Transport:
-    """Bytes to and from a board."""
+    """Bytes to and from a board; a transport counts the bytes it moved (`bytes_sent`,
+    `bytes_received`: what `read` returned)."""
+
+    bytes_sent = 0
+    bytes_received = 0
 
     def write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -58,10 +62,13 @@ class SerialTransport(Transport):
     def write(self, data: bytes) -> None:
         self.port.write(data)
         self.port.flush()
+        self.bytes_sent += len(data)
 
     def read(self, n: int, timeout: float) -> bytes:
         self.port.timeout = timeout
-        return bytes(self.port.read(n))
+        got = bytes(self.port.read(n))
+        self.bytes_received += len(got)
+        return got
 
     def flush_input(self) -> None:
         self.port.reset_input_buffer()

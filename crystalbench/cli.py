@@ -32,6 +32,7 @@ STAGES = {
     "calibrate": "crystalbench.sim.calibrate",
     "compile-c": "crystalbench.cbackend.flow",
     "bitstream": "crystalbench.boards.bitstream",
+    "board": "crystalbench.boards.host",
     "manufacture": "crystalbench.analog.manufacture",
 }
 DEFAULT_CONFIG = "configs/digits.yaml"
@@ -274,6 +275,23 @@ def build_parser() -> argparse.ArgumentParser:
                   "ERC, BOM with part numbers and cost, the netlist read back and re-run in "
                   "ngspice against the design -> build/<exp>/manufacture/",
                   lambda a: run_stage("manufacture", a))
+    bd = _stage_parser(sub, "board", "the host driver of a board running the frontier: info "
+                       "(identify, counters), load (write the frontier's weights), run (the test "
+                       "split through the board: agreement, vectors/s, line vs frontier time -> "
+                       "build/<exp>/board/)",
+                       lambda a: run_stage("board", a, action=a.action, port=a.port, sim=a.sim,
+                                           board=a.board, vectors=a.vectors, timeout=a.timeout))
+    bd.add_argument("action", choices=("info", "load", "run"))
+    where = bd.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="the board's serial port (iCEBreaker: the FTDI's second "
+                       "interface, usually /dev/ttyUSB1)")
+    where.add_argument("--sim", action="store_true",
+                       help="the board top simulated in Icarus (cocotb, bit-level UART)")
+    bd.add_argument("--board", default="icebreaker", help="board (default: icebreaker)")
+    bd.add_argument("--vectors", type=int, default=None,
+                    help="run: test vectors (default: the whole test split)")
+    bd.add_argument("--timeout", type=float, default=1.0,
+                    help="seconds to wait for a reply (simulated seconds with --sim; default 1)")
     fl = sub.add_parser("flash", help="write build/<exp>/boards/<board>/top.bin to the board "
                         "(openFPGALoader)")
     fl.add_argument("--config", default=DEFAULT_CONFIG)

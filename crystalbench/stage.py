@@ -16,7 +16,8 @@ Stages: train (crystalbench.model.pipeline), quantize (crystalbench.rtl.quantize
 (crystalbench.rtl.flow), sim (crystalbench.sim.flow), sim-analog
 (crystalbench.analog.flow), sim-hybrid (crystalbench.sim.hybrid), calibrate
 (crystalbench.sim.calibrate), compile-c (crystalbench.cbackend.flow), manufacture
-(crystalbench.analog.manufacture), bitstream (crystalbench.boards.bitstream); the CLI's
+(crystalbench.analog.manufacture), bitstream (crystalbench.boards.bitstream), board
+(crystalbench.boards.host, the host driver of a board); the CLI's
 STAGES lists them all.
 """
 

@@ -75,6 +75,44 @@ def cycle_limit(latency: int, vectors: int) -> int:
     return 100 + 2 * max(latency, 1) * (vectors + 2)
 
 
+def run_cocotb(verilog: str | Path, build_dir: Path, test_module: str, test_dir: str | Path,
+               job: Path, extra_sources=(), build_args=(), plusargs=(), vcd: bool = False) -> Path:
+    """Build `verilog` (top module `top`) with Icarus and run the cocotb test module
+    `test_module` from `test_dir` on it, its job file named by $CB_TB; Icarus' and cocotb's
+    output go to build_dir/sim.log (returned). A failure of the build or the run raises
+    SimError naming the log and the build folder. The one way cocotb runs here: the net
+    testbench (run_vectors) and the board top (crystalbench.boards.simboard) use it."""
+    from cocotb_tools.runner import get_runner
+
+    log = build_dir / "sim.log"
+    runner = get_runner("icarus")
+    if vcd:
+        _vcd_format(runner)
+    test_dir = str(test_dir)
+    try:
+        with open(log, "w") as fh:
+            old_out, old_err = os.dup(1), os.dup(2)
+            try:  # Icarus and cocotb print from C: redirect the file descriptors
+                sys.stdout.flush(), sys.stderr.flush()
+                os.dup2(fh.fileno(), 1), os.dup2(fh.fileno(), 2)
+                runner.build(sources=[_kick_comb_blocks(Path(verilog).resolve(), build_dir),
+                                      *extra_sources],
+                             hdl_toplevel="top", build_dir=build_dir, always=True,
+                             timescale=("1ns", "1ps"), build_args=list(build_args))
+                runner.test(hdl_toplevel="top", test_module=test_module, test_dir=test_dir,
+                            build_dir=build_dir, extra_env={"CB_TB": str(job),
+                                                            "PYTHONPATH": test_dir},
+                            plusargs=list(plusargs), results_xml=str(build_dir / "results.xml"))
+            finally:
+                sys.stdout.flush(), sys.stderr.flush()
+                os.dup2(old_out, 1), os.dup2(old_err, 2)
+                os.close(old_out), os.close(old_err)
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - cocotb's runner exits on failure
+        raise SimError(f"Icarus/cocotb failed on {verilog} ({type(e).__name__}: {e}); see {log} "
+                       f"and {build_dir}") from None
+    return log
+
+
 def run_vectors(verilog: str | Path, codes: np.ndarray, in_bits: int, logit_bits: int,
                 n_classes: int, build_dir: str | Path, loadable: bool, vcd: str | Path | None = None,
                 max_cycles: int | None = None, vcd_results: int = 0,
@@ -87,8 +125,6 @@ def run_vectors(verilog: str | Path, codes: np.ndarray, in_bits: int, logit_bits
     one per clock, before the first vector; timing starts after the load."""
     if load and not loadable:
         raise SimError(f"{verilog}: a weight set to load, but the design's weights are baked")
-    from cocotb_tools.runner import get_runner
-
     toolrun.require("iverilog", "vvp")
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -103,34 +139,10 @@ def run_vectors(verilog: str | Path, codes: np.ndarray, in_bits: int, logit_bits
         "max_cycles": max_cycles or cycle_limit(4000, len(codes))}))
     if out.exists():
         out.unlink()
-    log = build_dir / "sim.log"
-    runner = get_runner("icarus")
-    if vcd:
-        _vcd_format(runner)
-    here = str(Path(__file__).parent)
-    try:
-        with open(log, "w") as fh:
-            old_out, old_err = os.dup(1), os.dup(2)
-            try:  # Icarus and cocotb print from C: redirect the file descriptors
-                sys.stdout.flush(), sys.stderr.flush()
-                os.dup2(fh.fileno(), 1), os.dup2(fh.fileno(), 2)
-                runner.build(sources=[_kick_comb_blocks(Path(verilog).resolve(), build_dir),
-                                      build_dir / "cb_vcd_dump.v"],
-                             hdl_toplevel="top", build_dir=build_dir, always=True,
-                             timescale=("1ns", "1ps"), build_args=["-s", "cb_vcd_dump"])
-                runner.test(hdl_toplevel="top", test_module="tb_net", test_dir=here,
-                            build_dir=build_dir, extra_env={"CB_TB": str(job),
-                                                            "PYTHONPATH": here},
-                            plusargs=([f"+vcd={Path(vcd).resolve()}",
-                                       f"+vcd_results={int(vcd_results)}"] if vcd else []),
-                            results_xml=str(build_dir / "results.xml"))
-            finally:
-                sys.stdout.flush(), sys.stderr.flush()
-                os.dup2(old_out, 1), os.dup2(old_err, 2)
-                os.close(old_out), os.close(old_err)
-    except (Exception, SystemExit) as e:  # noqa: BLE001 - cocotb's runner exits on failure
-        raise SimError(f"Icarus/cocotb failed on {verilog} ({type(e).__name__}: {e}); see {log} "
-                       f"and {build_dir}") from None
+    log = run_cocotb(verilog, build_dir, "tb_net", Path(__file__).parent, job,
+               extra_sources=[build_dir / "cb_vcd_dump.v"], build_args=["-s", "cb_vcd_dump"],
+               plusargs=([f"+vcd={Path(vcd).resolve()}", f"+vcd_results={int(vcd_results)}"]
+                         if vcd else []), vcd=bool(vcd))
     if not out.exists():
         raise SimError(f"the cocotb test wrote no outputs (it failed or timed out); see {log} "
                        f"and {build_dir / 'results.xml'}")
