@@ -34,6 +34,7 @@ STAGES = {
     "bitstream": "crystalbench.boards.bitstream",
     "board": "crystalbench.boards.host",
     "manufacture": "crystalbench.analog.manufacture",
+    "sweep": "crystalbench.sim.sweep",
 }
 DEFAULT_CONFIG = "configs/digits.yaml"
 
@@ -292,6 +293,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run: test vectors (default: the whole test split)")
     bd.add_argument("--timeout", type=float, default=1.0,
                     help="seconds to wait for a reply (simulated seconds with --sim; default 1)")
+    sw = _stage_parser(sub, "sweep", "co-design sweep: every point of a grid of --set overrides "
+                       "through sim-analog and sim-hybrid, the all-digital nets once per digital "
+                       "design, as Dask tasks (cached per point, resumable) -> build/<exp>/sweep/ "
+                       "(points.csv, Pareto plots, report.md)",
+                       lambda a: run_stage("sweep", a, grid=a.grid, config_path=a.config,
+                                           scheduler=a.scheduler, workers=a.workers,
+                                           vectors=a.vectors, progress=not a.quiet,
+                                           sets=a.set))
+    sw.add_argument("--grid", required=True, metavar="FILE",
+                    help="YAML grid: base / axes / points of --set overrides "
+                         "(e.g. configs/sweep_digits.yaml)")
+    sw.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                    help="an existing Dask scheduler, e.g. tcp://host:8786 (default: a "
+                         "LocalCluster on this machine)")
+    sw.add_argument("--workers", type=int, default=2,
+                    help="LocalCluster worker processes (default: 2)")
+    sw.add_argument("--vectors", type=int, default=None,
+                    help="test samples per point and per all-digital design (default: 200)")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
     fl = sub.add_parser("flash", help="write build/<exp>/boards/<board>/top.bin to the board "
                         "(openFPGALoader)")
     fl.add_argument("--config", default=DEFAULT_CONFIG)
