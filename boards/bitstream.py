@@ -4,9 +4,10 @@
 The board top (controller: UART + host protocol + the loadable serial frontier, on the
 board's UART pins, two LEDs) is planned by amaranth-boards (`platform.build(...,
 do_build=False)`: RTLIL, Yosys script, pin constraints with the clock's frequency), and
-the plan's three steps run through the one tool runner (yosys, nextpnr-ice40, icepack),
-each with its log in build/<exp>/boards/<board>/. Writes there: top.bin (the bitstream),
-the logs, and result.json (utilization, fmax; `passed` false when fmax is below the
+the plan's three steps run through the one tool runner (iCE40: yosys, nextpnr-ice40,
+icepack; ECP5: yosys, nextpnr-ecp5, ecppack, Debian's or the pinned YoWASP builds), each
+with its log in build/<exp>/boards/<board>/. Writes there: top.bin (iCE40) or top.bit
+(ECP5), the logs, and result.json (utilization, fmax; `passed` false when fmax is below the
 board's clock).
 """
 
@@ -68,34 +69,76 @@ def parse_utilization(text: str) -> dict:
     return out
 
 
-def build_bitstream(board: Board, controller: Controller, out: Path, log=stage.quiet) -> dict:
-    """Plan with amaranth-boards, run yosys, nextpnr-ice40, icepack; return the figures."""
+def parse_ecp5_stat(text: str) -> dict:
+    """Yosys `stat` after `synth_ecp5`: LUT4, flip-flops, carries, DSPs, block RAMs."""
+    cells = dict((k, int(v)) for k, v in re.findall(r"^\s+(\$?\w+)\s+(\d+)\s*$", text, re.M))
+    if "LUT4" not in cells and "TRELLIS_FF" not in cells:
+        raise SynthError("could not read the Yosys ECP5 statistics (no LUT4/TRELLIS_FF cells "
+                         "listed); see the yosys log")
+    return {"lut4": cells.get("LUT4", 0), "ff": cells.get("TRELLIS_FF", 0),
+            "carry": cells.get("CCU2C", 0), "dsp": cells.get("MULT18X18D", 0),
+            "bram": cells.get("DP16KD", 0), "lutram": cells.get("TRELLIS_DPR16X4", 0)}
+
+
+def _tool(name: str) -> str:
+    """Debian's tool, else the PyPI (YoWASP) build that pyproject pins."""
+    try:
+        toolrun.find(name)
+        return name
+    except toolrun.ToolNotFound:
+        if name in ("nextpnr-ecp5", "ecppack"):
+            toolrun.require(f"yowasp-{name}")
+            return f"yowasp-{name}"
+        raise
+
+
+def tools_of(board: Board) -> tuple[str, str, str]:
+    """(synthesis, place and route, packer) for the board's family."""
+    if board.family == "ecp5":
+        return "yosys", _tool("nextpnr-ecp5"), _tool("ecppack")
     toolrun.require("yosys", "nextpnr-ice40", "icepack")
+    return "yosys", "nextpnr-ice40", "icepack"
+
+
+def build_bitstream(board: Board, controller: Controller, out: Path, log=stage.quiet) -> dict:
+    """Plan with amaranth-boards, run yosys, nextpnr, the packer; return the figures."""
+    _, pnr, pack = tools_of(board)
     out.mkdir(parents=True, exist_ok=True)
     plan = board.make_platform().build(BoardTop(board, controller), name="top", do_build=False,
                                        script_after_synth="tee -o top_stat.txt stat")
     plan.extract(out)
     t0 = time.perf_counter()
     toolrun.run("yosys", ["-q", "-l", "top.rpt", "top.ys"], log=out / "yosys.log", cwd=out)
-    res = synth_mod.parse_ice40_stat((out / "top_stat.txt").read_text())
-    log(f"{board.name}: yosys {res['lut4']} LUT4, {res['ice40_ff']} FF, {res['bram']} BRAM")
-    r = toolrun.run("nextpnr-ice40", [*board.nextpnr, "--json", "top.json", "--pcf", "top.pcf",
-                                      "--asc", "top.asc", "--seed", "1", "--timing-allow-fail"],
-                    log=out / "nextpnr.log", cwd=out, timeout=1800)
-    fmax = synth_mod.parse_fmax(r.stdout)
+    stat = (out / "top_stat.txt").read_text()
+    if board.family == "ecp5":
+        res = parse_ecp5_stat(stat)
+        pnr_args = ["--lpf", "top.lpf", "--textcfg", "top.config"]
+        pack_args, bit = ["--compress", "--input", "top.config", "--bit", "top.bit"], "top.bit"
+    else:
+        res = synth_mod.parse_ice40_stat(stat)
+        res.pop("ice40_cells", None)
+        res["ff"] = res["ice40_ff"]
+        pnr_args = ["--pcf", "top.pcf", "--asc", "top.asc"]
+        pack_args, bit = ["top.asc", "top.bin"], "top.bin"
+    log(f"{board.name}: yosys {res['lut4']} LUT4, {res['ff']} FF, {res['bram']} BRAM; "
+        f"placing and routing ({pnr})")
+    r = toolrun.run(pnr, [*board.nextpnr, "--json", "top.json", *pnr_args, "--seed", "1",
+                          "--timing-allow-fail"], log=out / "nextpnr.log", cwd=out, timeout=3600)
+    text = r.stdout  # standard output and error: nextpnr logs to the latter
+    fmax = synth_mod.parse_fmax(text)
     if fmax is None:
-        raise SynthError(f"nextpnr-ice40 printed no fmax; see {out / 'nextpnr.log'}")
-    util = parse_utilization(r.stdout)
-    toolrun.run("icepack", ["top.asc", "top.bin"], log=out / "icepack.log", cwd=out)
+        raise SynthError(f"{pnr} printed no fmax; see {out / 'nextpnr.log'}")
+    util = parse_utilization(text)
+    toolrun.run(pack, pack_args, log=out / "pack.log", cwd=out)
     clock_mhz = board.clock_hz / 1e6
-    res.pop("ice40_cells", None)
     res.update({"board": board.name, "part": board.part, "clock_mhz": clock_mhz,
                 "baud": board.baud, "fmax_mhz": fmax, "passed": fmax >= clock_mhz,
                 "luts": board.luts, "lut4_share": round(res["lut4"] / board.luts, 4),
-                "placed": util, "bitstream": out / "top.bin",
-                "bitstream_bytes": (out / "top.bin").stat().st_size,
+                "placed": util, "bitstream": out / bit,
+                "bitstream_bytes": (out / bit).stat().st_size,
+                "tools": ["yosys", pnr, pack],
                 "seconds": round(time.perf_counter() - t0, 1),
-                "logs": {k: out / f"{k}.log" for k in ("yosys", "nextpnr", "icepack")}})
+                "logs": {k: out / f"{k}.log" for k in ("yosys", "nextpnr", "pack")}})
     return res
 
 
@@ -108,7 +151,7 @@ def design_figures(controller: Controller) -> dict:
 def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet,
         board: str = "icebreaker") -> dict:
     spec = platforms.get(board)
-    toolrun.require("yosys", "nextpnr-ice40", "icepack")
+    tools_of(spec)  # every tool there before any work
     fp = quantize.ensure(c, cfg, paths, log)
     net = fixed.nets_of(fp)["frontier"]
     ctl = Controller(net, spec.clock_hz, spec.baud)
@@ -119,7 +162,7 @@ def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet,
               else f"fmax {res['fmax_mhz']:.1f} MHz BELOW the {res['clock_mhz']:g} MHz clock: "
                    f"timing not met, do not flash; see {res['logs']['nextpnr']}")
     summary = [f"{spec.title} ({spec.part}): {res['lut4']} LUT4 ({res['lut4_share']:.0%} of "
-               f"{spec.luts}), {res['ice40_ff']} FF, {res['bram']} BRAM, {res['dsp']} DSP; {timing}",
+               f"{spec.luts}), {res['ff']} FF, {res['bram']} BRAM, {res['dsp']} DSP; {timing}",
                f"bitstream {res['bitstream']} ({res['bitstream_bytes']} bytes); UART {spec.baud} "
                f"baud; weights digest {res['design']['weights_digest']}; flash with "
                f"`crystalbench flash --board {board}`"]
@@ -129,7 +172,7 @@ def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet,
 def flash(paths: Paths, board: str, log: stage.Log = stage.quiet) -> dict:
     """Program the board's flash with its built bitstream (openFPGALoader)."""
     spec = platforms.get(board)
-    bit = paths.stage(NAME) / board / "top.bin"
+    bit = paths.stage(NAME) / board / ("top.bit" if spec.family == "ecp5" else "top.bin")
     if not bit.exists():
         raise BoardError(f"{bit}: no bitstream; build it first with `crystalbench bitstream "
                          f"--board {board}` (make bitstream BOARD={board})")
@@ -152,7 +195,8 @@ def flash(paths: Paths, board: str, log: stage.Log = stage.quiet) -> dict:
 METHOD = (
     "Board top = boards/controller.py (UART 8N1 + host protocol + rtl.design.SerialNet with "
     "loadable weights) on the board's UART pins, planned by amaranth-boards (platform.build("
-    "do_build=False): RTLIL, Yosys script, PCF with the clock's frequency); the plan's steps run "
-    "through crystalbench.toolrun: yosys (synth_ice40, `stat` after it: LUT4/FF/carry/DSP/BRAM), "
-    "nextpnr-ice40 (seed 1, --timing-allow-fail: fmax and placed utilization from its log; "
-    "passed = fmax >= the board clock), icepack.")
+    "do_build=False): RTLIL, Yosys script, PCF/LPF with the clock's frequency); the plan's steps "
+    "run through crystalbench.toolrun: yosys (synth_ice40 or synth_ecp5, `stat` after it: "
+    "LUT4/FF/carry/DSP/BRAM), nextpnr-ice40 or nextpnr-ecp5 (seed 1, --timing-allow-fail: fmax "
+    "and placed utilization from its log; passed = fmax >= the board clock), icepack or "
+    "ecppack --compress.")

@@ -22,10 +22,11 @@ class Board:
     baud: int
     uart: tuple[str, int]  # resource (name, number): fields rx, tx
     leds: dict  # controller output -> LED resource (name, number)
-    nextpnr: tuple[str, ...]  # nextpnr-ice40 device and package options
-    luts: int  # LUT4 (logic cells) of the part
+    nextpnr: tuple[str, ...]  # nextpnr device and package options
+    luts: int  # LUT4 of the part
     programmer: tuple[str, ...]  # openFPGALoader options before the bitstream
     serial_hint: str  # where its UART shows up on the host
+    family: str = "ice40"  # "ice40": nextpnr-ice40 + icepack; "ecp5": nextpnr-ecp5 + ecppack
 
     def make_platform(self):
         module, cls = self.platform.split(":")
@@ -41,6 +42,14 @@ BOARDS = {
         # iCE40 boards share the FTDI-to-SPI-flash wiring: openFPGALoader's generic entry
         programmer=("-b", "ice40_generic"),
         serial_hint="the FTDI's second interface, usually /dev/ttyUSB1"),
+    "ulx3s": Board(
+        name="ulx3s", title="ULX3S", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
+        part="LFE5U-85F-6BG381", clock_hz=25e6, baud=115200, uart=("uart", 0),
+        leds={"loaded": ("led", 0), "error": ("led", 1)},
+        nextpnr=("--85k", "--package", "CABGA381", "--speed", "6"), luts=83640,
+        # -f: the configuration flash (kept over power cycles), as the iCEBreaker's
+        programmer=("-b", "ulx3s", "-f"),
+        serial_hint="the FT231X's port, usually /dev/ttyUSB0", family="ecp5"),
 }
 
 

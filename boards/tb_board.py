@@ -109,7 +109,8 @@ async def board_session(dut):
     cocotb.start_soon(tr.drive())
     cocotb.start_soon(tr.listen())
     link = BoardLink(tr, fixed.IntNet.from_dict(job["kind"], job["net"]), timeout=job["timeout_s"])
-    records = await bridge(host.play)(link, job["steps"], keep_going=job["keep_going"])
+    records = await bridge(host.play)(link, job["steps"], log=dut._log.info,
+                                      keep_going=job["keep_going"])
     with open(job["out"], "w") as fh:
         json.dump({"records": records, "framing_errors": tr.framing_errors,
                    "sim_seconds": get_sim_time("ps") * 1e-12}, fh)

@@ -73,8 +73,33 @@ def test_uart_divisor():
 
 def test_unknown_board_says_what_exists():
     with pytest.raises(platforms.BoardError, match=r"unknown board 'icebraker'; boards: "
-                                                   r"icebreaker; did you mean 'icebreaker'\?"):
+                                                   r"icebreaker, ulx3s; did you mean 'icebreaker'\?"):
         platforms.get("icebraker")
+    with pytest.raises(platforms.BoardError, match=r"unknown board 'ulx3'; .* did you mean 'ulx3s'"):
+        platforms.get("ulx3")
+
+
+def test_ulx3s_is_data_on_its_amaranth_boards_platform():
+    b = platforms.get("ulx3s")
+    plat = b.make_platform()
+    assert (plat.device, plat.package, plat.speed) == ("LFE5U-85F", "BG381", "6")
+    assert plat.default_clk_frequency == b.clock_hz == 25e6
+    assert b.family == "ecp5" and b.nextpnr == ("--85k", "--package", "CABGA381", "--speed", "6")
+    uart = plat.lookup(*b.uart)  # the FTDI's lines: rx M1 into the FPGA, tx L4 out of it
+    pins = {s.name: s.ios[0].names for s in uart.ios}
+    assert (pins["rx"], pins["tx"]) == (["M1"], ["L4"])
+    assert divisor_for(b.clock_hz, b.baud) == 217  # 25e6 / 115200 = 217.01
+
+
+def test_ecp5_stat_parsed():
+    text = ("=== top ===\n\n   Number of cells:               1904\n     CCU2C                        144\n"
+            "     DP16KD                         1\n     L6MUX21                        3\n"
+            "     LUT4                        1071\n     MULT18X18D                     1\n"
+            "     TRELLIS_DPR16X4                6\n     TRELLIS_FF                   530\n")
+    assert bitstream.parse_ecp5_stat(text) == {"lut4": 1071, "ff": 530, "carry": 144, "dsp": 1,
+                                               "bram": 1, "lutram": 6}
+    with pytest.raises(bitstream.SynthError, match="no LUT4/TRELLIS_FF cells"):
+        bitstream.parse_ecp5_stat("   SB_LUT4   12\n")
 
 
 def test_nextpnr_utilization_parsed():
@@ -204,6 +229,7 @@ def test_icebreaker_bitstream_of_the_tiny_design(tmp_path, tiny):
     assert res["passed"] and res["fmax_mhz"] >= 12.0 and res["clock_mhz"] == 12.0
     assert 0 < res["lut4"] < 5280 and res["bram"] >= 1  # the frame buffer at least
     assert res["placed"]["ICESTORM_LC"]["available"] == 5280
+    assert res["ff"] == res["ice40_ff"] > 0 and res["tools"] == ["yosys", "nextpnr-ice40", "icepack"]
     assert res["design"]["weights_digest"] == fixed.weights_digest(
         fixed.nets_of(fixed.load(paths.stage("fixed"), c))["frontier"])
     assert "timing not met" not in res["summary"][0]
@@ -214,6 +240,9 @@ def test_flash_without_a_board_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(platforms.BoardError, match=r"no bitstream; build it first with "
                                                    r"`crystalbench bitstream --board icebreaker`"):
         bitstream.flash(paths, "icebreaker")
+    with pytest.raises(platforms.BoardError, match=r"ulx3s/top\.bit: no bitstream; build it first "
+                                                   r"with `crystalbench bitstream --board ulx3s`"):
+        bitstream.flash(paths, "ulx3s")
     out = paths.stage("boards") / "icebreaker"
     out.mkdir(parents=True)
     (out / "top.bin").write_bytes(b"\x00")
