@@ -299,3 +299,50 @@ def test_load_takes_the_folder_or_either_of_its_two_files(tmp_path):
     other.write_text("x")
     with pytest.raises(CrystalError, match=r"notes\.txt/crystal\.json: not found"):
         cm.load(other)
+
+
+def test_load_messages_in_full(tmp_path):
+    """Every refusal of `load`, word for word: the file, the problem and the command that
+    fixes it."""
+    c = small_crystal()
+    jpath, npath = tmp_path / "crystal.json", tmp_path / "crystal.npz"
+
+    def refusal():
+        with pytest.raises(CrystalError) as e:
+            cm.load(tmp_path)
+        return str(e.value)
+
+    assert refusal() == (f"{jpath}: not found; train one with `crystalbench train --config ...` "
+                         "or write one with `crystalbench export` / `import-torch`")
+    cm.save(c, tmp_path)
+    meta_text, npz = jpath.read_text(), npath.read_bytes()
+    meta = json.loads(meta_text)
+
+    jpath.write_text("{1")
+    got = refusal()
+    assert got.startswith(f"{jpath}: not valid JSON (")
+    assert got.endswith("); re-export the crystal with `crystalbench export` or "
+                        "`crystalbench train --resume`")
+    jpath.write_text("[1, 2]")
+    assert refusal() == f"{jpath}: expected a JSON object, got list"
+    jpath.write_text(json.dumps({**meta, "n_classes": "three"}))
+    assert refusal() == (f"{tmp_path}: {jpath}: field 'n_classes' is malformed (ValueError: "
+                         "invalid literal for int() with base 10: 'three'); re-export the crystal")
+
+    jpath.write_text(meta_text)
+    npath.write_bytes(npz[: len(npz) // 2])
+    got = refusal()
+    assert got.startswith(f"{npath}: cannot be read (BadZipFile: ")
+    assert got.endswith("); the file is damaged or truncated: re-export the crystal with "
+                        "`crystalbench export` or `crystalbench train --resume`")
+
+    npath.write_bytes(npz)
+    core = [list(x) for x in meta["partition"]["core"]]
+    core[0] = core[0][:-1]
+    jpath.write_text(json.dumps({**meta, "partition": {**meta["partition"], "core": core}}))
+    assert refusal() == (f"{jpath}: partition.core of layer 1 disagrees with the frozen flags "
+                         "and masks in crystal.npz; the two files are from different crystals")
+    jpath.write_text(json.dumps({**meta, "digest": "0123456789abcdef"}))
+    assert refusal() == (f"{jpath}: digest 0123456789abcdef does not match the arrays in "
+                         f"crystal.npz ({cm.digest(c)}); the two files are from different "
+                         "crystals: re-export the crystal")

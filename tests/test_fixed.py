@@ -536,3 +536,68 @@ def test_every_width_may_be_one_bit_and_none_zero():
     lay["weight_bits"] = 0
     with pytest.raises(FixedPointError, match=r"weight_bits = 0 must be a whole number in 1\.\.48$"):
         fixed.validate_formats(f, c)
+
+
+def test_format_refusals_word_for_word():
+    """validate_formats names where (its `where`, the net, the layer) and what, exactly."""
+    c, fp = quantized_deep()
+
+    def refusal(change, where="F"):
+        f = copy.deepcopy(fp)
+        change(f)
+        with pytest.raises(FixedPointError) as e:
+            fixed.validate_formats(f, c, where)
+        return str(e.value)
+
+    with pytest.raises(FixedPointError) as e:
+        fixed.validate_formats([1], c, "F")
+    assert str(e.value) == "F: must be a mapping, got list"
+    assert refusal(lambda f: f["nets"].pop("frontier")) == "F: missing field 'nets.frontier'"
+    assert (refusal(lambda f: f["nets"]["frontier"].pop("input"))
+            == "F: missing field 'nets.frontier.input'")
+    assert (refusal(lambda f: f["nets"]["frontier"].update(
+                layers=[{}, {}, *f["nets"]["frontier"]["layers"]]))
+            == "F: nets.frontier.layers has 4 layers; the crystal has 3")
+    first = "F: nets.frontier.layers[0]: "
+    assert (refusal(lambda f: f["nets"]["frontier"]["layers"][0]["weights"][0].__setitem__(0, 128))
+            == first + "a weight (128) overflows weight_bits 8")
+    assert refusal(lambda f: f["nets"]["frontier"]["layers"][0].update(
+        weights=[["a"]])).startswith(first + "weights or bias are not integer arrays (")
+    # 4 neurons: one weight row dropped, the bias still right
+    assert (refusal(lambda f: f["nets"]["frontier"]["layers"][0]["weights"].pop())
+            == first + "weights (3, 5) / bias (4,) do not match the 4 neurons of crystal layer 2")
+    # all_digital has three layers: layer 1 reading 7 bits while layer 0 gives 8
+    assert (refusal(lambda f: f["nets"]["all_digital"]["layers"][1].update(in_bits=7))
+            == "F: nets.all_digital.layers[0]: out_bits 8 differs from the next layer's "
+               "in_bits 7")
+    # whole numbers stored as floats are read as integers: the reach is printed as such
+    lay = fp["nets"]["frontier"]["layers"][0]
+    lo, hi = fixed.acc_range(np.array(lay["weights"]), np.array(lay["bias"]), lay["in_bits"])
+    bits = fixed.signed_bits(lo, hi) - 1
+    assert refusal(lambda f: f["nets"]["frontier"]["layers"][0].update(
+        acc_bits=bits, bias=[float(b) for b in lay["bias"]])) == (
+        first + f"acc_bits {bits} would overflow: the accumulator can reach {lo}..{hi}; "
+        "re-run `crystalbench quantize` or lower the widths")
+
+
+def test_frontier_input_codes_take_the_frontier_width():
+    """A 6-bit ADC: the frontier's codes are the 6-bit conversion, not the 8-bit default."""
+    c, fp = quantized_deep(adc_bits=6)
+    net = fixed.nets_of(fp)["frontier"]
+    assert net.in_bits == 6
+    codes = fixed.input_codes(c, net)
+    core = c.reference.outputs[net.input_layer - 1]
+    want = adc_mod.adc_for(c, 6).codes(core, net.input_layer - 1)[:, net.input_index]
+    np.testing.assert_array_equal(codes, want)
+    assert codes.max() <= 63 and not np.array_equal(
+        codes, adc_mod.adc_for(c, 8).codes(core, net.input_layer - 1)[:, net.input_index])
+
+
+def test_the_artifact_stores_masks_as_0_1_and_reads_them_back_as_bool():
+    c, fp = quantized()
+    stored = fp["nets"]["frontier"]["layers"][0]["mask"]
+    assert {type(v) for row in stored for v in row} == {int}
+    assert {v for row in stored for v in row} <= {0, 1}
+    net = fixed.nets_of(fp)["frontier"]
+    assert net.layers[0].mask.dtype == bool
+    np.testing.assert_array_equal(net.layers[0].mask, np.array(stored) == 1)
