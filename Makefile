@@ -15,7 +15,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SYNTH := --set rtl.shapes=serial --set rtl.digital_shapes=none --set rtl.large_part=none
 BENCH_CONFIGS := configs/digits.yaml configs/digits_source_scale.yaml configs/mnist1d.yaml
 
-.PHONY: setup apt demo test lint mutate train quantize synth sim sim-analog sim-hybrid manufacture bench bench-infer bitstream flash report clean help
+.PHONY: setup apt demo test lint mutate train quantize synth sim sim-analog sim-hybrid sweep manufacture bench bench-infer bitstream flash report clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -28,6 +28,7 @@ help:
 	@echo "make sim-analog  CONFIG=...: frozen core as op-amp circuits in ngspice -> $(BUILD)/<exp>/analog/"
 	@echo "make manufacture CONFIG=...: the analog core as a board: KiCad netlist + ERC, BOM CSV with part numbers and cost, netlist re-simulated in ngspice -> $(BUILD)/<exp>/manufacture/"
 	@echo "make sim-hybrid  CONFIG=...: ngspice core -> ADC -> frontier gate netlist, Monte Carlo, system energy -> $(BUILD)/<exp>/hybrid/ (after sim-analog and synth)"
+	@echo "make sweep   CONFIG=... GRID=configs/sweep_digits.yaml: co-design sweep on Dask (LocalCluster; SCHEDULER=tcp://host:8786 for a cluster), hybrid vs all-digital -> $(BUILD)/<exp>/sweep/"
 	@echo "make bench   training benchmarks -> $(BUILD)/bench/train.json"
 	@echo "make bench-infer  CONFIG=...: the Crystal as C (float32 + fixed point, checked), timed against torch and numpy -> $(BUILD)/<exp>/c/"
 	@echo "make bitstream BOARD=icebreaker  CONFIG=...: the frontier + UART host link as a bitstream, utilization, fmax -> $(BUILD)/<exp>/boards/<board>/"
@@ -95,6 +96,13 @@ sim-analog: setup
 
 sim-hybrid: setup
 	$(CB) --build-dir $(BUILD) sim-hybrid --config $(CONFIG)
+
+# Co-design sweep (crystalbench.sim.sweep): every grid point through sim-analog and
+# sim-hybrid, the all-digital nets once per digital design, as Dask tasks, cached per point.
+GRID ?= configs/sweep_digits.yaml
+SCHEDULER ?=
+sweep: setup
+	$(CB) --build-dir $(BUILD) sweep --config $(CONFIG) --grid $(GRID) $(if $(SCHEDULER),--scheduler $(SCHEDULER),)
 
 # The analog core as a board to order (crystalbench.analog.manufacture): skidl writes the
 # KiCad netlist and checks it (ERC); the netlist is read back and re-run in ngspice.

@@ -7,7 +7,8 @@ points, as tasks on dask.distributed.
               adc.bits define): synth (crystalbench.rtl.flow) and sim (crystalbench.sim.flow)
               on the first `vectors` test samples -> the frontier's gates and the
               all-digital nets' accuracy, energy and latency (run_digital)
-    point     sim-analog (crystalbench.analog.flow) then sim-hybrid (crystalbench.sim.hybrid)
+    point     sim-analog (crystalbench.analog.flow; a task of its own, run_analog) then
+              sim-hybrid (crystalbench.sim.hybrid)
               in the point's own folder, reading its digital design's synth, fixed and sim
               folders through symlinks (run_point)
     outputs   build/<exp>/sweep/: points.csv, pareto_energy_accuracy.png,
@@ -77,7 +78,8 @@ METHOD = {
 CSV_COLUMNS = (
     "kind", "point", "status", "label", "design", "accuracy", "agreement", "agreement_ok",
     "agreement_analog_full_split", "vectors", "energy_nj", "analog_nj", "adc_nj",
-    "digital_nj", "latency_us", "analog_us", "adc_us", "digital_us", "analog_nj_per_neuron",
+    "digital_nj", "adc_channels", "adc_nj_per_conversion", "latency_us", "analog_us",
+    "adc_us", "digital_us", "analog_nj_per_neuron",
     "neurons", "opamps", "resistors", "luts", "opamp", "supply_v", "power_gating", "r_min",
     "r_max", "adc_part", "adc_bits", "seconds", "error", "folder", "overrides")
 
@@ -245,12 +247,37 @@ def _link(paths: Paths, digital_folder: Path, name: str) -> None:
     link.symlink_to(target, target_is_directory=True)
 
 
-def run_point(crystal_dir: str, cfg_data: dict, folder: str, digital: dict, vectors: int,
-              info: dict) -> dict:
-    """One hybrid point: sim-analog and sim-hybrid in `folder`, the digital design's
-    folders linked in. Cached in folder/point.json."""
+def run_analog(crystal_dir: str, cfg_data: dict, folder: str) -> dict:
+    """A point's analog core: sim-analog in `folder` (it needs no digital design, so it
+    runs while the digital designs are synthesized). Cached in folder/analog.json."""
     from crystalbench.analog import flow as analog_flow
 
+    folder = Path(folder)
+    out = folder / "analog.json"
+    done = _cached(out)
+    if done:
+        return done
+    t0 = time.perf_counter()
+    log = _Log(folder / "log.txt")
+    try:
+        c = cm.load(crystal_dir)
+        cfg = cfgmod.validate(cfg_data, f"{folder}: config")
+        a = analog_flow.run(c, cfg, Paths(folder, c.name), log)
+        res = {"status": "ok", "result": a["result_file"],
+               "seconds": round(time.perf_counter() - t0, 1)}
+        atomic_write_json(out, res)
+        log(f"sim-analog done in {res['seconds']} s")
+        return res
+    except Exception as e:  # recorded; the point says so
+        return _failed(out, e, log, t0, {"folder": str(folder)})
+    finally:
+        log.close()
+
+
+def run_point(crystal_dir: str, cfg_data: dict, folder: str, digital: dict, analog: dict,
+              vectors: int, info: dict) -> dict:
+    """One hybrid point: sim-hybrid in `folder` after its sim-analog (run_analog) and its
+    digital design (run_digital), whose folders are linked in. Cached in folder/point.json."""
     from . import hybrid
 
     folder = Path(folder)
@@ -262,6 +289,8 @@ def run_point(crystal_dir: str, cfg_data: dict, folder: str, digital: dict, vect
     log = _Log(folder / "log.txt")
     base = {"folder": str(folder), **info}
     try:
+        if analog.get("status") != "ok":
+            raise CrystalbenchError(f"sim-analog failed: {analog.get('error')}")
         if digital.get("status") != "ok":
             raise CrystalbenchError(f"its digital design failed ({digital.get('error')}); see "
                                     f"{digital.get('log')}")
@@ -270,7 +299,7 @@ def run_point(crystal_dir: str, cfg_data: dict, folder: str, digital: dict, vect
         paths = Paths(folder, c.name)
         for name in ("fixed", "synth", "sim"):
             _link(paths, Path(digital["folder"]), name)
-        a = analog_flow.run(c, cfg, paths, log)
+        a = json.loads(Path(analog["result"]).read_text())
         h = hybrid.run(c, cfg, paths, log, vectors=vectors, boards=cfg.hybrid.boards)
         luts = next((d["lut4"] for d in digital["designs"] if d["design"] == h["frontier_design"]),
                     None)
@@ -340,10 +369,8 @@ def _client(scheduler: str | None, workers: int):
 def run(c, cfg, paths: Paths, log: stage.Log = stage.quiet, grid: str | None = None,
         config_path: str | None = None, scheduler: str | None = None, workers: int = 2,
         vectors: int | None = None, progress: bool = True, sets: list[str] | None = None) -> dict:
-    """Every grid point and digital design as Dask tasks; the table, plots and report."""
-    from dask.distributed import as_completed
-    from tqdm import tqdm
-
+    """Every grid point (sim-analog, then sim-hybrid) and digital design as Dask tasks;
+    the table, plots and report."""
     t_all = time.perf_counter()
     if not grid or not config_path:
         raise ConfigError("sweep needs --grid FILE (a YAML grid of --set overrides) and --config")
@@ -358,29 +385,64 @@ def run(c, cfg, paths: Paths, log: stage.Log = stage.quiet, grid: str | None = N
     dig, todo = plan(c, config_path, points, out, vectors, sets)
     crystal_dir = out / "crystal"
     cm.save(c, crystal_dir, keep=False)
-    cached = sum(_cached(f / "point.json") is not None for _, _, f, _, _ in todo)
+    done = {pk: _cached(f / "point.json") for pk, _, f, _, _ in todo}
+    run_now = [t for t in todo if done[t[0]] is None]
+    cached = len(todo) - len(run_now)
+    digital = {k: _cached(folder / "digital.json") for k, (_, folder) in dig.items()}
+    dig_now = {k: dig[k] for k in {t[3] for t in run_now} | {k for k, v in digital.items() if v is None}}
     engine = f"scheduler {scheduler}" if scheduler else f"LocalCluster of {workers} worker processes"
-    log(f"sweep: {len(todo)} points ({cached} cached), {len(dig)} digital design(s), "
-        f"{vectors} test vectors each; {engine}")
+    log(f"sweep: {len(todo)} points ({cached} cached), {len(dig)} digital design(s) "
+        f"({len(dig) - len(dig_now)} cached), {vectors} test vectors each; {engine}")
+    rows = [r for r in done.values() if r is not None]
+    if run_now or dig_now:
+        rows += _compute(run_now, dig_now, digital, crystal_dir, vectors, scheduler, workers,
+                         progress)
+    for r in rows:  # the converter's facts, from the point's own sim-hybrid result
+        hres = Path(r.get("folder", "")) / c.name / "hybrid" / "result.json"
+        if r.get("status") == "ok" and hres.is_file():
+            adc = json.loads(hres.read_text())["adc"]
+            r["adc_channels"], r["adc_nj_per_conversion"] = (adc["channels"],
+                                                             adc["energy_per_conversion_nj"])
+    order = {pk: i for i, (pk, *_rest) in enumerate(todo)}
+    rows.sort(key=lambda r: order.get(r.get("point"), 0))
+    res = summarize(rows, digital, out, vectors, grid, scheduler or f"LocalCluster({workers})")
+    res["wall_seconds"] = round(time.perf_counter() - t_all, 1)
+    res["computed_points"] = len(run_now)
+    report_md(res, out)
+    return stage.finish(NAME, paths, res, summary_lines(res))
+
+
+def _compute(todo: list, dig: dict, digital: dict, crystal_dir: Path, vectors: int,
+             scheduler: str | None, workers: int, progress: bool) -> list[dict]:
+    """Submit the digital designs, the analog cores and the points still to do; collect
+    the point rows (and the digital results into `digital`) as they finish."""
+    from dask.distributed import as_completed
+    from tqdm import tqdm
+
     client, cluster = _client(scheduler, workers)
-    rows, digital = [], {}
+    rows = []
     try:
         dfut = {k: client.submit(run_digital, str(crystal_dir), data, str(folder), vectors,
                                  key=f"digital-{k}", pure=False)
                 for k, (data, folder) in dig.items()}
-        pfut = [client.submit(run_point, str(crystal_dir), data, str(folder), dfut[dk], vectors,
-                              info, key=f"point-{pk}", pure=False)
+        afut = {pk: client.submit(run_analog, str(crystal_dir), data, str(folder),
+                                  key=f"analog-{pk}", pure=False)
+                for pk, data, folder, _dk, _info in todo}
+        pfut = [client.submit(run_point, str(crystal_dir), data, str(folder), dfut[dk],
+                              afut[pk], vectors, info, key=f"point-{pk}", pure=False)
                 for pk, data, folder, dk, info in todo]
         names = {f.key: k for k, f in dfut.items()}
-        bar = tqdm(total=len(dfut) + len(pfut), desc="sweep", unit="task", disable=not progress)
+        points = {f.key for f in pfut}
+        tasks = list(dfut.values()) + list(afut.values()) + pfut
+        bar = tqdm(total=len(tasks), desc="sweep", unit="task", disable=not progress)
         failed = 0
-        for fut in as_completed(list(dfut.values()) + pfut):
+        for fut in as_completed(tasks):
             r = fut.result()
             if fut.key in names:
                 digital[names[fut.key]] = r
-            else:
+            elif fut.key in points:
                 rows.append(r)
-            if r.get("status") != "ok":
+            if r.get("status") != "ok" and not fut.key.startswith("analog-"):
                 failed += 1
                 bar.write(f"sweep: {fut.key} failed: {r.get('error')} (log {r.get('log')})")
             bar.set_postfix(failed=failed)
@@ -390,13 +452,7 @@ def run(c, cfg, paths: Paths, log: stage.Log = stage.quiet, grid: str | None = N
         client.close()
         if cluster is not None:
             cluster.close()
-    order = {pk: i for i, (pk, *_rest) in enumerate(todo)}
-    rows.sort(key=lambda r: order.get(r.get("point"), 0))
-    res = summarize(rows, digital, out, vectors, grid, scheduler or f"LocalCluster({workers})")
-    res["wall_seconds"] = round(time.perf_counter() - t_all, 1)
-    res["computed_points"] = len(todo) - cached
-    report_md(res, out)
-    return stage.finish(NAME, paths, res, summary_lines(res))
+    return rows
 
 
 # ---- outputs --------------------------------------------------------------------------------
@@ -447,6 +503,11 @@ def verdict(h: dict | None, d: dict | None) -> dict:
         why = (f"ADC {adc:.4g} nJ + frontier {f:.4g} nJ = {adc + f:.4g} nJ already exceed the "
                f"all-digital {ed:.4g} nJ by {adc + f - ed:.4g} nJ, so no analog core can win "
                f"with this converter and frontier; the {term} is the largest of the two")
+        n = h.get("adc_channels")
+        if term == "ADC" and n and ed > f:
+            why += (f"; even with a core of 0 nJ, the {n} conversions would have to cost at most "
+                    f"{(ed - f) / n:.3g} nJ each, against the {h.get('adc_part')}'s "
+                    f"{h['adc_nj_per_conversion']:.3g} nJ")
     else:
         term = "analog core"
         budget = ed - adc - f

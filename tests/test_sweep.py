@@ -1,0 +1,233 @@
+"""The co-design sweep (sim/sweep.py): the grid by hand, the verdict by hand, and a sweep
+on the tiny crystal through a LocalCluster whose figures equal the stage results computed
+directly (sim-analog and sim-hybrid run here on the same config), resumed and extended."""
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crystalbench import config as cfgmod
+from crystalbench.errors import ConfigError
+from crystalbench.results import Paths
+from crystalbench.sim import sweep
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hw_tiny import tiny_crystal  # noqa: E402
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+# ---- the grid --------------------------------------------------------------------------------
+def test_grid_axes_multiply_mappings_move_together_points_add(tmp_path):
+    g = write(tmp_path / "g.yaml", """
+base: {analog.monte_carlo_runs: 0, analog.supply_v: 3.0}
+axes:
+  part:
+    - {analog.opamp: mcp6002, analog.step_us: 60}
+    - {analog.opamp: opa835, analog.step_us: 10}
+  analog.power_gating: [false, true]
+  analog.r_min: [100.0, 1000.0, 10000.0]
+points:
+  - {analog.opamp: opa2333, analog.supply_v: 5.0}
+""")
+    pts = sweep.load_grid(g)
+    assert len(pts) == 2 * 2 * 3 + 1
+    assert pts[0] == {"analog.monte_carlo_runs": 0, "analog.supply_v": 3.0, "analog.opamp": "mcp6002",
+                      "analog.step_us": 60, "analog.power_gating": False, "analog.r_min": 100.0}
+    assert pts[-2] == {"analog.monte_carlo_runs": 0, "analog.supply_v": 3.0, "analog.opamp": "opa835",
+                       "analog.step_us": 10, "analog.power_gating": True, "analog.r_min": 10000.0}
+    # a point overrides the base
+    assert pts[-1] == {"analog.monte_carlo_runs": 0, "analog.supply_v": 5.0, "analog.opamp": "opa2333"}
+    assert sweep.set_args({"analog.opamp": "opa835", "analog.supply_v": None}) == [
+        'analog.opamp="opa835"', "analog.supply_v=null"]
+    assert sweep.label(pts[-1], {"analog.monte_carlo_runs": 0, "analog.supply_v": 3.0}) == (
+        "supply_v=5.0 opamp=opa2333")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("axes: {analog.opamp: []}\n", r"axes\.analog\.opamp must be a non-empty list"),
+    ("base: {analog.opamp: opa835}\n", r"the grid has no points; give axes or points"),
+    ("axes: {part: [{opamp: opa835}]}\n", r"axes\.part\[0\] must map dotted config keys"),
+    ("points: {analog.opamp: opa835}\n", r"points must be a list"),
+    ("sweep: 1\n", r"a grid is a mapping with keys base, axes and/or points \(got \['sweep'\]\)"),
+    ("[1, 2]\n", r"a grid is a mapping .*\(got list\)"),
+])
+def test_grid_errors_name_the_problem(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        sweep.load_grid(write(tmp_path / "g.yaml", text))
+
+
+def test_missing_grid_and_bad_point_config_refused_before_work(tmp_path):
+    with pytest.raises(ConfigError, match=r"grid file not found"):
+        sweep.load_grid(tmp_path / "none.yaml")
+    cfg = write(tmp_path / "c.yaml", "experiment: tiny\n")
+    with pytest.raises(ConfigError, match=r"^grid point 2 \(opamp=ua741\): .*analog\.opamp: 'ua741' "
+                                          r"is not allowed"):
+        sweep.plan(tiny_crystal(), cfg, [{"analog.opamp": "opa835"}, {"analog.opamp": "ua741"}],
+                   tmp_path, 10)
+
+
+def test_keys_follow_what_defines_a_task(tmp_path):
+    cfg = write(tmp_path / "c.yaml", "experiment: tiny\n")
+    c = tiny_crystal()
+    pts = [{"analog.opamp": "opa835"}, {"analog.opamp": "opa837"}, {"analog.opamp": "opa835"},
+           {"analog.opamp": "opa835", "adc.bits": 6}]
+    dig, todo = sweep.plan(c, cfg, pts, tmp_path, 10)
+    assert len(todo) == 3  # the repeated point is one point
+    assert len(dig) == 2  # adc.bits makes another digital design; the op-amp does not
+    assert todo[0][3] == todo[1][3] != todo[2][3]
+    _, todo20 = sweep.plan(c, cfg, pts[:1], tmp_path, 20)
+    assert todo20[0][0] != todo[0][0]  # another vector count: another point
+
+
+# ---- the verdict -----------------------------------------------------------------------------
+def row(e, a=0.0, adc=0.0, f=0.0, agreement=1.0):
+    return {"status": "ok", "energy_nj": e, "analog_nj": a, "adc_nj": adc, "digital_nj": f,
+            "agreement": agreement}
+
+
+def test_verdict_by_hand():
+    v = sweep.verdict(row(60.0, 10.0, 40.0, 10.0), row(30.0))
+    assert v["winner"] == "all-digital" and v["stopped_by"] == "ADC" and v["ratio"] == 2.0
+    assert "ADC 40 nJ + frontier 10 nJ = 50 nJ already exceed the all-digital 30 nJ by 20 nJ" in v["text"]
+    # with the converter's facts: (30 - 10) nJ over 8 conversions = 2.5 nJ each at most
+    v = sweep.verdict({**row(60.0, 10.0, 40.0, 10.0), "adc_channels": 8, "adc_part": "mcp3008",
+                       "adc_nj_per_conversion": 5.0}, row(30.0))
+    assert v["text"].endswith("the 8 conversions would have to cost at most 2.5 nJ each, "
+                              "against the mcp3008's 5 nJ")
+    v = sweep.verdict(row(60.0, 45.0, 5.0, 10.0), row(30.0))
+    # 30 - 5 - 10 = 15 nJ left for the core; it takes 45: 30 nJ over, 3x
+    assert v["stopped_by"] == "analog core"
+    assert "exceeds the 15 nJ left after ADC 5 nJ and frontier 10 nJ by 30 nJ (3x)" in v["text"]
+    v = sweep.verdict(row(20.0, 5.0, 5.0, 10.0), row(30.0))
+    assert v["winner"] == "hybrid" and v["ratio"] == 1.5
+    assert sweep.verdict(None, row(30.0))["winner"] is None
+
+
+def test_best_takes_only_agreeing_points():
+    rows = [row(10.0, agreement=0.985), row(20.0, agreement=0.99), row(30.0),
+            {"status": "failed", "energy_nj": None, "agreement": None}]
+    assert sweep.best(rows)["energy_nj"] == 20.0
+    assert sweep.best(rows[:1]) is None
+
+
+def test_pareto_front_by_hand():
+    # lower x and higher y win: (1, 0.5), (2, 0.9), (4, 0.95); (3, 0.8) and (5, 0.9) lose
+    xs, ys = [3, 1, 5, 2, 4], [0.8, 0.5, 0.9, 0.9, 0.95]
+    assert sweep._front(xs, ys) == [1, 3, 4]
+
+
+# ---- a sweep on the tiny crystal ---------------------------------------------------------------
+CONFIG = """experiment: tiny
+rtl: {shapes: serial, digital_shapes: serial, large_part: none, abc: fast}
+analog: {monte_carlo_runs: 0, tolerances: [0.01], transient_samples: 3}
+hybrid: {boards: 0}
+"""
+GRID = """base: {analog.supply_v: 3.0, analog.adc_ref_v: 0.5, analog.input_v: 0.9, analog.vref_v: 0.9}
+axes:
+  part:
+    - {analog.opamp: mcp6002, analog.step_us: 60.0}
+    - {analog.opamp: opa835, analog.step_us: 10.0, analog.power_gating: true}
+points:
+  - {analog.opamp: lm358}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~3 min on an idle machine (three tiny designs synthesized)
+def test_two_point_sweep_on_a_local_cluster_equals_the_stages(tmp_path):
+    from crystalbench.analog import flow as analog_flow
+    from crystalbench.sim import hybrid
+
+    c = tiny_crystal(n_test=10)
+    cfg_path = write(tmp_path / "tiny.yaml", CONFIG)
+    grid = write(tmp_path / "grid.yaml", GRID)
+    paths = Paths(tmp_path / "build", c.name)
+    cfg = cfgmod.load(cfg_path)
+    lines = []
+    res = sweep.run(c, cfg, paths, lines.append, grid=grid, config_path=cfg_path, workers=2,
+                    vectors=10, progress=False)
+    out = paths.stage("sweep")
+    assert res["points"] == 3 and res["points_ok"] == 2 and res["computed_points"] == 3
+    assert "LocalCluster of 2 worker processes" in lines[0]
+
+    # the LM358 cannot swing 1.2 V on +-1.5 V rails: recorded with its error and log
+    (bad,) = res["points_failed"]
+    assert bad["label"] == "opamp=lm358" and bad["error"].startswith("CrystalbenchError: sim-analog "
+                                                                     "failed: AnalogError: ")
+    assert "does not fit the TI LM358" in bad["error"]
+    assert "FAILED" in Path(bad["log"]).read_text()
+
+    # the opa835 point, computed here directly by the stages on the same config (the
+    # digital design's folders are the sweep's: synth is deterministic and slow)
+    dig = json.loads(next((out / "digital").glob("*/digital.json")).read_text())
+    over = sweep.load_grid(grid)[1]
+    pcfg = cfgmod.load(cfg_path, sweep.set_args(over))
+    direct = Paths(tmp_path / "direct", c.name)
+    direct.base.mkdir(parents=True)
+    for name in ("fixed", "synth", "sim"):
+        os.symlink(Path(dig["folder"]) / c.name / name, direct.stage(name))
+    a = analog_flow.run(c, pcfg, direct)
+    h = hybrid.run(c, pcfg, direct, vectors=10, boards=0)
+    key = sweep.task_key(sweep.cm.digest(c), pcfg, sweep.POINT_SECTIONS, 10)
+    p = json.loads((out / "points" / key / "point.json").read_text())
+    assert p["status"] == "ok" and p["opamp"] == "opa835" and p["power_gating"] is True
+    assert p["analog_nj"] == pytest.approx(a["energy_per_inference_nj"], rel=1e-9)
+    assert p["analog_nj_per_neuron"] == pytest.approx(a["energy_per_neuron_nj"], rel=1e-9)
+    assert (p["opamps"], p["resistors"], p["neurons"]) == (a["opamps"], a["resistors"], a["neurons"])
+    assert p["energy_nj"] == pytest.approx(h["energy_per_inference_nj"], rel=1e-9)
+    assert p["digital_nj"] == pytest.approx(h["energy_nj"]["digital_nj"], rel=1e-9)
+    assert p["latency_us"] == pytest.approx(h["latency_us"], rel=1e-9)
+    assert (p["accuracy"], p["agreement"]) == (h["test_accuracy"], h["class_agreement_with_torch"])
+    # the ADC by hand: 4 boundary neurons on one MCP3008, VREF = 0.5 V x 256/255, each
+    # conversion (5 V x 425 uA + VREF x 100 uA) over 5 us
+    vref = 0.5 * 256 / 255
+    assert p["adc_nj"] == pytest.approx(4 * (5 * 425e-6 + vref * 100e-6) * 5e-6 * 1e9, rel=1e-12)
+    assert p["energy_nj"] == pytest.approx(p["analog_nj"] + p["adc_nj"] + p["digital_nj"], rel=1e-12)
+
+    # the all-digital rows are sim's gate-level figures of the digital design
+    sim = json.loads((Path(dig["folder"]) / c.name / "sim" / "result.json").read_text())
+    table = sweep.read_points(out)
+    ad = [r for r in table if r["kind"] == "all-digital"]
+    assert {r["design"] for r in ad} == {"all_digital_serial", "all_digital_small_serial"}
+    for r in ad:
+        g = sim["runs"][f"{r['design']}_gates"]
+        assert float(r["energy_nj"]) == pytest.approx(g["energy_per_inference_nj"], rel=1e-5)
+        assert float(r["latency_us"]) == pytest.approx(g["latency_cycles"] / 12.0, rel=1e-5)
+        assert float(r["agreement"]) == g["class_agreement_with_torch"]
+    # best all-digital = lowest energy among agreeing designs; the verdict from the rows
+    bd = min((g["energy_per_inference_nj"], n) for n, g in
+             ((r["design"], sim["runs"][f"{r['design']}_gates"]) for r in ad)
+             if g["class_agreement_with_torch"] >= 0.99)
+    assert res["best_all_digital"]["design"] == bd[1]
+    hyb = [json.loads(f.read_text()) for f in (out / "points").glob("*/point.json")]
+    bh = min(r["energy_nj"] for r in hyb if r["status"] == "ok" and r["agreement"] >= 0.99)
+    assert res["best_hybrid"]["energy_nj"] == bh
+    assert res["verdict"]["winner"] == ("hybrid" if bh < bd[0] else "all-digital")
+    for f in ("pareto_energy_accuracy.png", "pareto_latency_energy.png"):
+        assert (out / f).stat().st_size > 5000
+    report = (out / "report.md").read_text()
+    assert res["verdict"]["text"] in report and "Best hybrid point" in report
+    assert json.loads((out / "result.json").read_text())["points_ok"] == 2
+    csv_before = (out / "points.csv").read_text()
+
+    # a re-run computes nothing new but the failed point (retried), and writes the same table
+    res2 = sweep.run(c, cfg, paths, grid=grid, config_path=cfg_path, workers=1, vectors=10,
+                     progress=False)
+    assert res2["computed_points"] == 1 and res2["points_ok"] == 2
+    assert (out / "points.csv").read_text() == csv_before
+
+    # one point more: only it (and the failed one, again) is computed
+    grid3 = write(tmp_path / "grid3.yaml", GRID + "  - {analog.opamp: opa837, analog.step_us: 10.0}\n")
+    res3 = sweep.run(c, cfg, paths, grid=grid3, config_path=cfg_path, workers=1, vectors=10,
+                     progress=False)
+    assert res3["computed_points"] == 2 and res3["points"] == 4 and res3["points_ok"] == 3
+    np.testing.assert_equal(sorted(r["point"] for r in sweep.read_points(out) if r["kind"] == "hybrid"),
+                            sorted(json.loads(f.read_text())["point"]
+                                   for f in (out / "points").glob("*/point.json")))
