@@ -16,7 +16,7 @@ from crystalbench.rtl import design, fixed, quantize
 from crystalbench.sim import flow, power, runner
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hw_tiny import quantized, tiny_crystal  # noqa: E402
+from hw_tiny import quantized, quantized_deep, tiny_crystal  # noqa: E402
 from test_parsers import HAND_VCD  # noqa: E402
 
 FIG = {"fmax_mhz": 50.0, "flip_flops": 10, "transistors": 1000, "lut4": 50, "ice40_ff": 30}
@@ -101,13 +101,14 @@ def test_synth_results_are_refused_when_missing_damaged_or_stale(tmp_path):
 
 
 def test_run_design_through_icarus(tmp_path):
-    """The parallel frontier's Verilog stands in for both levels (no synthesis needed)."""
-    c, fp = quantized()
+    """The parallel frontier's Verilog stands in for both levels (no synthesis needed). The
+    crystal has two hidden layers, so the torch classes come from its last layer only."""
+    c, fp = quantized_deep()
     net = fixed.nets_of(fp)["frontier"]
     src = tmp_path / "top.v"
     src.write_text(design.to_verilog(design.build(net, "parallel", "baked")))
     d = {"verilog": str(src), "gate_netlist": str(src), "weights": "baked",
-         "design_latency_cycles": 2, **FIG}
+         "design_latency_cycles": 3, **FIG}
     cfg = cfgmod.validate({"experiment": "tiny", "sim": {"power_vectors": 3}}, "<t>")
     lines = []
     out = Paths(tmp_path, "tiny").stage("sim")
@@ -120,7 +121,7 @@ def test_run_design_through_icarus(tmp_path):
         assert run["vectors"] == 6 and run["bit_exact_fraction"] == 1.0
         assert run["class_agreement_with_torch"] == float((g["cls"] == torch_cls).mean())
         assert run["fixed_point_test_accuracy"] == float((g["cls"] == c.reference.y[:6]).mean())
-        assert run["latency_cycles"] == 2 and run["interval_cycles"] == 1
+        assert run["latency_cycles"] == 3 and run["interval_cycles"] == 1  # 2 layers + argmax
     act = runs["fp_gates"]["activity"]
     assert act["vectors"] == 3 and act["cycles"] == 3  # one result per clock
     assert runs["fp_gates"]["cycles_per_inference"] == 1
@@ -128,7 +129,7 @@ def test_run_design_through_icarus(tmp_path):
     assert not (tmp_path / "tiny" / "sim" / "fp_gates.vcd").exists()  # counted, then removed
     assert not (tmp_path / "tiny" / "sim" / "fp_rtl.vcd").exists()  # RTL: no dump without waves
     job = json.loads((out / "fp_gates" / "job.json").read_text())
-    assert job["max_cycles"] == runner.cycle_limit(2, 6) and job["loadable"] is False
+    assert job["max_cycles"] == runner.cycle_limit(3, 6) and job["loadable"] is False
     assert lines[0].startswith("fp_rtl: 6 vectors, bit-exact 1.0000")
     assert "nJ/inference" in lines[1]
     json.dumps(runs)  # plain values only
