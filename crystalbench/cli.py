@@ -138,12 +138,26 @@ def cmd_info(args) -> int:
     return 0
 
 
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1,2,3,4`: distinct whole numbers >= 0, in the order given."""
+    try:
+        seeds = [int(t) for t in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise CrystalbenchError(f"--seeds {text!r}: expected distinct whole numbers >= 0 "
+                                "separated by commas, e.g. --seeds 0,1,2,3,4")
+    return seeds
+
+
 def cmd_bench(args) -> int:
     from crystalbench.model.pipeline import bench
 
-    cfgs = [cfgmod.load(p) for p in args.config]  # validate all before any training
+    # validate all (configs, --set, --seeds) before any training
+    cfgs = [cfgmod.load(p, getattr(args, "set", None)) for p in args.config]
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     print_summary(bench(cfgs, args.config, args.build_dir, repeats=args.repeats,
-                        progress=not args.quiet, log=print))
+                        progress=not args.quiet, log=print, seeds=seeds))
     return 0
 
 
@@ -261,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="training benchmarks -> build/bench/train.json")
     b.add_argument("--config", action="append", required=True)
     b.add_argument("--repeats", type=int, default=5, help="timed epochs per mode (median)")
+    b.add_argument("--seeds", default=None,
+                   help="seeds to run each config with, e.g. 0,1,2,3,4 (default: 0 .. "
+                        "bench.seeds-1 of each config)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every config (repeatable)")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_bench)
 

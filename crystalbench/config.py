@@ -50,6 +50,10 @@ SCHEMA: dict = {
         "test_fraction": Knob(0.2, float, "held-out share for the stratified split (digits)",
                               min=0.05, max=0.5),
         "path": Knob(None, str, "mnist only: folder holding the four IDX files", nullable=True),
+        "validation_fraction": Knob(0.0, float, "share of the training split held out "
+                                    "(stratified, before augmentation) to choose hyperparameters "
+                                    "on; the test split stays untouched (0 = none)",
+                                    min=0.0, max=0.5),
         "max_train": Knob(None, int, "use at most this many training samples (stratified)",
                           min=10, nullable=True),
         "augment_shifts": Knob(0, int, "add copies of the training set shifted by up to this "
@@ -101,6 +105,11 @@ SCHEMA: dict = {
                           "freeze; deeper ones stay active, so the frontier keeps whole "
                           "hidden layers (null = every hidden layer may freeze)", min=0,
                           nullable=True),
+    },
+    # `crystalbench bench` (model/pipeline.py): every config over several seeds.
+    "bench": {
+        "seeds": Knob(5, int, "seeds the bench runs the config with: 0 .. seeds-1 (the "
+                      "config's own seed is replaced; `--seeds` overrides)", min=1),
     },
     # One converter between the analog core and the digital frontier, read by every
     # backend (crystalbench/adc.py): sim-analog measures errors in its LSB, synth and

@@ -62,9 +62,31 @@ def bench_section(root: Path) -> list[str]:
              r.get("baseline_test_accuracy"), r.get("frozen_fraction"),
              f"{_num(r.get('speedup'), 2)}x", f"{_num(r.get('training_speedup'), 2)}x"]
             for r in res.get("records", [])]
-    return (["## Training bench (`build/bench/train.json`)", "", measured_line(res), ""]
-            + table(["config", "hidden neurons", "test acc.", "baseline", "frozen",
-                     "epoch speedup", "whole-run speedup"], rows) + [""])
+    lines = ["## Training bench (`build/bench/train.json`)", "", measured_line(res), ""]
+    configs = res.get("configs") or []
+    if configs:  # per config over seeds: the mean, with the spread beside it
+
+        def pm(st, nd):
+            if not st or st.get("mean") is None:
+                return "n/a"
+            return (f"{_num(st['mean'], nd)} +- {_num(st['std'], nd)} "
+                    f"({_num(st['min'], nd)} .. {_num(st['max'], nd)})")
+
+        srows = [[c.get("config"), ",".join(map(str, c.get("seeds", [])))]
+                 + [pm((c.get("stats") or {}).get(k), nd) for k, nd in (
+                     ("test_accuracy", 4), ("baseline_test_accuracy", 4),
+                     ("frozen_fraction", 3), ("neurons_final", 1), ("speedup", 2),
+                     ("training_speedup", 2))] for c in configs]
+        lines += table(["config", "seeds", "test acc.", "baseline", "frozen",
+                        "hidden neurons", "epoch speedup", "whole-run speedup"], srows)
+        lines += ["", "Mean +- sample standard deviation (min .. max) over the seeds; "
+                  "per seed:", ""]
+        rows = [[r.get("config"), r.get("seed")] + row[1:]
+                for r, row in zip(res.get("records", []), rows)]
+        return lines + table(["config", "seed", "hidden neurons", "test acc.", "baseline",
+                              "frozen", "epoch speedup", "whole-run speedup"], rows) + [""]
+    return (lines + table(["config", "hidden neurons", "test acc.", "baseline", "frozen",
+                           "epoch speedup", "whole-run speedup"], rows) + [""])
 
 
 def train_section(res: dict) -> list[str]:

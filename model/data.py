@@ -38,6 +38,11 @@ class Dataset:
     train_index: np.ndarray | None = None
     test_index: np.ndarray | None = None
     index_into: str = ""  # what the indices index, for exports
+    # A validation part carved from the training split (data.validation_fraction > 0), for
+    # choosing hyperparameters without looking at the test split; None when there is none.
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    val_index: np.ndarray | None = None
 
     @property
     def n_inputs(self) -> int:
@@ -207,6 +212,14 @@ def load(data_cfg, seed: int) -> Dataset:
         ds = dataclasses.replace(ds, x_train=ds.x_train[keep], y_train=ds.y_train[keep],
                                  train_index=ds.train_index[keep],
                                  split=ds.split + f", {n} training samples kept")
+    v = data_cfg.get("validation_fraction", 0.0) or 0.0
+    if v > 0:  # before augmentation: no shifted copy of a validation sample is trained on
+        fit, val = stratified_split(ds.y_train, v, seed)
+        ds = dataclasses.replace(ds, x_val=ds.x_train[val], y_val=ds.y_train[val],
+                                 val_index=ds.train_index[val], x_train=ds.x_train[fit],
+                                 y_train=ds.y_train[fit], train_index=ds.train_index[fit],
+                                 split=ds.split + f", {v:.0%} of the training split held out "
+                                 f"for validation ({len(val)} samples, stratified)")
     k = data_cfg.get("augment_shifts", 0)
     if k:
         x, y = augment_shifts(ds.x_train, ds.y_train, ds.geometry, k)

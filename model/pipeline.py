@@ -8,6 +8,8 @@ aside, and a different Crystal in crystal/ is kept as crystal.prev-<date>-<time>
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from crystalbench.results import Paths, atomic_write_json, keep_previous, lock, 
 from . import data as data_mod
 from .export import crystal_from_net, crystal_from_torch, load_model
 from .net import CrystalNet
-from .train import Trainer, measure_epoch_speedup, plain, read_checkpoint
+from .train import Trainer, measure_epoch_speedup, plain, read_checkpoint, training_digest
 
 NAME = "train"
 WRITES = ("train", "crystal")
@@ -57,6 +59,7 @@ def _train(cfg, ds, paths: Paths, log, resume, stop_after, progress):
     last = st.telemetry[-1] if st.telemetry else {}
     out_files = {"telemetry": str(out / "telemetry.csv"), "plot": str(out / "training.png")}
     result.update(status="finished", train_accuracy=last.get("train_accuracy"),
+                  validation_accuracy=last.get("validation_accuracy"),
                   train_seconds=seconds, previous_run=kept_run, **out_files,
                   # the whole run's training steps and cache builds, resumed parts included
                   train_step_seconds=sum(r["epoch_seconds"] + r["cache_seconds"]
@@ -137,28 +140,79 @@ def import_torch(model_path, cfg, build_root, name, sizes, activation, input_sca
         return stage.finish("import", paths, result, summary)
 
 
-# ---- bench -----------------------------------------------------------------------------------
-def bench(cfgs, config_paths, build_root, repeats, progress, log) -> dict:
-    """`crystalbench bench`: per config a crystal run, its never-frozen baseline and the epoch
-    speedup, into build/bench/<experiment>/; the records in build/bench/train.json
-    (rewritten atomically after each config, with the machine and date)."""
+# ---- bench ---------------------------------------------------------------------------------
+BENCH_STATS = ("test_accuracy", "baseline_test_accuracy", "accuracy_gap", "frozen_fraction",
+               "neurons_final", "speedup", "training_speedup", "validation_accuracy",
+               "baseline_validation_accuracy")
+
+
+def bench_seeds(cfg, seeds=None) -> list[int]:
+    """The seeds a config is benched with: `seeds` if given, else 0 .. bench.seeds-1."""
+    return list(seeds) if seeds is not None else list(range(cfg.bench.seeds))
+
+
+def spread(values) -> dict:
+    """Mean, sample standard deviation (0 for one value), min and max over seeds, and n;
+    values that were not measured (None or NaN) are left out and counted."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
+    return {"mean": statistics.fmean(vals),
+            "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+            "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def bench(cfgs, config_paths, build_root, repeats, progress, log, seeds=None) -> dict:
+    """`crystalbench bench`: per config and seed a crystal run, its never-frozen baseline and
+    the epoch speedup, into build/bench/<experiment>/seed<N>/; per config the mean, standard
+    deviation, min and max over seeds. Everything in build/bench/train.json (rewritten
+    atomically after each run, with the machine, date and commit)."""
     root = Path(build_root) / "bench"
     out = root / "train.json"
-    records, summary = [], []
+    plan = [(path, cfg, bench_seeds(cfg, seeds)) for path, cfg in zip(config_paths, cfgs)]
+    total = sum(len(s) for _, _, s in plan)
+    records, configs, summary, done = [], [], [], 0
     with lock(root):
-        for i, (path, cfg) in enumerate(zip(config_paths, cfgs), start=1):
-            log(f"bench {i}/{len(cfgs)}: {path} (crystal run, baseline run, epoch timing)")
-            t0 = time.perf_counter()
-            rec = bench_one(cfg, Paths(root, cfg.experiment), progress, repeats)
-            rec.update(config_file=str(path), bench_seconds=time.perf_counter() - t0)
-            records.append(rec)
-            atomic_write_json(out, {"measured": _measured(), "records": records})
-            summary.append(
-                f"{rec['config']}: test {rec['test_accuracy']:.4f} (baseline "
-                f"{rec['baseline_test_accuracy']:.4f}), frozen {rec['frozen_fraction']:.1%}, "
-                f"{rec['neurons_final']} neurons, epoch speedup {rec['speedup']:.2f}x, "
-                f"training speedup {rec['training_speedup']:.2f}x")
-    return {"file": str(out), "records": records, "summary": summary + [f"wrote {out}"]}
+        for path, cfg, cfg_seeds in plan:
+            entry = {"config": cfg.experiment, "config_file": str(path),
+                     "config_digest": training_digest(cfg), "seeds": cfg_seeds}
+            configs.append(entry)
+            mine = []
+            for seed in cfg_seeds:
+                done += 1
+                log(f"bench {done}/{total}: {path} seed {seed} (crystal run, baseline run, "
+                    "epoch timing)")
+                scfg = cfgmod.validate({**cfg, "seed": seed}, f"{path} (seed {seed})")
+                t0 = time.perf_counter()
+                rec = bench_one(scfg, Paths(root / cfg.experiment, f"seed{seed}"), progress,
+                                repeats)
+                rec.update(config_file=str(path), bench_seconds=time.perf_counter() - t0)
+                records.append(rec)
+                mine.append(rec)
+                entry["stats"] = {k: spread(r.get(k) for r in mine) for k in BENCH_STATS}
+                atomic_write_json(out, {"measured": _measured(), "configs": configs,
+                                        "records": records})
+            summary.append(headline(entry))
+    return {"file": str(out), "records": records, "configs": configs,
+            "summary": summary + [f"wrote {out}"]}
+
+
+def headline(entry: dict) -> str:
+    """A config's line: means over seeds, with the spread beside them."""
+    st = entry["stats"]
+
+    def pm(k, fmt):
+        s = st[k]
+        if s["mean"] is None:
+            return "n/a"
+        return (f"{s['mean']:{fmt}} +- {s['std']:{fmt}} (min {s['min']:{fmt}}, "
+                f"max {s['max']:{fmt}})")
+
+    return (f"{entry['config']} over seeds {','.join(map(str, entry['seeds']))}: test "
+            f"{pm('test_accuracy', '.4f')}; baseline {pm('baseline_test_accuracy', '.4f')}; "
+            f"frozen {pm('frozen_fraction', '.3f')}; neurons {pm('neurons_final', '.1f')}; "
+            f"epoch speedup {pm('speedup', '.2f')}x; whole-run speedup "
+            f"{pm('training_speedup', '.2f')}x")
 
 
 def _measured() -> dict:
@@ -169,7 +223,8 @@ def _measured() -> dict:
 
 
 def bench_one(cfg, paths: Paths, progress=True, repeats=5) -> dict:
-    """One bench record: the crystal, its never-frozen baseline, and the epoch speedup."""
+    """One bench record: the crystal, its never-frozen baseline and the epoch speedup, with
+    what it came from (commit, config digest, seed, machine, date)."""
     ds = data_mod.load(cfg.data, cfg.seed)
     result, st = _train(cfg, ds, paths, stage.quiet, resume=False, stop_after=None,
                         progress=progress)
@@ -183,25 +238,41 @@ def bench_one(cfg, paths: Paths, progress=True, repeats=5) -> dict:
     base = Trainer(base_cfg, ds, paths.stage("baseline"), net=net.architecture_copy(gen),
                    progress=progress, checkpoints=False).run()
     _, base_acc = base.net.evaluate(torch.from_numpy(ds.x_test), torch.from_numpy(ds.y_test))
+    base_val = (None if ds.x_val is None else
+                base.net.evaluate(torch.from_numpy(ds.x_val), torch.from_numpy(ds.y_val))[1])
     # Training compute only (steps + cache builds), not evaluation, telemetry or checkpoints.
     crystal_s = sum(r["epoch_seconds"] + r["cache_seconds"] for r in st.telemetry)
     base_s = sum(r["epoch_seconds"] for r in base.telemetry)
-    speed = measure_epoch_speedup(net, ds, cfg, repeats=repeats)
+    threads = torch.get_num_threads()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    try:
+        speed = measure_epoch_speedup(net, ds, cfg, repeats=repeats)
+    finally:
+        torch.set_num_threads(threads)
     return {
         "config": cfg.experiment,
+        "seed": cfg.seed,
+        "config_digest": training_digest(cfg),
+        "measured": _measured(),
+        "torch_threads": cfg.train.threads or threads,
         "dataset": ds.name,
         "test_accuracy": result["test_accuracy"],
         "baseline_test_accuracy": base_acc,
+        "accuracy_gap": base_acc - result["test_accuracy"],
+        "validation_accuracy": st.telemetry[-1]["validation_accuracy"],
+        "baseline_validation_accuracy": base_val,
         "frozen_fraction": result["frozen_fraction"],
         "speedup": speed["speedup"],
         "neurons_final": result["neurons_final"],
         "sizes": result["sizes"],
         "epochs": cfg.train.epochs,
+        "crystal_digest": result["crystal_digest"],
         "train_step_seconds": crystal_s,
         "baseline_train_step_seconds": base_s,
         "training_speedup": base_s / crystal_s,
         "epoch_timing": speed,
         "baseline": "same final neurons, positions and connections, fresh initialization, "
                     "all neurons trained every epoch (no freezing, no growth), same epochs and "
-                    "learning-rate schedule",
+                    "learning-rate schedule, same process",
     }

@@ -33,11 +33,13 @@ from .net import CrystalNet, Frontier
 CHECKPOINT_VERSION = 2
 CHECKPOINT_KEYS = ("version", "config_digest", "config", "epoch", "net", "gen", "best_loss",
                    "stall", "telemetry")
-TELEMETRY_FIELDS = ["epoch", "lr", "loss", "train_accuracy", "test_accuracy", "neurons_total",
-                    "neurons_frozen", "frozen_fraction", "grown", "froze", "epoch_seconds",
-                    "cache_seconds", "step_ms", "step_ms_all_active", "speedup"]
+TELEMETRY_FIELDS = ["epoch", "lr", "loss", "train_accuracy", "validation_accuracy",
+                    "test_accuracy", "neurons_total", "neurons_frozen", "frozen_fraction",
+                    "grown", "froze", "epoch_seconds", "cache_seconds", "step_ms",
+                    "step_ms_all_active", "speedup", "seconds_cum", "all_active_seconds_cum"]
 TRAINING_SECTIONS = ("seed", "data", "net", "train", "growth", "freeze")
-AS_BEFORE = {("freeze", "max_layer"): None}  # knobs added later: the value that trains as before
+# knobs added later: the value that trains as before
+AS_BEFORE = {("freeze", "max_layer"): None, ("data", "validation_fraction"): 0.0}
 
 
 def lr_at(epoch: int, tc) -> float:
@@ -125,6 +127,8 @@ class Trainer:
         self.y = torch.from_numpy(ds.y_train)
         self.xt = torch.from_numpy(ds.x_test)
         self.yt = torch.from_numpy(ds.y_test)
+        self.xv = None if ds.x_val is None else torch.from_numpy(ds.x_val)
+        self.yv = None if ds.y_val is None else torch.from_numpy(ds.y_val)
         self._initial_net = net
         self._cache_key = None  # the frozen set the core cache was built for
         self._cache = None
@@ -182,8 +186,15 @@ class Trainer:
         `on_epoch(state)` is called after each epoch, once its checkpoint is written."""
         if stop_after is not None and stop_after < 1:
             raise TrainError(f"stop after {stop_after} epochs: give at least 1")
+        threads_before = torch.get_num_threads()
         if self.cfg.train.threads:
             torch.set_num_threads(self.cfg.train.threads)
+        try:
+            return self._run(resume, stop_after, on_epoch)
+        finally:  # the process's own setting back (a bench or a test trains many runs)
+            torch.set_num_threads(threads_before)
+
+    def _run(self, resume, stop_after, on_epoch) -> RunState:
         st = self._start(resume)
         self._cache_key = self._cache = None
         tc = self.cfg.train
@@ -232,13 +243,21 @@ class Trainer:
                                     fc.max_layer)
         _, train_acc = st.net.evaluate(self.x, self.y)
         _, test_acc = st.net.evaluate(self.xt, self.yt)
+        val_acc = math.nan if self.yv is None else st.net.evaluate(self.xv, self.yv)[1]
         step_ms = statistics.median(step_times) * 1e3
         total, frozen = st.net.n_hidden(), st.net.n_frozen()
+        # Whole-run compute so far: this run's training steps and cache builds, beside what
+        # the same epochs would have cost all-active (median all-active step x steps).
+        prev = st.telemetry[-1] if st.telemetry else {}
+        cum = (prev.get("seconds_cum") or 0.0) + epoch_s + cache_s
+        ref_cum = (prev.get("all_active_seconds_cum") or 0.0) + ref_ms * 1e-3 * len(batches)
         return {"epoch": e, "lr": lr, "loss": loss, "train_accuracy": train_acc,
-                "test_accuracy": test_acc, "neurons_total": total, "neurons_frozen": frozen,
+                "validation_accuracy": val_acc, "test_accuracy": test_acc,
+                "neurons_total": total, "neurons_frozen": frozen,
                 "frozen_fraction": frozen / total, "grown": grown, "froze": froze,
                 "epoch_seconds": epoch_s, "cache_seconds": cache_s, "step_ms": step_ms,
-                "step_ms_all_active": ref_ms, "speedup": ref_ms / step_ms}
+                "step_ms_all_active": ref_ms, "speedup": ref_ms / step_ms,
+                "seconds_cum": cum, "all_active_seconds_cum": ref_cum}
 
     def _attach_cache(self, frontier: Frontier) -> float:
         """Give the frontier the frozen core's outputs, rebuilt only when the frozen set
@@ -288,8 +307,8 @@ def write_telemetry(rows: list[dict], out: Path, plot: bool = True) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=TELEMETRY_FIELDS)
     w.writeheader()
-    for r in rows:
-        w.writerow({k: r[k] for k in TELEMETRY_FIELDS})
+    for r in rows:  # rows of a run resumed from an older checkpoint may lack newer fields
+        w.writerow({k: r.get(k, math.nan) for k in TELEMETRY_FIELDS})
     atomic_write_bytes(out / "telemetry.csv", buf.getvalue().encode())
     atomic_write_json(out / "telemetry.json", rows)
     if rows and plot:
@@ -320,9 +339,18 @@ def plot_telemetry(rows: list[dict], path: Path) -> None:
     a.set_ylim(0, 100)
     a.set_title("Crystallization (% of hidden neurons frozen)")
     a = ax[1, 1]
-    a.plot(ep, [r["speedup"] for r in rows], color="tab:red")
+    a.plot(ep, [r["speedup"] for r in rows], color="tab:red", label="per step")
     a.axhline(1.0, color="grey", lw=0.8, ls="--")
-    a.set_title("Measured speedup per step\n(median all-active step / median crystallized step)")
+    a.set_ylabel("speedup per step", color="tab:red")
+    a.set_title("Measured speedup per step (median all-active / crystallized step)\n"
+                "and cumulative training compute (s): all-active equivalent vs crystal")
+    a2 = a.twinx()
+    a2.plot(ep, [r.get("all_active_seconds_cum", math.nan) for r in rows], color="tab:grey",
+            label="all-active equivalent")
+    a2.plot(ep, [r.get("seconds_cum", math.nan) for r in rows], color="tab:blue",
+            label="crystal")
+    a2.set_ylabel("cumulative seconds")
+    a2.legend(loc="upper left")
     for a in ax.flat:
         a.set_xlabel("epoch")
         a.grid(alpha=0.3)

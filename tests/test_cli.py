@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from crystalbench import config as cfgmod
 from crystalbench import crystal as cm
 from crystalbench import results
 from crystalbench.cli import main
@@ -215,29 +216,89 @@ def test_bad_config_is_a_clear_error_before_work(tmp_path, capsys):
     assert not (tmp_path / "digits").exists()
 
 
-def test_bench_writes_records_with_machine_and_date(tmp_path, capsys):
+def test_bench_runs_every_seed_and_reports_the_spread(tmp_path, capsys):
     d = json.loads(json.dumps(TINY))
-    d.update(experiment="benchy")
+    d.update(experiment="benchy", bench={"seeds": 2})  # no --seeds: 0 .. bench.seeds-1
     d["train"].update(epochs=3, speedup_batches=0)
     cfg = write_config(tmp_path, d)
+    threads = torch.get_num_threads()
     assert main(["--build-dir", str(tmp_path), "bench", "--config", str(cfg), "--repeats", "1",
-                 "--quiet"]) == 0
+                 "--quiet", "--set", "data.validation_fraction=0.2"]) == 0
+    assert torch.get_num_threads() == threads
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "bench" / "train.json").read_text())
     m = report["measured"]
     assert m["machine"]["torch"] == torch.__version__
     assert m["machine"]["torch_threads"] == torch.get_num_threads()
     assert m["machine"]["cores"] == results.machine()["cores"] and m["date"][:2] == "20"
-    [rec] = report["records"]
-    assert rec["config"] == "benchy" and rec["config_file"] == str(cfg) and rec["epochs"] == 3
-    assert rec["epoch_timing"]["repeats"] == 1
-    assert rec["training_speedup"] == rec["baseline_train_step_seconds"] / rec["train_step_seconds"]
-    c = cm.load(tmp_path / "bench" / "benchy" / "crystal")
-    s = c.summary()
-    assert (rec["test_accuracy"], rec["neurons_final"], rec["frozen_fraction"], rec["sizes"]) == (
-        s["reference_test_accuracy"], s["hidden_neurons"], s["frozen_fraction"], s["sizes"])
+    assert m["commit"] == results.git_commit()
+    recs = report["records"]
+    assert [r["seed"] for r in recs] == [0, 1]
+    validated = cfgmod.load(cfg, ["data.validation_fraction=0.2"])
+    for seed, rec in enumerate(recs):
+        # where each record came from: commit, config digest, seed, machine and date
+        assert rec["measured"]["commit"] == results.git_commit()
+        assert rec["measured"]["date"][:2] == "20" and rec["measured"]["machine"]["cpu"]
+        assert rec["config_digest"] == train_mod.training_digest(
+            cfgmod.validate({**validated, "seed": seed}, "<seed>"))
+        assert rec["torch_threads"] == 1 and rec["config_file"] == str(cfg)
+        assert rec["config"] == "benchy" and rec["epochs"] == 3
+        assert rec["epoch_timing"]["repeats"] == 1
+        assert rec["training_speedup"] == (rec["baseline_train_step_seconds"]
+                                           / rec["train_step_seconds"])
+        assert rec["accuracy_gap"] == rec["baseline_test_accuracy"] - rec["test_accuracy"]
+        c = cm.load(tmp_path / "bench" / "benchy" / f"seed{seed}" / "crystal")
+        s = c.summary()
+        assert (rec["test_accuracy"], rec["neurons_final"], rec["frozen_fraction"],
+                rec["sizes"], rec["crystal_digest"]) == (
+            s["reference_test_accuracy"], s["hidden_neurons"], s["frozen_fraction"], s["sizes"],
+            cm.digest(c))
+        assert 0 <= rec["validation_accuracy"] <= 1 and 0 <= rec["baseline_validation_accuracy"] <= 1
+    assert recs[0]["config_digest"] != recs[1]["config_digest"]
+    [entry] = report["configs"]
+    assert entry["seeds"] == [0, 1] and entry["config"] == "benchy"
+    for key in ("test_accuracy", "baseline_test_accuracy", "frozen_fraction", "neurons_final",
+                "speedup", "training_speedup", "validation_accuracy"):
+        v = np.array([r[key] for r in recs], dtype=float)
+        st = entry["stats"][key]
+        assert st["n"] == 2 and st["min"] == v.min() and st["max"] == v.max()
+        assert st["mean"] == pytest.approx(v.mean(), rel=1e-12)
+        assert st["std"] == pytest.approx(v.std(ddof=1), rel=1e-9, abs=1e-15)
     assert out.splitlines()[-1] == f"wrote {tmp_path / 'bench' / 'train.json'}"
-    assert out.splitlines()[-2] == (
-        f"benchy: test {rec['test_accuracy']:.4f} (baseline {rec['baseline_test_accuracy']:.4f}), "
-        f"frozen {rec['frozen_fraction']:.1%}, {rec['neurons_final']} neurons, epoch speedup "
-        f"{rec['speedup']:.2f}x, training speedup {rec['training_speedup']:.2f}x")
+    t = entry["stats"]["test_accuracy"]
+    assert out.splitlines()[-2].startswith(
+        f"benchy over seeds 0,1: test {t['mean']:.4f} +- {t['std']:.4f} (min {t['min']:.4f}, "
+        f"max {t['max']:.4f}); baseline ")
+
+
+def test_bench_seeds_option_overrides_the_config(tmp_path, capsys):
+    d = json.loads(json.dumps(TINY))
+    d["train"].update(epochs=1, speedup_batches=0)
+    cfg = write_config(tmp_path, d)
+    assert main(["--build-dir", str(tmp_path), "bench", "--config", str(cfg), "--repeats", "1",
+                 "--quiet", "--seeds", "4"]) == 0
+    report = json.loads((tmp_path / "bench" / "train.json").read_text())
+    assert [r["seed"] for r in report["records"]] == [4]
+    st = report["configs"][0]["stats"]["test_accuracy"]
+    assert st["std"] == 0.0 and st["mean"] == st["min"] == st["max"] == report["records"][0][
+        "test_accuracy"]
+    assert st["n"] == 1 and report["configs"][0]["stats"]["validation_accuracy"]["n"] == 0
+
+
+@pytest.mark.parametrize("seeds", ["0,x", "", "1,1", "-1,2", "0,,1"])
+def test_bad_seeds_are_refused_before_training(tmp_path, capsys, seeds):
+    cfg = write_config(tmp_path)
+    assert main(["--build-dir", str(tmp_path), "bench", "--config", str(cfg),
+                 f"--seeds={seeds}"]) == 2
+    assert (f"--seeds {seeds!r}: expected distinct whole numbers >= 0 separated by commas, "
+            "e.g. --seeds 0,1,2,3,4") in one_line_error(capsys)
+    assert not (tmp_path / "bench").exists()
+
+
+def test_spread_by_hand():
+    from crystalbench.model.pipeline import spread
+
+    assert spread([0.96, 0.98, None, float("nan")]) == {
+        "mean": pytest.approx(0.97), "std": pytest.approx(0.0141421356, rel=1e-8),
+        "min": 0.96, "max": 0.98, "n": 2}
+    assert spread([]) == {"mean": None, "std": None, "min": None, "max": None, "n": 0}

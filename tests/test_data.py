@@ -165,3 +165,26 @@ def test_export_into_a_file_is_refused(tmp_path):
     cfg = cfgmod.validate({"experiment": "e"}, "<t>")
     with pytest.raises(DataError, match=r"taken: is a file; --export names a folder"):
         data.export_split(cfg, f)
+
+
+def test_validation_part_comes_from_the_training_split_before_augmentation(digits):
+    plain = data.load({"dataset": "digits", "test_fraction": 0.2}, seed=0)
+    ds = data.load({"dataset": "digits", "test_fraction": 0.2, "validation_fraction": 0.25,
+                    "augment_shifts": 1}, seed=0)
+    # the test split is untouched
+    np.testing.assert_array_equal(ds.test_index, plain.test_index)
+    np.testing.assert_array_equal(ds.x_test, plain.x_test)
+    # validation + fitted part = the training split, disjoint; no shifted copy of a
+    # validation sample is trained on
+    fit = ds.train_index[:len(ds.train_index) // 5]
+    np.testing.assert_array_equal(ds.train_index, np.tile(fit, 5))
+    assert set(fit).isdisjoint(ds.val_index)
+    assert np.array_equal(np.sort(np.concatenate([fit, ds.val_index])), plain.train_index)
+    np.testing.assert_array_equal(ds.x_val, (digits.data[ds.val_index] / 16).astype(np.float32))
+    np.testing.assert_array_equal(ds.y_val, digits.target[ds.val_index])
+    # stratified: per class round(25%) of its training samples
+    per_class = np.bincount(plain.y_train)
+    assert list(np.bincount(ds.y_val)) == [round(n * 0.25) for n in per_class]
+    assert len(ds.y_val) == 359 and "25% of the training split held out" in ds.split
+    # none asked for: none made
+    assert plain.x_val is None and plain.y_val is None

@@ -210,10 +210,12 @@ def test_a_knob_added_later_keeps_old_checkpoints_resumable(tiny_cfg):
     from crystalbench import config as cfgmod
     from crystalbench.model.train import TRAINING_SECTIONS, training_digest
 
-    def by_hand(cfg, drop):
+    def by_hand(cfg, drop_max_layer, drop_validation=True):
         d = {k: (dict(cfg[k]) if isinstance(cfg[k], dict) else cfg[k]) for k in TRAINING_SECTIONS}
-        if drop:
+        if drop_max_layer:
             del d["freeze"]["max_layer"]
+        if drop_validation:
+            del d["data"]["validation_fraction"]
         return cfgmod.digest(d)
 
     cfg = tiny_cfg()
@@ -221,3 +223,58 @@ def test_a_knob_added_later_keeps_old_checkpoints_resumable(tiny_cfg):
     one = tiny_cfg(freeze__max_layer=1)
     assert training_digest(one) == by_hand(one, False) != training_digest(cfg)
     assert training_digest(tiny_cfg(freeze__max_layer=0)) != training_digest(one)
+    # data.validation_fraction at 0 (none held out) trains as before it existed
+    assert cfg.data.validation_fraction == 0.0
+    val = tiny_cfg(data__validation_fraction=0.2)
+    assert training_digest(val) == by_hand(val, True, False) != training_digest(cfg)
+
+
+def test_two_thread_counts_give_the_identical_crystal_file(trained, tmp_path):
+    """The same config and seed, trained with 2 torch threads instead of 1 (the `trained`
+    run): byte for byte the same crystal.npz; the process's thread count is restored."""
+    import contextlib
+    import copy
+    import io
+
+    from crystalbench.cli import main
+
+    from .conftest import TINY, write_config
+
+    d = copy.deepcopy(TINY)
+    d["train"]["threads"] = 2
+    before = torch.get_num_threads()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["--build-dir", str(tmp_path), "train", "--config",
+                     str(write_config(tmp_path, d)), "--quiet"]) == 0
+    assert torch.get_num_threads() == before
+    two = (tmp_path / "tiny" / "crystal" / "crystal.npz").read_bytes()
+    assert two == (trained.crystal / "crystal.npz").read_bytes()
+
+
+def test_validation_accuracy_is_recorded_only_with_a_validation_part(tiny_cfg, tiny_data,
+                                                                     tmp_path):
+    import math
+
+    from crystalbench.model import data
+
+    cfg = tiny_cfg(data__validation_fraction=0.25, train__epochs=2)
+    ds = data.load(cfg.data, cfg.seed)
+    st = train(cfg, ds, tmp_path / "v")
+    _, acc = st.net.evaluate(torch.from_numpy(ds.x_val), torch.from_numpy(ds.y_val))
+    assert st.telemetry[-1]["validation_accuracy"] == acc
+    st = train(tiny_cfg(train__epochs=1), tiny_data, tmp_path / "none")
+    assert math.isnan(st.telemetry[-1]["validation_accuracy"])
+
+
+def test_cumulative_compute_adds_up_epoch_by_epoch(trained):
+    import json
+
+    rows = json.loads((trained.run / "telemetry.json").read_text())
+    batches = 13  # TINY: 400 training samples in batches of 32 -> 12 full + 1 partial
+    cum = ref = 0.0
+    for r in rows:
+        cum += r["epoch_seconds"] + r["cache_seconds"]
+        ref += r["step_ms_all_active"] * 1e-3 * batches
+        assert r["seconds_cum"] == pytest.approx(cum, rel=1e-12)
+        assert r["all_active_seconds_cum"] == pytest.approx(ref, rel=1e-12)
+    assert rows[-1]["all_active_seconds_cum"] > rows[-1]["seconds_cum"] > 0
