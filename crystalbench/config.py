@@ -105,6 +105,12 @@ SCHEMA: dict = {
                           "freeze; deeper ones stay active, so the frontier keeps whole "
                           "hidden layers (null = every hidden layer may freeze)", min=0,
                           nullable=True),
+        "layer_epochs": Knob(None, list, "front-to-back freezing schedule, one epoch count per "
+                             "hidden layer (non-decreasing): layer l's learning rate decays "
+                             "(cosine, train.lr -> train.lr_final) over its first "
+                             "layer_epochs[l] epochs, then the whole layer freezes and it "
+                             "grows no more once fewer than freeze.min_age epochs are left "
+                             "(null = only the plasticity rule)", nullable=True),
     },
     # `crystalbench bench` (model/pipeline.py): every config over several seeds.
     "bench": {
@@ -339,6 +345,15 @@ def _check_section(schema: dict, data, file: str, path: str) -> Section:
 
 
 def _cross_checks(cfg: Section, file: str) -> None:
+    ends = cfg.freeze.layer_epochs
+    if ends is not None:
+        n = len(cfg.net.hidden)
+        if (len(ends) != n or any(isinstance(t, bool) or not isinstance(t, int) for t in ends)
+                or any(not 1 <= t <= cfg.train.epochs for t in ends)
+                or any(a > b for a, b in zip(ends, ends[1:]))):
+            raise ConfigError(f"{file}: freeze.layer_epochs {ends!r}: give {n} whole "
+                              f"number(s), one per hidden layer, non-decreasing, each from 1 "
+                              f"to train.epochs ({cfg.train.epochs}), or null")
     for i, layer in enumerate(cfg.net.hidden):
         if layer.cap < layer.initial:
             raise ConfigError(f"{file}: net.hidden[{i}].cap {layer.cap} is below initial "

@@ -145,10 +145,13 @@ class CrystalNet:
     # ---- freezing --------------------------------------------------------------------------
     @torch.no_grad()
     def check_freeze(self, epoch: int, threshold: float, patience: int, min_age: int,
-                     enabled: bool = True, max_layer: int | None = None) -> int:
+                     enabled: bool = True, max_layer: int | None = None,
+                     force: list[bool] | None = None) -> int:
         """Update each hidden neuron's plasticity; freeze the stable ones whose inputs are
         all frozen. Layers go input side first, so a chain can freeze in one check. Hidden
-        layers deeper than `max_layer` (1-based; None = no limit) never freeze."""
+        layers deeper than `max_layer` (1-based; None = no limit) never freeze. A hidden
+        layer with `force[l]` true freezes every neuron whose inputs are all frozen, stable
+        or not (the end of its annealing schedule)."""
         newly = 0
         prev_frozen = torch.ones(self.n_inputs, dtype=torch.bool)
         for li, layer in enumerate(self.hidden, start=1):
@@ -160,7 +163,10 @@ class CrystalNet:
             if enabled and (max_layer is None or li <= max_layer):
                 inputs_frozen = ~(layer.mask & ~prev_frozen[None, :]).any(1)
                 old_enough = (epoch - layer.born) >= min_age
-                freeze = (~layer.frozen) & (layer.streak >= patience) & old_enough & inputs_frozen
+                settled = (layer.streak >= patience) & old_enough
+                if force is not None and force[li - 1]:
+                    settled = torch.ones_like(settled)
+                freeze = (~layer.frozen) & settled & inputs_frozen
                 layer.frozen |= freeze
                 layer.epoch_frozen[freeze] = epoch
                 newly += int(freeze.sum())
@@ -169,13 +175,16 @@ class CrystalNet:
 
     # ---- growth ----------------------------------------------------------------------------
     def grow(self, x: torch.Tensor, y: torch.Tensor, count: int, candidates: int,
-             gen: torch.Generator, epoch: int) -> int:
+             gen: torch.Generator, epoch: int, layers=None) -> int:
         """Nucleate up to `count` neurons per hidden layer with room, at the grid positions
         where the gradient of the loss w.r.t. a candidate's outgoing weights is largest
-        (GradMax-style). Outgoing weights start at zero: the function is unchanged."""
+        (GradMax-style). Outgoing weights start at zero: the function is unchanged.
+        `layers`: the hidden layers (0-based) that may grow (None = all)."""
         grown = 0
         for li in range(len(self.hidden)):
             room = self.caps[li] - self.layers[li].n
+            if layers is not None and li not in layers:
+                continue
             if room <= 0:
                 continue
             # Recomputed per layer: growing layer li widens the input of layer li+1.
@@ -382,19 +391,22 @@ class Frontier:
             h = torch.relu(z) if li < last else z
         return h
 
-    def step(self, x, y, idx, lr: float, weight_decay: float) -> float:
+    def step(self, x, y, idx, lr, weight_decay: float) -> float:
+        """One Adam step on a batch; `lr` is one rate, or one per layer (readout last)."""
         logits = self.logits(x, idx)
         loss = F.cross_entropy(logits, y)
-        live = [p for p, ok in zip(self.params, self.live) if ok]
+        live_idx = [li for li, ok in enumerate(self.live) if ok]
+        live = [self.params[li] for li in live_idx]
         grads = torch.autograd.grad(loss, [p["W"] for p in live] + [p["b"] for p in live])
         n = len(live)
         with torch.no_grad():
-            for i, p in enumerate(live):
+            for i, (li, p) in enumerate(zip(live_idx, live)):
+                rate = lr[li] if isinstance(lr, (list, tuple)) else lr
                 gW = grads[i] * p["M"]
                 if weight_decay:
                     gW = gW + weight_decay * p["W"]
-                _adam(p["W"], gW, p["mW"], p["vW"], p["tW"], lr, p["M"])
-                _adam(p["b"], grads[n + i], p["mb"], p["vb"], p["tb"], lr, None)
+                _adam(p["W"], gW, p["mW"], p["vW"], p["tW"], rate, p["M"])
+                _adam(p["b"], grads[n + i], p["mb"], p["vb"], p["tb"], rate, None)
         return float(loss.detach())
 
     @torch.no_grad()

@@ -39,7 +39,8 @@ TELEMETRY_FIELDS = ["epoch", "lr", "loss", "train_accuracy", "validation_accurac
                     "step_ms_all_active", "speedup", "seconds_cum", "all_active_seconds_cum"]
 TRAINING_SECTIONS = ("seed", "data", "net", "train", "growth", "freeze")
 # knobs added later: the value that trains as before
-AS_BEFORE = {("freeze", "max_layer"): None, ("data", "validation_fraction"): 0.0}
+AS_BEFORE = {("freeze", "max_layer"): None, ("data", "validation_fraction"): 0.0,
+             ("freeze", "layer_epochs"): None}
 
 
 def lr_at(epoch: int, tc) -> float:
@@ -48,6 +49,25 @@ def lr_at(epoch: int, tc) -> float:
         return tc.lr
     frac = epoch / (tc.epochs - 1)
     return tc.lr_final + 0.5 * (tc.lr - tc.lr_final) * (1 + math.cos(math.pi * frac))
+
+
+def layer_lrs(epoch: int, cfg) -> list[float] | float:
+    """The learning rate of each layer (hidden layers, then the readout) at `epoch`. With
+    freeze.layer_epochs, hidden layer l decays (cosine, train.lr -> train.lr_final) over
+    its own first layer_epochs[l] epochs and then stays at lr_final (it freezes there);
+    the readout follows the run's schedule. Without it, one rate for every layer."""
+    tc, ends = cfg.train, cfg.freeze.layer_epochs
+    if not ends:
+        return lr_at(epoch, tc)
+    hidden = [lr_at(min(epoch, t - 1), _Schedule(t, tc.lr, tc.lr_final)) for t in ends]
+    return hidden + [lr_at(epoch, tc)]
+
+
+@dataclass
+class _Schedule:
+    epochs: int
+    lr: float
+    lr_final: float
 
 
 @dataclass
@@ -225,22 +245,25 @@ class Trainer:
         """One epoch: train the frontier, grow, freeze, evaluate; its telemetry row."""
         e, tc = st.epoch, self.cfg.train
         lr = lr_at(e, tc)
+        lrs = layer_lrs(e, self.cfg)
         frontier = Frontier(st.net)
         cache_s = self._attach_cache(frontier)
         n = len(self.y)
         perm = torch.randperm(n, generator=st.gen)
         batches = [perm[i:i + tc.batch_size] for i in range(0, n, tc.batch_size)]
         t0 = time.perf_counter()
-        step_times, loss_sum = _timed_steps(frontier, self.x, self.y, batches, lr,
+        step_times, loss_sum = _timed_steps(frontier, self.x, self.y, batches, lrs,
                                             tc.weight_decay)
         epoch_s = time.perf_counter() - t0
         loss = loss_sum / n
         frontier.write_back()
-        ref_ms = self._all_active_ms(st.net, batches[:tc.speedup_batches], lr)
+        ref_ms = self._all_active_ms(st.net, batches[:tc.speedup_batches], lrs)
         grown = self._grow(st, loss, e)
         fc = self.cfg.freeze
+        # freeze.layer_epochs: hidden layer l freezes whole at the end of its schedule
+        force = None if not fc.layer_epochs else [e >= t - 1 for t in fc.layer_epochs]
         froze = st.net.check_freeze(e, fc.threshold, fc.patience, fc.min_age, fc.enabled,
-                                    fc.max_layer)
+                                    fc.max_layer, force)
         _, train_acc = st.net.evaluate(self.x, self.y)
         _, test_acc = st.net.evaluate(self.xt, self.yt)
         val_acc = math.nan if self.yv is None else st.net.evaluate(self.xv, self.yv)[1]
@@ -295,9 +318,16 @@ class Trainer:
         may_grow = gc.until_epoch is None or epoch < gc.until_epoch
         if st.stall < gc.stall_epochs or not may_grow:
             return 0
+        ends = self.cfg.freeze.layer_epochs
+        # a layer on a freeze schedule grows only while a new neuron still gets
+        # freeze.min_age epochs of training before the layer freezes
+        layers = None if not ends else [li for li, t in enumerate(ends)
+                                        if epoch < t - self.cfg.freeze.min_age]
+        if layers == []:
+            return 0
         sample = torch.randperm(len(self.y), generator=st.gen)[:gc.score_samples]
         grown = st.net.grow(self.x[sample], self.y[sample], gc.count, gc.candidates, st.gen,
-                            epoch)
+                            epoch, layers)
         st.stall, st.best_loss = 0, loss
         return grown
 

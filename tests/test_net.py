@@ -216,6 +216,8 @@ def test_a_knob_added_later_keeps_old_checkpoints_resumable(tiny_cfg):
             del d["freeze"]["max_layer"]
         if drop_validation:
             del d["data"]["validation_fraction"]
+        if d["freeze"]["layer_epochs"] is None:
+            del d["freeze"]["layer_epochs"]
         return cfgmod.digest(d)
 
     cfg = tiny_cfg()
@@ -227,6 +229,9 @@ def test_a_knob_added_later_keeps_old_checkpoints_resumable(tiny_cfg):
     assert cfg.data.validation_fraction == 0.0
     val = tiny_cfg(data__validation_fraction=0.2)
     assert training_digest(val) == by_hand(val, True, False) != training_digest(cfg)
+    # freeze.layer_epochs at null (no schedule) trains as before it existed
+    sched = tiny_cfg(freeze__layer_epochs=[3, 4])
+    assert training_digest(sched) == by_hand(sched, True) != training_digest(cfg)
 
 
 def test_two_thread_counts_give_the_identical_crystal_file(trained, tmp_path):
@@ -278,3 +283,60 @@ def test_cumulative_compute_adds_up_epoch_by_epoch(trained):
         assert r["seconds_cum"] == pytest.approx(cum, rel=1e-12)
         assert r["all_active_seconds_cum"] == pytest.approx(ref, rel=1e-12)
     assert rows[-1]["all_active_seconds_cum"] > rows[-1]["seconds_cum"] > 0
+
+
+def test_layer_schedule_freezes_front_to_back_on_time(tiny_cfg, tiny_data, tmp_path):
+    """freeze.layer_epochs [4, 6] with min_age 2: layer 1 frozen whole at the end of epoch 3,
+    layer 2 by the end of epoch 5; layer l grows only before epoch t_l - min_age."""
+    cfg = tiny_cfg(train__epochs=8, freeze__layer_epochs=[4, 6])
+    st = train(cfg, tiny_data, tmp_path / "run")
+    l1, l2 = st.net.hidden
+    assert bool(l1.frozen.all()) and bool(l2.frozen.all())
+    assert int(l1.epoch_frozen.max()) <= 3 and int(l2.epoch_frozen.max()) <= 5
+    assert int(l1.born.max()) < 4 - 2 and int(l2.born.max()) < 6 - 2
+    rows = st.telemetry
+    assert rows[3]["neurons_frozen"] >= l1.n
+    assert all(r["grown"] == 0 for r in rows[4:])
+
+
+def test_layer_learning_rates_by_hand(tiny_cfg):
+    import math
+
+    from crystalbench.model.train import layer_lrs, lr_at
+
+    cfg = tiny_cfg(train__epochs=10, train__lr=0.02, train__lr_final=0.0005,
+                   freeze__layer_epochs=[3, 5])
+    a, b = 0.02, 0.0005
+    # layer 1: cosine over epochs 0..2, then lr_final; layer 2 over 0..4; readout over 0..9
+    assert layer_lrs(0, cfg) == [a, a, a]
+    h1, h2, out = layer_lrs(1, cfg)
+    assert h1 == pytest.approx(b + 0.5 * (a - b) * (1 + math.cos(math.pi / 2)), rel=1e-12)
+    assert h2 == pytest.approx(b + 0.5 * (a - b) * (1 + math.cos(math.pi / 4)), rel=1e-12)
+    assert out == lr_at(1, cfg.train)
+    assert layer_lrs(2, cfg)[0] == pytest.approx(b, rel=1e-12)
+    assert layer_lrs(7, cfg)[:2] == [pytest.approx(b, rel=1e-12)] * 2
+    assert layer_lrs(4, tiny_cfg()) == lr_at(4, tiny_cfg().train)  # no schedule: one rate
+
+
+def test_one_rate_per_layer_equal_to_a_single_rate_gives_the_same_step(trained):
+    from crystalbench.model.train import read_checkpoint
+
+    ck = read_checkpoint(trained.run / "checkpoint.pt")
+    x = torch.rand(16, 64)
+    y = torch.arange(16) % 10
+    nets = [CrystalNet.from_state(ck["net"]) for _ in range(2)]
+    for net, lr in zip(nets, (0.01, [0.01, 0.01, 0.01])):
+        f = Frontier(net, all_active=True)
+        f.step(x, y, None, lr, 0.0)
+        f.write_back()
+    assert_same_net(nets[0].state(), nets[1].state())
+
+
+@pytest.mark.parametrize("ends", [[3], [5, 3], [0, 4], [4, 99], [2.5, 4], [True, 4]])
+def test_bad_layer_schedules_are_refused(tiny_cfg, ends):
+    from crystalbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^<tiny>: freeze.layer_epochs .*: give 2 whole "
+                       r"number\(s\), one per hidden layer, non-decreasing, each from 1 to "
+                       r"train.epochs \(14\), or null$"):
+        tiny_cfg(freeze__layer_epochs=ends)
