@@ -21,6 +21,7 @@ from crystalbench.rtl import design as design_mod
 from crystalbench.rtl import fixed
 
 from . import protocol as P
+from .spi_adc import SpiAdcReader
 from .uart import UartRx, UartTx, divisor_for
 
 SHAPE_CODES = {"serial": 0, "parallel": 1}
@@ -37,10 +38,13 @@ def crc16_next(crc, byte):
 
 class Controller(wiring.Component):
     """`rx`/`tx`: the UART pins; `loaded`: a LOAD has run since configuration; `error`:
-    the last reply carried an error status (both for LEDs)."""
+    the last reply carried an error status (both for LEDs). With `adc` (an ADC part of
+    crystalbench/adc.py), an SPI ADC front end (boards/spi_adc.py) on the pins `sclk`,
+    `copi`, `cs_n`, `cipo`, and the RUN_ADC command."""
 
     def __init__(self, net: fixed.IntNet, clock_hz: float, baud: int = 115200,
-                 timeout_s: float = 0.05, timeout_clocks: int | None = None):
+                 timeout_s: float = 0.05, timeout_clocks: int | None = None,
+                 adc: str | None = None):
         self.net = net
         self.clock_hz, self.baud = int(clock_hz), int(baud)
         self.divisor = divisor_for(clock_hz, baud)
@@ -58,6 +62,11 @@ class Controller(wiring.Component):
             if n > P.MAX_PAYLOAD:
                 raise DesignError(f"{net.kind}: {what} take {n} bytes, a frame holds "
                                   f"{P.MAX_PAYLOAD}; the host link supports nets up to that size")
+        self.adc = None if adc is None else SpiAdcReader(adc, net.n_in, net.in_bits, clock_hz)
+        if self.adc is not None and self.run_len + self.result_len > P.MAX_PAYLOAD:
+            raise DesignError(f"{net.kind}: the RUN_ADC reply (codes + logits + class) takes "
+                              f"{self.run_len + self.result_len} bytes, a frame holds "
+                              f"{P.MAX_PAYLOAD}")
         if net.n_classes > 256:
             raise DesignError(f"{net.kind}: {net.n_classes} classes; the RUN reply's class "
                               "byte holds 256")
@@ -66,18 +75,22 @@ class Controller(wiring.Component):
                               "have 16 bits")
         self.identity = {
             "version": P.PROTOCOL_VERSION, "weights_digest": fixed.weights_digest(net),
-            "formats_digest": P.formats_digest(net), "flags": 0, "n_in": net.n_in,
+            "formats_digest": P.formats_digest(net),
+            "flags": 0 if self.adc is None else P.FLAG_ADC, "n_in": net.n_in,
             "in_bits": net.in_bits, "n_classes": net.n_classes, "logit_bits": net.logit_bits,
             "n_words": self.n_words, "n_conn": self.n_conn, "word_bytes": self.word_bytes,
             "clock_hz": self.clock_hz, "baud": self.baud}
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "loaded": Out(1),
-                          "error": Out(1)})
+        pins = {"rx": In(1, init=1), "tx": Out(1, init=1), "loaded": Out(1), "error": Out(1)}
+        if self.adc is not None:
+            pins.update({"sclk": Out(1), "copi": Out(1), "cipo": In(1),
+                         "cs_n": Out(self.adc.chips, init=(1 << self.adc.chips) - 1)})
+        super().__init__(pins)
 
-    def _payloads(self, loaded, logits, cls, counters) -> dict:
+    def _payloads(self, loaded, logits, cls, counters, inbuf) -> dict:
         """Each command's reply payload as a list of byte values."""
         ident = [Const(b, 8) for b in P.identity_bytes(self.identity)]
         flags_at = sum(n for name, n in P.IDENTITY_LAYOUT[:3])
-        ident[flags_at] = Cat(loaded, Const(0, 7))
+        ident[flags_at] = Cat(loaded, Const(0 if self.adc is None else 1, 1), Const(0, 6))
         lb, nb = self.net.logit_bits, self.logit_bytes
         result = []
         for j in range(self.net.n_classes):
@@ -86,7 +99,10 @@ class Controller(wiring.Component):
             result += [wide[8 * (nb - 1 - t):8 * (nb - t)] for t in range(nb)]
         result.append(Cat(cls, Const(0, 8 - len(cls))))
         count = [c[8 * (3 - t):8 * (4 - t)] for c in counters for t in range(4)]
-        return {P.IDENTIFY: ident, P.RUN: result, P.READ: result, P.COUNTERS: count}
+        out = {P.IDENTIFY: ident, P.RUN: result, P.READ: result, P.COUNTERS: count}
+        if self.adc is not None:  # the codes as RUN takes them, then the result
+            out[P.RUN_ADC] = [inbuf[8 * t:8 * (t + 1)] for t in range(self.run_len)] + result
+        return out
 
     def elaborate(self, platform):
         m = Module()
@@ -123,6 +139,17 @@ class Controller(wiring.Component):
         m.d.comb += net.i.payload.eq(Cat(*codes))
         rdata = rp.data
         lengths = {P.IDENTIFY: 0, P.RUN: self.run_len, P.READ: 0, P.COUNTERS: 0}
+        if self.adc is not None:
+            lengths[P.RUN_ADC] = 0
+            m.submodules.adc = adc = self.adc
+            m.d.comb += [self.sclk.eq(adc.sclk), self.copi.eq(adc.copi), self.cs_n.eq(adc.cs_n),
+                         adc.cipo.eq(self.cipo)]
+            # the codes read, in the input buffer's byte layout (as RUN's payload puts them)
+            adc_bytes = []
+            for k in range(self.net.n_in):
+                v = Cat(adc.codes[k * bits:(k + 1) * bits], Const(0, 8 * ib - bits))
+                adc_bytes += [v[8 * (ib - 1 - t):8 * (ib - t)] for t in range(ib)]
+            adc_inbuf = Cat(*adc_bytes)
 
         def fail(code):
             m.d.sync += status.eq(code)
@@ -171,7 +198,7 @@ class Controller(wiring.Component):
                             fail(P.BAD_LENGTH)
                         with m.Else():
                             m.d.sync += status.eq(P.OK)
-                            m.next = "run_fetch" if c == P.RUN else "reply"
+                            m.next = {P.RUN: "run_fetch", P.RUN_ADC: "adc_start"}.get(c, "reply")
                 with m.Else():
                     fail(P.UNKNOWN_COMMAND)
             with m.State("error"):
@@ -215,6 +242,14 @@ class Controller(wiring.Component):
                 m.next = "run_fetch"
                 with m.If(idx == length - 1):
                     m.next = "offer"
+            if self.adc is not None:  # RUN_ADC: read every channel, then run as RUN does
+                with m.State("adc_start"):
+                    m.d.comb += adc.start.eq(1)
+                    m.next = "adc_wait"
+                with m.State("adc_wait"):
+                    with m.If(adc.done):
+                        m.d.sync += [inbuf.eq(adc_inbuf), cycles.eq(0)]
+                        m.next = "offer"
             with m.State("offer"):
                 m.d.comb += net.i.valid.eq(1)
                 m.d.sync += cycles.eq(cycles + 1)
@@ -231,7 +266,7 @@ class Controller(wiring.Component):
                     m.next = "reply"
             with m.State("reply"):
                 self._reply(m, utx, cmd, status, crc, error,
-                            self._payloads(loaded, logits, cls, (run_cycles, runs, errors)))
+                            self._payloads(loaded, logits, cls, (run_cycles, runs, errors), inbuf))
         return m
 
     def _reply(self, m, utx, cmd, status, crc, error, payloads):

@@ -45,7 +45,8 @@ def _arrays(v):
 def play(link: BoardLink, steps: list[dict], log=stage.quiet, keep_going: bool = False) -> list[dict]:
     """Execute `steps` in order; one record per step (JSON values). A LinkError ends its
     step (`error`: the message) and the session (with `keep_going`, only the step). Steps (`op`):
-    identify, counters, read; run (`codes`: vectors); load (`weights`/`biases`: one entry
+    identify, counters, read; run (`codes`: vectors); run_adc (`count` runs on the codes
+    the board reads from its ADC front end); load (`weights`/`biases`: one entry
     per layer or None, `full`: write every word); raw (`frame`: hex bytes sent as they
     are, one reply frame read back undecoded); noise (`bytes`: hex, sent, no reply)."""
     tr = link.transport
@@ -70,6 +71,13 @@ def play(link: BoardLink, steps: list[dict], log=stage.quiet, keep_going: bool =
                     rec["cls"].append(cls)
                     if (n + 1) % 50 == 0:
                         log(f"board: {n + 1}/{len(codes)} vectors")
+            elif op == "run_adc":
+                rec["codes"], rec["logits"], rec["cls"] = [], [], []
+                for _ in range(st["count"]):
+                    codes, logits, cls = link.run_adc()
+                    rec["codes"].append(codes.tolist())
+                    rec["logits"].append(logits.tolist())
+                    rec["cls"].append(cls)
             elif op == "load":
                 if st.get("full"):
                     link.live = None  # unknown to the host: every word is written

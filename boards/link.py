@@ -179,6 +179,16 @@ class BoardLink:
         return self._result(self.exchange(P.RUN, b"".join(int(c).to_bytes(ib, "big")
                                                           for c in codes)))
 
+    def run_adc(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """A board with an SPI ADC front end reads its inputs itself: (the codes it read,
+        logits, class)."""
+        payload = self.exchange(P.RUN_ADC)
+        net, ib = self.net, P.nbytes(self.net.in_bits)
+        n = net.n_in * ib
+        codes = np.array([int.from_bytes(payload[k * ib:(k + 1) * ib], "big")
+                          for k in range(min(net.n_in, len(payload) // ib))], np.int64)
+        return (codes, *self._result(payload[n:]))
+
     def read(self) -> tuple[np.ndarray, int]:
         """The last run's (logits, class) again."""
         return self._result(self.exchange(P.READ))

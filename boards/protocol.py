@@ -40,7 +40,9 @@ LOAD = 0x02  # start address (2 bytes) + words (word_bytes each) -> empty
 RUN = 0x03  # input codes (in_bytes each) -> logits (logit_bytes each) + class (1 byte)
 READ = 0x04  # -> the last run's logits + class
 COUNTERS = 0x05  # -> last run's cycles, runs, error replies (4 bytes each)
-COMMANDS = {IDENTIFY: "identify", LOAD: "load", RUN: "run", READ: "read", COUNTERS: "counters"}
+RUN_ADC = 0x06  # (boards with an SPI ADC front end) -> the codes read + logits + class
+COMMANDS = {IDENTIFY: "identify", LOAD: "load", RUN: "run", READ: "read", COUNTERS: "counters",
+            RUN_ADC: "run-adc"}
 
 # reply statuses
 OK = 0
@@ -59,6 +61,7 @@ IDENTITY_LAYOUT = (("version", 1), ("weights_digest", 8), ("formats_digest", 8),
                    ("n_words", 2), ("n_conn", 2), ("word_bytes", 1), ("clock_hz", 4), ("baud", 4))
 IDENTITY_BYTES = sum(n for _, n in IDENTITY_LAYOUT)
 FLAG_LOADED = 0x01  # a LOAD has been executed since configuration
+FLAG_ADC = 0x02  # the board reads its inputs from an SPI ADC front end (RUN_ADC)
 COUNTER_FIELDS = ("run_cycles", "runs", "errors")
 
 

@@ -104,13 +104,17 @@ class SimTransport(Transport):
 
 def run_icarus(net: fixed.IntNet, clock_hz: float, baud: int, steps: list[dict], build_dir,
                timeout: float = 1.0, frame_timeout_s: float = 0.05,
-               timeout_clocks: int | None = None, keep_going: bool = False) -> dict:
+               timeout_clocks: int | None = None, keep_going: bool = False,
+               adc: str | None = None, adc_codes: list[list[int]] | None = None) -> dict:
     """Play `steps` (boards/host.py `play`) against the board top of `net` in Icarus.
-    `timeout`: the host's wait for a reply, simulated seconds. Returns the records, the
-    characters the board sent with a low stop bit (`framing_errors`) and the simulated
-    time at the end (`sim_seconds`)."""
+    `timeout`: the host's wait for a reply, simulated seconds. With `adc` (a part key),
+    the top has the SPI ADC front end and the testbench answers as that part would, chip
+    c channel k converting to `adc_codes[c][k]` (the part's own codes). Returns the
+    records, the characters the board sent with a low stop bit (`framing_errors`) and the
+    simulated time at the end (`sim_seconds`)."""
     toolrun.require("iverilog", "vvp")
-    ctl = Controller(net, clock_hz, baud, timeout_s=frame_timeout_s, timeout_clocks=timeout_clocks)
+    ctl = Controller(net, clock_hz, baud, timeout_s=frame_timeout_s, timeout_clocks=timeout_clocks,
+                     adc=adc)
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     src = build_dir / "board_top.v"
@@ -120,6 +124,8 @@ def run_icarus(net: fixed.IntNet, clock_hz: float, baud: int, steps: list[dict],
                                "period_ps": 2 * round(5e11 / clock_hz),  # even (cocotb's Clock)
                                "divisor": ctl.divisor,
                                "timeout_s": timeout, "steps": steps, "keep_going": keep_going,
+                               "adc": adc and {"part": adc, "chips": ctl.adc.chips,
+                                               "codes": adc_codes},
                                "out": str(out)}))
     if out.exists():
         out.unlink()

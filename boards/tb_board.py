@@ -95,6 +95,52 @@ class CocotbTransport(Transport):
                 self.framing_errors += 1
 
 
+async def spi_adc(dut, part: str, chips: int, codes: list[list[int]]):
+    """SPI ADC chips as their datasheets describe them (SCLK idle low, DIN taken on rising
+    edges, DOUT changed on falling edges), chip c channel k converting to codes[c][k]:
+    * mcp3008: the first 1 on DIN after CS falls is the start bit (clock s); SGL/DIFF and
+      D2 D1 D0 follow on clocks s+1..s+4; clock s+5 ends the sample; DOUT gives the null
+      bit on its falling edge, then B9..B0 on the falling edges of clocks s+6..s+15.
+    * adc128s022: DOUT gives DB15 on CS falling and DB14..DB0 on the falling edges of
+      clocks 1..15 (DB15..DB12 are 0); DIN's ADD2 ADD1 ADD0 on clocks 3..5 name the
+      channel the NEXT frame converts (channel 0 after power-up)."""
+    cs, sclk, copi, cipo = dut.cs_n, dut.sclk, dut.copi, dut.cipo
+    address = [0] * chips
+    rise, fall, change = sclk.rising_edge, sclk.falling_edge, cs.value_change
+    cipo.value = 0
+    while True:
+        await change
+        low = [c for c in range(chips) if not (int(cs.value) >> c) & 1]
+        if not low:
+            continue
+        chip, clock, din, start = low[0], 0, [], None
+        converts = address[chip]  # adc128s022: named by the previous frame
+        cipo.value = 0  # mcp3008: DOUT high-impedance until the null bit; adc128s022: DB15
+        while True:
+            fired = await First(rise, fall, change)
+            if fired is change:
+                break
+            if fired is rise:
+                clock += 1
+                din.append(int(copi.value))
+                if part == "mcp3008" and start is None and din[-1] == 1:
+                    start = clock
+                continue
+            if part == "mcp3008":
+                if start is None or clock < start + 5:
+                    continue
+                # din[i] came on clock i + 1: SGL/DIFF on s+1, D2 D1 D0 on s+2..s+4
+                assert din[start] == 1, "the MCP3008 model converts single-ended inputs only"
+                ch = din[start + 1] * 4 + din[start + 2] * 2 + din[start + 3]
+                n = clock - (start + 6)  # 0 on the falling edge of s+6: B9
+                cipo.value = 0 if n < 0 or n > 9 else (codes[chip][ch] >> (9 - n)) & 1
+            else:
+                db = 15 - clock  # the bit given on this falling edge
+                cipo.value = 0 if db > 11 or db < 0 else (codes[chip][converts] >> db) & 1
+        if part == "adc128s022" and len(din) >= 5:
+            address[chip] = din[2] * 4 + din[3] * 2 + din[4]
+
+
 @cocotb.test()
 async def board_session(dut):
     job = json.loads(Path(os.environ["CB_TB"]).read_text())
@@ -105,6 +151,9 @@ async def board_session(dut):
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 2)
+    if job.get("adc"):
+        a = job["adc"]
+        cocotb.start_soon(spi_adc(dut, a["part"], a["chips"], a["codes"]))
     tr = CocotbTransport(dut, job["period_ps"], job["divisor"])
     cocotb.start_soon(tr.drive())
     cocotb.start_soon(tr.listen())

@@ -15,7 +15,7 @@ from crystalbench.boards.simboard import run_icarus
 from crystalbench.results import Paths, read_json
 from crystalbench.rtl import fixed
 
-from .hw_tiny import quantized, tiny_crystal
+from .hw_tiny import fp_cfg, quantized, tiny_crystal
 
 CLOCK, BAUD, DIV = 12e6, 1_500_000, 8  # 8 clocks per bit: fast to simulate
 PERIOD = 2 * round(5e11 / CLOCK) * 1e-12  # the testbench's clock period (an even number of ps)
@@ -48,6 +48,7 @@ def test_the_whole_protocol_through_icarus(tmp_path, tiny):
         {"op": "raw", "frame": hexframe(0x7E)},
         {"op": "raw", "frame": hexframe(P.RUN, bytes(3))},
         {"op": "raw", "frame": hexframe(P.LOAD, b"\x00\x0e" + b"\x00\x01" * 2)},  # words 14, 15
+        {"op": "raw", "frame": hexframe(P.RUN_ADC)},  # this board has no ADC front end
         {"op": "noise", "bytes": "001337"},
         {"op": "load", "weights": [rev_w.tolist()], "biases": [rev_b.tolist()]},
         {"op": "run", "codes": codes[:3].tolist()},
@@ -75,12 +76,14 @@ def test_the_whole_protocol_through_icarus(tmp_path, tiny):
     line = (5 + 42) * 10 * DIV * PERIOD
     assert line - DIV * PERIOD <= r[0]["t1"] - r[0]["t0"] <= line + 40 * PERIOD
     empty = ""
-    assert [x["reply"] for x in r[4:9]] == [
+    r = r[:9] + r[10:]  # the RUN_ADC refusal checked below
+    assert [x["reply"] for x in out["records"][4:10]] == [
         {"cmd": P.RUN, "status": P.BAD_CRC, "payload": empty},
         {"cmd": P.RUN, "status": P.TIMEOUT, "payload": empty},
         {"cmd": 0x7E, "status": P.UNKNOWN_COMMAND, "payload": empty},
         {"cmd": P.RUN, "status": P.BAD_LENGTH, "payload": empty},
-        {"cmd": P.LOAD, "status": P.BAD_ADDRESS, "payload": empty}]
+        {"cmd": P.LOAD, "status": P.BAD_ADDRESS, "payload": empty},
+        {"cmd": P.RUN_ADC, "status": P.UNKNOWN_COMMAND, "payload": empty}]
     # The cut-short frame's reply comes 3,000 silent clocks after its last byte.
     assert r[5]["t1"] - r[5]["t0"] >= (5 * 10 * DIV + 3000) * PERIOD
     new = fixed.loadable_update(net, [rev_w], [rev_b])
@@ -89,7 +92,7 @@ def test_the_whole_protocol_through_icarus(tmp_path, tiny):
     assert want["logits"][:, ::-1].tolist() == net.forward(codes[:3])["logits"].tolist()
     assert r[11]["logits"] == want["logits"].tolist() and r[11]["cls"] == want["cls"].tolist()
     assert r[12]["identity"]["flags"] == P.FLAG_LOADED
-    assert r[13]["counters"] == {"run_cycles": 16, "runs": 5, "errors": 5}
+    assert r[13]["counters"] == {"run_cycles": 16, "runs": 5, "errors": 6}
 
 
 def test_board_run_stage_on_the_simulated_board(tmp_path):
@@ -119,6 +122,49 @@ def test_board_run_stage_on_the_simulated_board(tmp_path):
     assert saved["link_share"] + saved["frontier_share"] + saved["other_share"] == pytest.approx(1)
     assert saved["time_base"] == "simulated" and saved["counters"]["runs"] == 4
     assert res["summary"][1].startswith("4 vectors: bit-exact with the golden model 1.0000")
+
+
+# The parts' own codes, chip by chip (12 inputs: chip 0 whole, chip 1 channels 0-3), with
+# the roundings to 8 bits at their edges: half to even, and saturation at the top.
+ADC_CODES = {
+    # 10 bits -> 8: 6/4 = 1.5 -> 2, 10/4 = 2.5 -> 2, 1023/4 -> 255 (256 saturated),
+    # 1022/4 = 255.5 -> 256 -> 255, 14/4 = 3.5 -> 4
+    "mcp3008": [[6, 10, 1023, 513, 0, 1, 2, 3], [1022, 1021, 14, 700, 5, 5, 5, 5]],
+    # 12 bits -> 8: 8/16 = 0.5 -> 0, 24/16 = 1.5 -> 2, 4088/16 = 255.5 -> 255, 40/16 = 2.5 -> 2
+    "adc128s022": [[8, 24, 4095, 2056, 0, 7, 9, 40], [4088, 4072, 100, 3000, 1, 1, 1, 1]],
+}
+ADC_WANT = {"mcp3008": [2, 2, 255, 128, 0, 0, 0, 1, 255, 255, 4, 175],
+            "adc128s022": [0, 2, 255, 128, 0, 0, 1, 2, 255, 254, 6, 188]}
+
+
+@pytest.mark.parametrize("part", ["mcp3008", "adc128s022"])
+def test_spi_adc_front_end_through_icarus(tmp_path, part):
+    """The board reads its 12 inputs from two chips of the part (a behavioural model of the
+    datasheet's SPI frames in the testbench), keeps the top 8 bits, runs the frontier; a
+    weight reload, then again."""
+    c = tiny_crystal(n_hidden=12)
+    net = fixed.nets_of(fixed.quantize(c, fp_cfg(), 8))["frontier"]
+    assert (net.n_in, net.in_bits) == (12, 8)
+    bits = {"mcp3008": 10, "adc128s022": 12}[part]
+    flat = [ADC_CODES[part][k // 8][k % 8] for k in range(12)]
+    assert [min(round(v / 2 ** (bits - 8)), 255) for v in flat] == ADC_WANT[part]  # half to even
+    ly = net.layers[0]
+    steps = [{"op": "identify"}, {"op": "run_adc", "count": 2},
+             {"op": "load", "weights": [ly.weights[::-1].tolist()], "biases": [ly.bias[::-1].tolist()]},
+             {"op": "run_adc", "count": 1}, {"op": "counters"}]
+    out = run_icarus(net, CLOCK, BAUD, steps, tmp_path / "icarus", timeout=5e-3,
+                     timeout_clocks=3000, adc=part, adc_codes=ADC_CODES[part])
+    r = out["records"]
+    assert not [x for x in r if "error" in x] and out["framing_errors"] == 0
+    assert r[0]["identity"]["flags"] == P.FLAG_ADC
+    want = np.array([ADC_WANT[part]])
+    gold, new = net.forward(want), fixed.loadable_update(net, [ly.weights[::-1]], [ly.bias[::-1]])
+    assert r[1]["codes"] == [ADC_WANT[part]] * 2
+    assert r[1]["logits"] == [gold["logits"][0].tolist()] * 2 and r[1]["cls"] == [gold["cls"][0]] * 2
+    assert r[3]["codes"] == [ADC_WANT[part]]
+    assert r[3]["logits"] == [new.forward(want)["logits"][0].tolist()]
+    assert r[3]["logits"][0][::-1] == gold["logits"][0].tolist()
+    assert r[4]["counters"] == {"run_cycles": 12 * 3 + 4, "runs": 3, "errors": 0}
 
 
 def _tiny_on_disk(tmp_path):
