@@ -29,7 +29,7 @@ help:
 	@echo "make manufacture CONFIG=...: the analog core as a board: KiCad netlist + ERC, BOM CSV with part numbers and cost, netlist re-simulated in ngspice -> $(BUILD)/<exp>/manufacture/"
 	@echo "make sim-hybrid  CONFIG=...: ngspice core -> ADC -> frontier gate netlist, Monte Carlo, system energy -> $(BUILD)/<exp>/hybrid/ (after sim-analog and synth)"
 	@echo "make sweep   CONFIG=... GRID=configs/sweep_digits.yaml: co-design sweep on Dask (LocalCluster; SCHEDULER=tcp://host:8786 for a cluster), hybrid vs all-digital -> $(BUILD)/<exp>/sweep/"
-	@echo "make bench   training benchmarks -> $(BUILD)/bench/train.json"
+	@echo "make bench   [SEEDS=0,1,2,3,4] training benchmarks over seeds (default: each config's bench.seeds, 5) -> $(BUILD)/bench/train.json"
 	@echo "make bench-infer  CONFIG=...: the Crystal as C (float32 + fixed point, checked), timed against torch and numpy -> $(BUILD)/<exp>/c/"
 	@echo "make bitstream BOARD=icebreaker  CONFIG=...: the frontier + UART host link as a bitstream, utilization, fmax -> $(BUILD)/<exp>/boards/<board>/"
 	@echo "make flash   BOARD=icebreaker  CONFIG=...: write that bitstream to the board (openFPGALoader)"
@@ -110,7 +110,7 @@ manufacture: setup
 	$(CB) --build-dir $(BUILD) manufacture --config $(CONFIG)
 
 bench: setup
-	$(CB) --build-dir $(BUILD) bench $(foreach c,$(BENCH_CONFIGS),--config $(c))
+	$(CB) --build-dir $(BUILD) bench $(foreach c,$(BENCH_CONFIGS),--config $(c)) $(if $(SEEDS),--seeds $(SEEDS),)
 
 # The Crystal as C99 (crystalbench.cbackend): compiled with cc, checked against torch and the
 # golden model, then latency (batch 1) and throughput (batch 1,024) against torch eager and
