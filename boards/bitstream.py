@@ -17,6 +17,7 @@ import re
 import time
 from pathlib import Path
 
+from amaranth.build import Attrs, Pins, Resource, Subsignal
 from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import io
 
@@ -38,8 +39,23 @@ NO_BOARD = ("unable to open ftdi device", "device not found", "failed to claim c
             "no cable", "no device found")
 
 
+def adc_resource(board: Board, chips: int) -> Resource:
+    """The SPI ADC front end's pins on the board (`adc_spi` 0): sclk, copi, cipo, cs0.."""
+    if chips > len(board.adc_cs):
+        raise BoardError(f"{board.title}: the ADC front end needs {chips} chip selects, the "
+                         f"board's pin plan has {len(board.adc_cs)} (boards/platforms.py "
+                         "adc_cs); add pins or use a part with more channels")
+    attrs = Attrs(**dict(board.io_attrs))
+    sub = [Subsignal(name, Pins(pin, dir=d, conn=(conn, num)), attrs)
+           for name, d, (conn, num, pin) in zip(("sclk", "copi", "cipo"), "ooi", board.adc_spi)]
+    sub += [Subsignal(f"cs{i}", Pins(pin, dir="o", conn=(conn, num)), attrs)
+            for i, (conn, num, pin) in enumerate(board.adc_cs[:chips])]
+    return Resource("adc_spi", 0, *sub)
+
+
 class BoardTop(Elaboratable):
-    """The controller on a board's pins: UART rx/tx, LEDs for `loaded` and `error`."""
+    """The controller on a board's pins: UART rx/tx, LEDs for `loaded` and `error`; with
+    an ADC front end, its SPI pins (`adc_resource`)."""
 
     def __init__(self, board: Board, controller: Controller):
         self.board, self.controller = board, controller
@@ -51,6 +67,15 @@ class BoardTop(Elaboratable):
         m.submodules.rx = rx = io.Buffer("i", uart.rx)
         m.submodules.tx = tx = io.Buffer("o", uart.tx)
         m.d.comb += [ctl.rx.eq(rx.i), tx.o.eq(ctl.tx)]
+        if ctl.adc is not None:
+            platform.add_resources([adc_resource(self.board, ctl.adc.chips)])
+            spi = platform.request("adc_spi", 0, dir="-")
+            for name, d in (("sclk", "o"), ("copi", "o"), ("cipo", "i")):
+                m.submodules[f"adc_{name}"] = b = io.Buffer(d, getattr(spi, name))
+                m.d.comb += (b.o.eq(getattr(ctl, name)) if d == "o" else ctl.cipo.eq(b.i))
+            for i in range(ctl.adc.chips):
+                m.submodules[f"adc_cs{i}"] = b = io.Buffer("o", getattr(spi, f"cs{i}"))
+                m.d.comb += b.o.eq(ctl.cs_n[i])
         for out, res in self.board.leds.items():
             m.submodules[f"led_{out}"] = led = io.Buffer("o", platform.request(*res, dir="-"))
             m.d.comb += led.o.eq(getattr(ctl, out))
@@ -149,15 +174,22 @@ def design_figures(controller: Controller) -> dict:
 
 
 def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet,
-        board: str = "icebreaker") -> dict:
+        board: str = "icebreaker", adc: bool = False) -> dict:
     spec = platforms.get(board)
     tools_of(spec)  # every tool there before any work
     fp = quantize.ensure(c, cfg, paths, log)
     net = fixed.nets_of(fp)["frontier"]
-    ctl = Controller(net, spec.clock_hz, spec.baud)
+    ctl = Controller(net, spec.clock_hz, spec.baud, adc=cfg.adc.part if adc else None)
+    if ctl.adc is not None:
+        adc_resource(spec, ctl.adc.chips)  # the pins exist, before the build
     res = build_bitstream(spec, ctl, paths.stage(NAME) / board, log)
     res.update({"crystal_digest": fp["crystal"]["digest"], "fixed_digest": fixed.artifact_digest(fp),
-                "design": design_figures(ctl), "method": METHOD})
+                "design": design_figures(ctl), "method": METHOD,
+                "adc_front_end": None if ctl.adc is None else {
+                    "part": ctl.adc.part.part, "chips": ctl.adc.chips, "sclk_hz": ctl.adc.sclk_hz,
+                    "sclk_max_hz": ctl.adc.sclk_max_hz,
+                    "pins": {"sclk": spec.adc_spi[0], "copi": spec.adc_spi[1],
+                             "cipo": spec.adc_spi[2], "cs_n": spec.adc_cs[:ctl.adc.chips]}}})
     timing = (f"fmax {res['fmax_mhz']:.1f} MHz >= the {res['clock_mhz']:g} MHz clock" if res["passed"]
               else f"fmax {res['fmax_mhz']:.1f} MHz BELOW the {res['clock_mhz']:g} MHz clock: "
                    f"timing not met, do not flash; see {res['logs']['nextpnr']}")
@@ -166,6 +198,13 @@ def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet,
                f"bitstream {res['bitstream']} ({res['bitstream_bytes']} bytes); UART {spec.baud} "
                f"baud; weights digest {res['design']['weights_digest']}; flash with "
                f"`crystalbench flash --board {board}`"]
+    if ctl.adc is not None:
+        a = res["adc_front_end"]
+        summary.append(f"SPI ADC front end: {a['chips']} x {a['part']} at SCLK "
+                       f"{a['sclk_hz'] / 1e6:g} MHz (the part's most: {a['sclk_max_hz'] / 1e6:g} MHz); "
+                       "pins " + ", ".join(f"{k} {v[0]}{v[1]}:{v[2]}" for k, v in
+                                           zip(("sclk", "copi", "cipo"), spec.adc_spi)) +
+                       ", chip selects " + " ".join(f"{c}{n}:{p}" for c, n, p in a["pins"]["cs_n"]))
     return stage.finish(f"{NAME}/{board}", paths, res, summary)
 
 

@@ -289,8 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     bs = _stage_parser(sub, "bitstream", "the frontier on a board: UART host link + loadable "
                        "serial frontier -> bitstream, utilization, fmax -> "
                        "build/<exp>/boards/<board>/ (quantizes first when needed)",
-                       lambda a: run_stage("bitstream", a, board=a.board))
+                       lambda a: run_stage("bitstream", a, board=a.board, adc=a.adc))
     bs.add_argument("--board", default="icebreaker", help="board (default: icebreaker)")
+    bs.add_argument("--adc", action="store_true", help="with the SPI ADC front end: the "
+                    "frontier reads its inputs from adc.part chips on the board's pins (README)")
     _stage_parser(sub, "manufacture", "the analog core as a board to order: KiCad netlist + "
                   "ERC, BOM with part numbers and cost, the netlist read back and re-run in "
                   "ngspice against the design -> build/<exp>/manufacture/",

@@ -5,6 +5,7 @@ of the tiny design through the real tools."""
 import binascii
 import dataclasses
 import os
+import re
 import stat
 
 import numpy as np
@@ -259,3 +260,27 @@ def test_flash_without_a_board_is_one_clear_error(tmp_path, monkeypatch):
     log = (out / "flash.log").read_text()
     assert "-b ice40_generic" in log and log.rstrip().endswith("Failed to claim cable")
     assert os.path.exists(out / "top.bin")
+
+
+def test_adc_front_end_pins_on_each_board():
+    """The SPI pins land where the README says: by hand from amaranth-boards' connector
+    tables (iCEBreaker PMOD1A " 4  2 47 45 - -  3 48 46 44 - -"; ULX3S J1 0+ B11, 0- C11,
+    1+ A10, 1- A11, 2+ A9)."""
+    from .hw_tiny import fp_cfg, tiny_crystal
+
+    net = fixed.nets_of(fixed.quantize(tiny_crystal(n_hidden=12), fp_cfg(), 8))["frontier"]
+    want = {"icebreaker": {"sclk": "45", "copi": "2", "cipo": "47", "cs0": "4", "cs1": "3"},
+            "ulx3s": {"sclk": "B11", "copi": "C11", "cipo": "A10", "cs0": "A11", "cs1": "A9"}}
+    for name, pins in want.items():
+        spec = platforms.get(name)
+        ctl = Controller(net, spec.clock_hz, spec.baud, adc="mcp3008")
+        assert ctl.adc.chips == 2 and ctl.identity["flags"] == P.FLAG_ADC
+        plan = spec.make_platform().build(bitstream.BoardTop(spec, ctl), name="top", do_build=False)
+        text = (plan.files.get("top.pcf") or plan.files["top.lpf"])
+        text = text.decode() if isinstance(text, bytes) else text
+        got = dict(re.findall(r'(?:set_io |LOCATE COMP ")adc_spi_0__(\w+?)__io"? (?:SITE ")?(\w+)',
+                              text))
+        assert got == pins
+    with pytest.raises(platforms.BoardError, match=r"needs 14 chip selects, the board's pin "
+                                                   r"plan has 13"):
+        bitstream.adc_resource(platforms.get("icebreaker"), 14)
