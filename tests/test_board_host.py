@@ -103,7 +103,7 @@ def test_board_run_stage_on_the_simulated_board(tmp_path):
     res = host.run(c, cfg, paths, lines.append, action="run", sim=True, vectors=4, timeout=0.01)
     assert res["result_file"] == str(paths.stage("board") / "result.json")
     saved = read_json(res["result_file"])
-    assert saved["vectors"] == 4 and saved["bit_exact_fraction"] == 1.0
+    assert saved["vectors"] == 4 and saved["bit_exact_fraction"] == 1.0 and saved["passed"]
     net = fixed.nets_of(fixed.load(paths.stage("fixed"), c))["frontier"]
     codes = fixed.input_codes(c, net)[:4]
     torch_cls = c.reference.outputs[-1].argmax(1)[:4]
@@ -200,3 +200,32 @@ def test_a_board_must_be_named(tmp_path, capfd):
     with pytest.raises(SystemExit):  # argparse: --port or --sim is required
         cli.main(["board", "info", "--config", str(cfg), "--crystal", str(cdir)])
     assert "one of the arguments --port --sim is required" in capfd.readouterr().err
+
+
+def test_a_board_off_the_golden_model_fails_the_run(tmp_path, monkeypatch):
+    """The stage's verdict on the records a board returns (here: the golden model's, with
+    one logit of one vector off by one)."""
+    c = tiny_crystal()
+    cfg = config.validate({"fixed_point": {}}, "<test>")
+    paths = Paths(tmp_path, "tiny")
+
+    def session(steps, net, board, port, sim_dir, timeout, log, **kw):
+        codes = np.array(steps[1]["codes"])
+        g = net.forward(codes)
+        logits = g["logits"].copy()
+        logits[2, 1] += 1
+        run = {"op": "run", "t0": 0.0, "t1": 0.04, "bytes_sent": 36, "bytes_received": 52,
+               "logits": logits.tolist(), "cls": g["cls"].tolist()}
+        cnt = {"op": "counters", "counters": {"run_cycles": 16, "runs": 4, "errors": 0}}
+        ident = {"op": "identify", "identity": {"version": 1, "weights_digest": "0" * 16,
+                 "formats_digest": "0" * 16, "flags": 0, "n_in": 4, "in_bits": 8,
+                 "n_classes": 3, "logit_bits": 16, "clock_hz": 12_000_000, "baud": 115200}}
+        return [ident, run, cnt, cnt], "a board"
+
+    monkeypatch.setattr(host, "session", session)
+    res = host.run(c, cfg, paths, action="run", port="/dev/null", vectors=4)
+    saved = read_json(res["result_file"])
+    assert saved["bit_exact_fraction"] == 0.75 and saved["not_bit_exact"] == [2]
+    assert saved["passed"] is False and res["passed"] is False
+    assert saved["seconds_per_vector"] == 0.01 and saved["bytes_per_vector"] == 22
+    assert saved["time_base"] == "wall clock"
