@@ -34,6 +34,7 @@ STAGES = {
     "bitstream": "crystalbench.boards.bitstream",
     "board": "crystalbench.boards.host",
     "manufacture": "crystalbench.analog.manufacture",
+    "train-qat": "crystalbench.model.qat",
     "sweep": "crystalbench.sim.sweep",
 }
 DEFAULT_CONFIG = "configs/digits.yaml"
@@ -293,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--board", default="icebreaker", help="board (default: icebreaker)")
     bs.add_argument("--adc", action="store_true", help="with the SPI ADC front end: the "
                     "frontier reads its inputs from adc.part chips on the board's pins (README)")
+    q = _stage_parser(sub, "train-qat", "a small all-digital net trained at its hardware "
+                      "widths (quantization-aware) -> build/<exp>/qat/qat_net.json, which synth "
+                      "and sim build and check when qat.shapes is set",
+                      lambda a: run_stage("train-qat", a, validate=a.validate))
+    q.add_argument("--validate", action="store_true",
+                   help="train on the training split minus a validation part and report "
+                        "validation accuracy only (how the qat settings are chosen)")
     _stage_parser(sub, "manufacture", "the analog core as a board to order: KiCad netlist + "
                   "ERC, BOM with part numbers and cost, the netlist read back and re-run in "
                   "ngspice against the design -> build/<exp>/manufacture/",

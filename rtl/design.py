@@ -447,7 +447,116 @@ class SerialNet(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)  # the input is used up
 
 
-SHAPES = {"parallel": ParallelNet, "serial": SerialNet}
+class RingNet(wiring.Component):
+    """The smallest shape for a net of one hidden layer (a QAT net, model/qat.py): a dense
+    walk with no program, no hidden buffer and no operand multiplexer but the input's.
+
+    For each hidden neuron j in turn: N steps (one per input k, every connection walked,
+    zero weights too) accumulate w1[j, k] * x[k] from the bias into `acc`; then C steps
+    (one per class) add w2[c, j] * h_j, with h_j = the requantized `acc`, to the readout
+    accumulators, which sit in a ring: each step adds to the head and moves it to the
+    tail, so after C steps the ring is back in order and no accumulator is ever selected
+    by an index. The weights of both layers are one ROM walked by a counter (a block RAM
+    on an FPGA, gates when counted as logic). The running argmax (first maximum wins)
+    rides on the last neuron's ring steps. One sample per H * (N + C) + 2 clocks.
+
+    Input and output streams as the other shapes; the input transfer (`ready`) is taken
+    at the last step that reads it. Baked weights only (a ROM); the hidden layer must
+    requantize with one shift for every neuron.
+    """
+
+    def __init__(self, net: IntNet, weights: str = "baked"):
+        _check_weights(weights)
+        if weights != "baked":
+            raise DesignError("the ring shape holds its weights in a ROM: weights must be "
+                              f"'baked', got {weights!r}")
+        if len(net.layers) != 2 or net.layers[0].activation != "relu":
+            raise DesignError(f"{net.kind}: the ring shape computes one hidden ReLU layer and "
+                              f"a readout; this net has {len(net.layers)} layers; use the "
+                              "serial or parallel shape")
+        if len(set(int(s) for s in net.layers[0].shift)) != 1:
+            raise DesignError(f"{net.kind}: the ring shape requantizes every hidden neuron "
+                              "with one shift; this net's shifts differ per neuron "
+                              f"({sorted(set(int(s) for s in net.layers[0].shift))}); use the "
+                              "serial shape")
+        self.net, self.weights = net, weights
+        l1, l2 = net.layers
+        self.N, self.H, self.C = l1.n_in, l1.n_out, l2.n_out
+        self.steps = self.H * (self.N + self.C)
+        self.n_conn = self.H * (self.N + self.C)
+        # Offer to result: the start edge, one edge per step issued, the edge of the last
+        # step's accumulate (its result is then offered and taken at the next edge): the
+        # simulation measures it; tests compare.
+        self.latency = self.steps + 2
+        super().__init__(_signature(net, weights))
+
+    def elaborate(self, platform):
+        m = Module()
+        net = self.net
+        l1, l2 = net.layers
+        N, H, nc = self.N, self.H, self.C
+        wbits = max(l1.weight_bits, l2.weight_bits)
+        words = []
+        for j in range(H):
+            words += [int(v) for v in l1.weights[j]] + [int(v) for v in l2.weights[:, j]]
+        m.submodules.rom = rom = Memory(shape=signed(wbits), depth=self.steps, init=words)
+        rd = rom.read_port()  # synchronous: a block RAM on an FPGA
+        t = Signal(range(self.steps + 1), name="t")
+        k = Signal(range(N + nc), name="k")
+        j = Signal(range(H), name="j")
+        running, done = Signal(name="running"), Signal(name="done")
+        # Stage 2 sees the step issued one cycle earlier (the ROM's data).
+        v_d, k_d, j_d = Signal(name="v_d"), Signal.like(k, name="k_d"), Signal.like(j, name="j_d")
+        acc = Signal(signed(l1.acc_bits), name="acc")
+        lb = l2.acc_bits
+        ring = [Signal(signed(lb), name=f"ring{c}") for c in range(nc)]
+        best = Signal(signed(lb), name="best")
+        cls = Signal(_bits(nc), name="cls")
+        c_d = Signal(range(nc + 1), name="c_d")  # class at the head during ring steps
+
+        start = self.i.valid & ~running & ~done
+        issue = running & (t < self.steps)
+        m.d.comb += rd.addr.eq(t)
+        m.d.sync += [v_d.eq(issue), k_d.eq(k), j_d.eq(j)]
+        with m.If(start):
+            m.d.sync += [running.eq(1), t.eq(0), k.eq(0), j.eq(0)]
+            m.d.sync += [r.eq(int(b)) for r, b in zip(ring, l2.bias)]
+        with m.Elif(issue):
+            m.d.sync += t.eq(t + 1)
+            with m.If(k == N + nc - 1):
+                m.d.sync += [k.eq(0), j.eq(j + 1)]
+            with m.Else():
+                m.d.sync += k.eq(k + 1)
+
+        w = rd.data
+        x = Array([self.i.payload[i * l1.in_bits:(i + 1) * l1.in_bits] for i in range(N)])[k_d]
+        b1 = Array([C(int(b), signed(l1.acc_bits)) for b in l1.bias])[j_d]
+        h = _requant(acc, int(l1.shift[0]), l1.out_bits)
+        head = Signal(signed(lb), name="head")
+        m.d.comb += head.eq(ring[0] + w * h)
+        last = j_d == H - 1
+        with m.If(v_d):
+            with m.If(k_d < N):
+                m.d.sync += acc.eq(Mux(k_d == 0, b1, acc) + w * x)
+                with m.If(last & (k_d == N - 1)):
+                    m.d.comb += self.i.ready.eq(1)  # the input is used up
+                m.d.sync += c_d.eq(0)
+            with m.Else():
+                m.d.sync += [r.eq(n) for r, n in zip(ring, ring[1:] + [head])]
+                m.d.sync += c_d.eq(c_d + 1)
+                with m.If(last):
+                    with m.If((c_d == 0) | (head > best)):
+                        m.d.sync += [best.eq(head), cls.eq(c_d)]
+                    with m.If(c_d == nc - 1):
+                        m.d.sync += [running.eq(0), done.eq(1)]
+        m.d.comb += [self.o.valid.eq(done), self.o.payload.cls.eq(cls),
+                     self.o.payload.logits.eq(Cat(*ring))]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += done.eq(0)
+        return m
+
+
+SHAPES = {"parallel": ParallelNet, "serial": SerialNet, "ring": RingNet}
 
 
 def build(net: IntNet, shape: str, weights: str):

@@ -18,7 +18,7 @@ from crystalbench.crystal import Crystal
 from crystalbench.results import Paths, atomic_write_json
 
 from . import design as design_mod
-from . import fixed, quantize
+from . import fixed, qatnet, quantize
 from . import synth as synth_mod
 
 NAME = "synth"
@@ -41,15 +41,28 @@ def designs(cfg, nets: dict) -> list[tuple[str, object, str, str]]:
     for kind in ("all_digital", "all_digital_small"):
         for shape in pick[cfg.rtl.digital_shapes]:
             out.append((f"{kind}_{shape}", nets[kind], shape, "baked"))
+    qat_pick = {"none": (), "ring": ("ring",), "ring_serial": ("ring", "serial"),
+                "all": ("ring", "serial", "parallel")}
+    for shape in qat_pick[cfg.qat.shapes]:
+        out.append((f"{qatnet.KIND}_{shape}", nets[qatnet.KIND], shape, "baked"))
     return out
 
 
+def qat_net(c: Crystal, cfg, paths: Paths) -> tuple[str | None, dict]:
+    """(digest of the QAT artifact, {kind: net}) when qat.shapes asks for its designs,
+    else (None, {}); a missing or stale artifact is refused, naming `train-qat`."""
+    if cfg.qat.shapes == "none":
+        return None, {}
+    art, net = qatnet.load(paths.stage(qatnet.NAME), c, cfg)
+    return qatnet.artifact_digest(art), {qatnet.KIND: net}
+
+
 def abc_effort(cfg, dut) -> str:
-    """`rtl.abc`; `auto`: full ABC for the serial shape (small: about a minute, some 15%
-    fewer gates), -fast for the parallel one (full would take far longer)."""
+    """`rtl.abc`; `auto`: full ABC for the serial and ring shapes (small: about a minute,
+    some 15% fewer gates), -fast for the parallel one (full would take far longer)."""
     if cfg.rtl.abc != "auto":
         return cfg.rtl.abc
-    return "full" if isinstance(dut, design_mod.SerialNet) else "fast"
+    return "full" if isinstance(dut, (design_mod.SerialNet, design_mod.RingNet)) else "fast"
 
 
 def _cache_key(dut, verilog: str, cfg) -> str:
@@ -104,13 +117,14 @@ def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet) -> dict:
     toolrun.require("yosys", "nextpnr-ice40")
     t_all = time.perf_counter()
     fp = quantize.ensure(c, cfg, paths, log)
-    nets = fixed.nets_of(fp)
+    qat_digest, qat_nets = qat_net(c, cfg, paths)
+    nets = {**fixed.nets_of(fp), **qat_nets}
     results = {}
     for name, net, shape, weights in designs(cfg, nets):
         results[name] = _synth_one(cfg, paths, name, net, shape, weights, log)
         log(_line(name, results[name]))
     res = {"crystal_digest": fp["crystal"]["digest"], "fixed_digest": fixed.artifact_digest(fp),
-           "method": METHOD, "clock_mhz": cfg.rtl.clock_mhz, "designs": results}
+           "qat_digest": qat_digest, "method": METHOD, "clock_mhz": cfg.rtl.clock_mhz, "designs": results}
     for kind in ("frontier", "all_digital"):  # all_digital: the faithful or the small net
         mine = {k: v for k, v in results.items() if v["kind"].startswith(kind)}
         if mine:  # the headline figures: the smallest design, everything counted as logic

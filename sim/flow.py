@@ -16,7 +16,7 @@ from crystalbench import stage
 from crystalbench.crystal import Crystal
 from crystalbench.errors import CrystalbenchError, SimError
 from crystalbench.results import Paths, read_json
-from crystalbench.rtl import fixed
+from crystalbench.rtl import fixed, qatnet
 from crystalbench.rtl import flow as synth_stage
 from crystalbench.rtl import quantize as fixed_stage
 
@@ -59,6 +59,10 @@ def synth_results(c: Crystal, cfg, paths: Paths) -> dict:
     if res.get("fixed_digest") != fixed.artifact_digest(fp):
         raise SimError(f"{path}: the designs were built from other fixed-point formats than "
                        f"{paths.stage(fixed_stage.NAME)} holds; re-run `crystalbench synth`")
+    if res.get("qat_digest") != synth_stage.qat_net(c, cfg, paths)[0]:
+        raise SimError(f"{path}: the designs were built from another QAT net than "
+                       f"{paths.stage(qatnet.NAME)} holds (or qat.shapes changed); re-run "
+                       "`crystalbench synth`")
     return res
 
 
@@ -127,7 +131,8 @@ def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet, waves: bool
         vectors: int | None = None) -> dict:
     t_all = time.perf_counter()
     sres = synth_results(c, cfg, paths)
-    nets = fixed.nets_of(fixed.load(paths.stage(fixed_stage.NAME), c, cfg))
+    nets = {**fixed.nets_of(fixed.load(paths.stage(fixed_stage.NAME), c, cfg)),
+            **synth_stage.qat_net(c, cfg, paths)[1]}
     n = min(vectors or cfg.sim.vectors or len(c.reference.y), len(c.reference.y))
     runs = {}
     for name, d in sres["designs"].items():

@@ -243,8 +243,9 @@ def test_unknown_key_suggestion():
                                           r"'seed'\?$"):
         cfgmod.validate({"sed": 1}, "<t>")
     with pytest.raises(ConfigError, match=r"unknown key 'zzzzzz'; allowed keys: adc, analog, "
-                                          r"calibrate, data, experiment, fixed_point, freeze, "
-                                          r"growth, hybrid, net, rtl, seed, sim, train$"):
+                                          r"bench, calibrate, data, experiment, fixed_point, "
+                                          r"freeze, growth, hybrid, net, qat, rtl, seed, sim, "
+                                          r"train$"):
         cfgmod.validate({"zzzzzz": 1}, "<t>")
 
 

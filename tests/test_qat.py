@@ -1,0 +1,140 @@
+"""The QAT net (model/qat.py -> rtl/qatnet.py) and its ring shape (rtl/design.py RingNet):
+the integer forward pass by hand at the edges, training's forward == the exported
+integers == the golden IntNet, the artifact refused when stale or damaged, and the ring
+shape's gate netlist bit-exact against the golden model under cocotb/Icarus."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from crystalbench import config as cfgmod
+from crystalbench import crystal as cm
+from crystalbench.errors import DesignError, FixedPointError
+from crystalbench.model import qat
+from crystalbench.rtl import design, qatnet
+from crystalbench.rtl import synth as synth_mod
+from crystalbench.sim import runner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hw_tiny import tiny_crystal  # noqa: E402
+
+
+def tiny_art(w1, b1, w2, b2, input_bits=2, weight_bits=2, readout_weight_bits=3,
+             activation_bits=2, shift=1):
+    return {"formats": {"input_bits": input_bits, "weight_bits": weight_bits,
+                        "readout_weight_bits": readout_weight_bits,
+                        "activation_bits": activation_bits, "shift": shift},
+            "w1": w1, "b1": b1, "w2": w2, "b2": b2}
+
+
+# 3 inputs -> 2 hidden -> 2 classes, ternary hidden weights, 3-bit readout weights.
+W1 = [[1, 1, 1], [-1, 0, 1]]
+B1 = [0, 2]
+W2 = [[3, -3], [-1, 2]]
+B2 = [-2, 1]
+
+
+def test_golden_by_hand_at_the_edges():
+    net = qatnet.to_intnet(tiny_art(W1, B1, W2, B2))
+    l1, l2 = net.layers
+    # Rounding half-step of shift 1 (= 1) folded into the hidden bias.
+    assert l1.bias.tolist() == [1, 3]
+    # Worst cases over codes 0..3: neuron 0 reaches 0+1 .. 9+1, neuron 1 -3+3 .. 3+3:
+    # 0..10 needs 5 signed bits. Readout on codes 0..3: class 0 -2-9 .. -2+9 (-11..7),
+    # class 1 1-3 .. 1+6 (-2..7): 5 bits.
+    assert (l1.acc_bits, l1.out_bits, l2.acc_bits, net.logit_bits) == (5, 2, 5, 5)
+    codes = np.array([[0, 0, 0], [3, 3, 3], [3, 0, 0], [0, 0, 3], [1, 0, 0]])
+    g = net.forward(codes)
+    # acc = codes @ W1.T + [1, 3]; h = clip(acc >> 1, 0, 3)
+    #  [0,0,0]: acc [1, 3] -> h [0, 1]; logits [0*3 + 1*-3 - 2, 0*-1 + 1*2 + 1] = [-5, 3]
+    #  [3,3,3]: acc [10, 3] -> h [3, 1] (5 clipped to 3); logits [9-3-2, -3+2+1] = [4, 0]
+    #  [3,0,0]: acc [4, 0] -> h [2, 0]; logits [6-2, -2+1] = [4, -1]
+    #  [0,0,3]: acc [4, 6] -> h [2, 3]; logits [6-9-2, -2+6+1] = [-5, 5]
+    #  [1,0,0]: acc [2, 2] -> h [1, 1]; logits [3-3-2, -1+2+1] = [-2, 2]
+    assert g["out"][0].tolist() == [[0, 1], [3, 1], [2, 0], [2, 3], [1, 1]]
+    assert g["logits"].tolist() == [[-5, 3], [4, 0], [4, -1], [-5, 5], [-2, 2]]
+    assert g["cls"].tolist() == [1, 0, 0, 1, 1]
+    ints = {k: np.array(v) for k, v in (("w1", W1), ("b1", B1), ("w2", W2), ("b2", B2))}
+    assert qat.integer_forward(ints, codes, 1, 2).tolist() == g["logits"].tolist()
+
+
+def test_training_forward_is_the_exported_integer_net():
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 4, (64, 6))
+    y = rng.integers(0, 3, 64)
+    net = qat.fit(codes, y, hidden=5, weight_bits=2, readout_weight_bits=3, activation_bits=2,
+                  shift=1, epochs=3, lr=0.05, batch_size=16, seed=0)
+    ints = net.export()
+    assert set(np.unique(ints["w1"])) <= {-1, 0, 1} and np.abs(ints["w2"]).max() <= 3
+    with torch.no_grad():
+        torch_logits = net(torch.tensor(codes, dtype=torch.float32)).numpy()
+    art = tiny_art(*(ints[k].tolist() for k in ("w1", "b1", "w2", "b2")), shift=1)
+    gold = qatnet.to_intnet(art).forward(codes)["logits"]
+    assert np.array_equal(torch_logits, gold)  # exactly: small integers in float32
+    assert np.array_equal(qat.integer_forward(ints, codes, 1, 2), gold)
+
+
+def test_input_codes_are_the_digital_converter():
+    from crystalbench import adc
+
+    x = np.array([[0.0, 1 / 6 - 1e-6, 1 / 6 + 1e-6, 0.5, 1.0, 1.2, -0.1]])
+    model = adc.AdcModel(bits=2, full_scale=(), input_low=0.0, input_high=1.0)
+    assert qat.input_codes(x, 2, 0.0, 1.0).tolist() == [[0, 0, 1, 2, 3, 3, 0]]
+    assert np.array_equal(qat.input_codes(x, 2, 0.0, 1.0), model.input_codes(x))
+
+
+def test_artifact_refused_when_stale_or_damaged(tmp_path):
+    c = tiny_crystal()
+    art = {"version": qatnet.VERSION, "crystal": {"digest": cm.digest(c)},
+           "config": {"qat": {}}, **tiny_art([[1] * 8] * 2, [0, 0], [[1, 1]] * 3, [0, 0, 0])}
+    (tmp_path / qatnet.FILE_NAME).write_text(json.dumps(art))
+    _, net = qatnet.load(tmp_path, c)
+    assert net.kind == qatnet.KIND and net.n_in == 8 and net.n_classes == 3
+    cfg = cfgmod.validate({"qat": {"hidden": 2}}, "<test>")
+    with pytest.raises(FixedPointError, match=r"other `qat` settings .* run `crystalbench "
+                                              r"train-qat`"):
+        qatnet.load(tmp_path, c, cfg)
+    (tmp_path / qatnet.FILE_NAME).write_text(json.dumps({**art, "crystal": {"digest": "x"}}))
+    with pytest.raises(FixedPointError, match=r"another Crystal \(digest x"):
+        qatnet.load(tmp_path, c)
+    bad = {**art, "w1": [[2] + [1] * 7] * 2}  # 2 is outside ternary -1..1
+    (tmp_path / qatnet.FILE_NAME).write_text(json.dumps(bad))
+    with pytest.raises(FixedPointError, match=r"w1 holds 2, outside -1..1 of its 2 bits"):
+        qatnet.load(tmp_path, c)
+    (tmp_path / qatnet.FILE_NAME).unlink()
+    with pytest.raises(FixedPointError, match=r"qat_net.json: not found"):
+        qatnet.load(tmp_path, c)
+
+
+def test_ring_shape_refuses_what_it_cannot_compute():
+    net = qatnet.to_intnet(tiny_art(W1, B1, W2, B2))
+    with pytest.raises(DesignError, match=r"weights must be 'baked', got 'loadable'"):
+        design.build(net, "ring", "loadable")
+    import dataclasses
+    l1 = dataclasses.replace(net.layers[0], shift=np.array([1, 2]))
+    with pytest.raises(DesignError, match=r"one shift; this net's shifts differ"):
+        design.build(dataclasses.replace(net, layers=(l1, net.layers[1])), "ring", "baked")
+
+
+def test_ring_gate_netlist_bit_exact_under_cocotb(tmp_path):
+    """A 5 -> 3 -> 4 net: every edge of the codes (all zero, all max) plus random ones,
+    the gate netlist (Yosys) against the golden model, and the latency as designed."""
+    rng = np.random.default_rng(5)  # a seed whose vectors reach three classes
+    art = tiny_art(rng.integers(-1, 2, (3, 5)).tolist(), [-3, 0, 5],
+                   rng.integers(-3, 4, (4, 3)).tolist(), [2, -1, 0, 1], shift=1)
+    net = qatnet.to_intnet(art)
+    dut = design.build(net, "ring", "baked")
+    assert dut.latency == 3 * (5 + 4) + 2
+    fig = synth_mod.synth_design(dut, "ring", tmp_path, abc="fast", pnr=False)
+    assert fig["memory_bits"] == 3 * (5 + 4) * 3  # one 3-bit word per step
+    codes = np.vstack([np.zeros((1, 5), int), np.full((1, 5), 3), rng.integers(0, 4, (6, 5))])
+    g = net.forward(codes)
+    assert len(set(g["cls"].tolist())) > 1  # the vectors exercise more than one class
+    r = runner.run_vectors(fig["gate_netlist"], codes, net.in_bits, net.logit_bits,
+                           net.n_classes, tmp_path / "sim", False)
+    assert r["logits"].tolist() == g["logits"].tolist()
+    assert r["cls"].tolist() == g["cls"].tolist()
+    assert r["latency_cycles"][0] == dut.latency
