@@ -17,7 +17,8 @@ Stages: train (crystalbench.model.pipeline), quantize (crystalbench.rtl.quantize
 (crystalbench.analog.flow), sim-hybrid (crystalbench.sim.hybrid), calibrate
 (crystalbench.sim.calibrate), compile-c (crystalbench.cbackend.flow), manufacture
 (crystalbench.analog.manufacture), bitstream (crystalbench.boards.bitstream), board
-(crystalbench.boards.host, the host driver of a board); the CLI's
+(crystalbench.boards.host, the host driver of a board), train-qat
+(crystalbench.model.qat); the CLI's
 STAGES lists them all.
 """
 
