@@ -474,6 +474,13 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Section:
     return validate(data, str(path))
 
 
+def qat_stamp(qat: dict) -> dict:
+    """The `qat` settings a trained QAT net depends on (model/qat.py writes them into its
+    artifact, rtl/qatnet.py compares): all but which designs to build and how to validate."""
+    return {"qat": {k: v for k, v in qat.items()
+                    if k not in ("shapes", "validation_fraction", "validation_seeds")}}
+
+
 def digest(cfg: dict) -> str:
     """A stable hash of a config, to refuse resuming a run under a different config."""
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]

@@ -207,6 +207,7 @@ def run(c, cfg, paths, log, validate: bool = False) -> dict:
     config) and report the integer net's accuracy on the Crystal's test vectors."""
     import time
 
+    from crystalbench import config as cfgmod
     from crystalbench import crystal as crystal_mod
     from crystalbench import stage
     from crystalbench.results import atomic_write_json
@@ -255,7 +256,7 @@ def run(c, cfg, paths, log, validate: bool = False) -> dict:
     formats = {k: int(q[k]) for k in ("input_bits", "weight_bits", "readout_weight_bits",
                                       "activation_bits", "shift")}
     art = {"version": VERSION, "crystal": {"digest": crystal_mod.digest(c), "name": c.name},
-           "config": {"qat": dict(q)}, "formats": formats,
+           "config": cfgmod.qat_stamp(q), "formats": formats,
            **{k: v.tolist() for k, v in ints.items()}}
     atomic_write_json(out / FILE_NAME, art)
     res = {"crystal_digest": art["crystal"]["digest"], "qat": dict(q),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crystalbench import config as cfgmod
 from crystalbench import crystal as crystal_mod
 from crystalbench.crystal import Crystal
 from crystalbench.errors import FixedPointError
@@ -31,8 +32,8 @@ KIND = "all_digital_qat"
 
 
 def config_stamp(qat_cfg) -> dict:
-    """What the artifact depends on besides the Crystal: the `qat` config section."""
-    return {"qat": dict(qat_cfg)}
+    """What the artifact depends on besides the Crystal: the `qat` training settings."""
+    return cfgmod.qat_stamp(qat_cfg)
 
 
 def artifact_digest(art: dict) -> str:

@@ -94,6 +94,11 @@ def test_artifact_refused_when_stale_or_damaged(tmp_path):
     _, net = qatnet.load(tmp_path, c)
     assert net.kind == qatnet.KIND and net.n_in == 8 and net.n_classes == 3
     cfg = cfgmod.validate({"qat": {"hidden": 2}}, "<test>")
+    # Which designs to build and how to validate are not training settings: not stale.
+    same = cfgmod.validate({"qat": {"shapes": "all", "validation_seeds": [5]}}, "<test>")
+    (tmp_path / qatnet.FILE_NAME).write_text(json.dumps(
+        {**art, "config": cfgmod.qat_stamp(cfgmod.validate({}, "<t>").qat)}))
+    assert qatnet.load(tmp_path, c, same)[1].n_in == 8
     with pytest.raises(FixedPointError, match=r"other `qat` settings .* run `crystalbench "
                                               r"train-qat`"):
         qatnet.load(tmp_path, c, cfg)
