@@ -269,6 +269,14 @@ def test_bench_runs_every_seed_and_reports_the_spread(tmp_path, capsys):
     assert out.splitlines()[-2].startswith(
         f"benchy over seeds 0,1: test {t['mean']:.4f} +- {t['std']:.4f} (min {t['min']:.4f}, "
         f"max {t['max']:.4f}); baseline ")
+    # the report: per config the mean +- std (min .. max), then a row per seed
+    from crystalbench import report
+
+    lines = report.bench_section(tmp_path)
+    row = next(line for line in lines if line.startswith("| benchy | 0,1 | "))
+    assert row.split(" | ")[2] == (f"{t['mean']:.4f} +- {t['std']:.4f} "
+                                   f"({t['min']:.4f} .. {t['max']:.4f})")
+    assert sum(line.startswith("| benchy | ") for line in lines) == 3
 
 
 def test_bench_seeds_option_overrides_the_config(tmp_path, capsys):
