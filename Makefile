@@ -31,7 +31,7 @@ help:
 	@echo "make sweep   CONFIG=... GRID=configs/sweep_digits.yaml: co-design sweep on Dask (LocalCluster; SCHEDULER=tcp://host:8786 for a cluster), hybrid vs all-digital -> $(BUILD)/<exp>/sweep/"
 	@echo "make bench   [SEEDS=0,1,2,3,4] training benchmarks over seeds (default: each config's bench.seeds, 5) -> $(BUILD)/bench/train.json"
 	@echo "make bench-infer  CONFIG=...: the Crystal as C (float32 + fixed point, checked), timed against torch and numpy -> $(BUILD)/<exp>/c/"
-	@echo "make bitstream BOARD=icebreaker  CONFIG=...: the frontier + UART host link as a bitstream, utilization, fmax -> $(BUILD)/<exp>/boards/<board>/"
+	@echo "make bitstream BOARD=icebreaker|ulx3s CONFIG=...: the frontier + UART host link as a bitstream, utilization, fmax -> $(BUILD)/<exp>/boards/<board>/"
 	@echo "make flash   BOARD=icebreaker  CONFIG=...: write that bitstream to the board (openFPGALoader)"
 	@echo "make report  $(BUILD)/report.md from every result.json present"
 	@echo "make mutate  mutation testing of the measurement code -> build/mutate/report.md (hours; not in CI)"
