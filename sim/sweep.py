@@ -55,9 +55,9 @@ DIGITAL_SECTIONS = ("seed", "fixed_point", "rtl", "sim")
 POINT_SECTIONS = ("seed", "fixed_point", "rtl", "sim", "analog", "adc", "hybrid")
 
 METHOD = {
-    "engine": "dask.distributed: one task per digital design, one per point (which waits "
-              "for its digital design's task); LocalCluster of worker processes with one "
-              "thread each, or --scheduler ADDRESS",
+    "engine": "dask.distributed: one task per digital design, per point one sim-analog "
+              "task and one sim-hybrid task (which waits for both); LocalCluster of worker "
+              "processes with one thread each, or --scheduler ADDRESS",
     "hybrid": "per point: sim-analog (ngspice DC sweep of the whole test split, transient "
               "over analog.transient_samples for settling and supply energy, Monte Carlo "
               "as analog.monte_carlo_runs) then sim-hybrid (ngspice core -> ADC part -> the "
