@@ -244,8 +244,13 @@ def test_bench_runs_every_seed_and_reports_the_spread(tmp_path, capsys):
         assert rec["torch_threads"] == 1 and rec["config_file"] == str(cfg)
         assert rec["config"] == "benchy" and rec["epochs"] == 3
         assert rec["epoch_timing"]["repeats"] == 1
-        assert rec["training_speedup"] == (rec["baseline_train_step_seconds"]
-                                           / rec["train_step_seconds"])
+        assert rec["training_speedup"] == (rec["baseline_train_step_cpu_seconds"]
+                                           / rec["train_step_cpu_seconds"])
+        assert rec["training_speedup_wall"] == (rec["baseline_train_step_seconds"]
+                                                / rec["train_step_seconds"])
+        rows = json.loads((tmp_path / "bench" / "benchy" / f"seed{seed}" / "train" /
+                           "telemetry.json").read_text())
+        assert rec["train_step_cpu_seconds"] == sum(r["cpu_seconds"] for r in rows) > 0
         assert rec["accuracy_gap"] == rec["baseline_test_accuracy"] - rec["test_accuracy"]
         c = cm.load(tmp_path / "bench" / "benchy" / f"seed{seed}" / "crystal")
         s = c.summary()
