@@ -17,7 +17,7 @@ import torch
 
 from crystalbench import config as cfgmod
 from crystalbench import crystal as crystal_mod
-from crystalbench import stage
+from crystalbench import results, stage
 from crystalbench.results import Paths, atomic_write_json, keep_previous, lock, measured
 
 from . import data as data_mod
@@ -173,6 +173,9 @@ def bench(cfgs, config_paths, build_root, repeats, progress, log, seeds=None) ->
     plan = [(path, cfg, bench_seeds(cfg, seeds)) for path, cfg in zip(config_paths, cfgs)]
     total = sum(len(s) for _, _, s in plan)
     records, configs, summary, done = [], [], [], 0
+    # The code that runs is the one checked out now: others may commit while a long
+    # bench runs, so the commit is taken once, here, and stamped on every record.
+    commit = results.git_commit()
     with lock(root):
         for path, cfg, cfg_seeds in plan:
             entry = {"config": cfg.experiment, "config_file": str(path),
@@ -187,12 +190,13 @@ def bench(cfgs, config_paths, build_root, repeats, progress, log, seeds=None) ->
                 t0 = time.perf_counter()
                 rec = bench_one(scfg, Paths(root / cfg.experiment, f"seed{seed}"), progress,
                                 repeats)
+                rec["measured"]["commit"] = commit
                 rec.update(config_file=str(path), bench_seconds=time.perf_counter() - t0)
                 records.append(rec)
                 mine.append(rec)
                 entry["stats"] = {k: spread(r.get(k) for r in mine) for k in BENCH_STATS}
-                atomic_write_json(out, {"measured": _measured(), "configs": configs,
-                                        "records": records})
+                atomic_write_json(out, {"measured": {**_measured(), "commit": commit},
+                                        "configs": configs, "records": records})
             summary.append(headline(entry))
     return {"file": str(out), "records": records, "configs": configs,
             "summary": summary + [f"wrote {out}"]}
