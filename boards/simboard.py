@@ -17,9 +17,11 @@ import json
 from collections import deque
 from pathlib import Path
 
+import numpy as np
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
+from crystalbench import adc as adc_mod
 from crystalbench import toolrun
 from crystalbench.errors import SimError
 from crystalbench.rtl import fixed
@@ -105,13 +107,17 @@ class SimTransport(Transport):
 def run_icarus(net: fixed.IntNet, clock_hz: float, baud: int, steps: list[dict], build_dir,
                timeout: float = 1.0, frame_timeout_s: float = 0.05,
                timeout_clocks: int | None = None, keep_going: bool = False,
-               adc: str | None = None, adc_codes: list[list[int]] | None = None) -> dict:
+               adc: str | None = None, adc_codes: list[list[int]] | None = None,
+               adc_volts: dict | None = None) -> dict:
     """Play `steps` (boards/host.py `play`) against the board top of `net` in Icarus.
     `timeout`: the host's wait for a reply, simulated seconds. With `adc` (a part key),
-    the top has the SPI ADC front end and the testbench answers as that part would, chip
-    c channel k converting to `adc_codes[c][k]` (the part's own codes). Returns the
-    records, the characters the board sent with a low stop bit (`framing_errors`) and the
-    simulated time at the end (`sim_seconds`)."""
+    the top has the SPI ADC front end and the testbench answers as that part would: with
+    `adc_codes`, chip c channel k converting to `adc_codes[c][k]` (the part's own codes)
+    on every run; with `adc_volts` (`volts`: (samples, n_in) core outputs, `vref`, and
+    optionally per-input `offset_lsb`/`gain_lsb`), run s reading sample s (cyclic), each
+    voltage converted at the part's own resolution as the part does (adc_part_codes).
+    Returns the records, the characters the board sent with a low stop bit
+    (`framing_errors`) and the simulated time at the end (`sim_seconds`)."""
     toolrun.require("iverilog", "vvp")
     ctl = Controller(net, clock_hz, baud, timeout_s=frame_timeout_s, timeout_clocks=timeout_clocks,
                      adc=adc)
@@ -125,7 +131,8 @@ def run_icarus(net: fixed.IntNet, clock_hz: float, baud: int, steps: list[dict],
                                "divisor": ctl.divisor,
                                "timeout_s": timeout, "steps": steps, "keep_going": keep_going,
                                "adc": adc and {"part": adc, "chips": ctl.adc.chips,
-                                               "codes": adc_codes},
+                                               "sets": _adc_sets(ctl, adc_codes, adc_volts),
+                                               "frames_per_run": _frames_per_run(ctl)},
                                "out": str(out)}))
     if out.exists():
         out.unlink()
@@ -134,3 +141,36 @@ def run_icarus(net: fixed.IntNet, clock_hz: float, baud: int, steps: list[dict],
         raise SimError(f"the board testbench wrote no outputs (it failed); see {log} and "
                        f"{build_dir / 'results.xml'}")
     return json.loads(out.read_text())
+
+
+def adc_part_codes(part_key: str, adc_volts: dict) -> np.ndarray:
+    """The ADC part's own codes (its full resolution) for core output volts (samples,
+    n_in): adc.convert at the part's bits, with the per-input offset and gain errors."""
+    part = adc_mod.part_for(part_key)
+    return adc_mod.convert(part, np.asarray(adc_volts["volts"], np.float64), adc_volts["vref"],
+                           part.bits, adc_volts.get("offset_lsb", 0.0),
+                           adc_volts.get("gain_lsb", 0.0))
+
+
+def _adc_sets(ctl: Controller, adc_codes, adc_volts) -> list[list[list[int]]]:
+    """Samples for the testbench's ADC model: sets[s][chip][channel] (input k: channel k %
+    channels of chip k // channels, boards/spi_adc.py)."""
+    if (adc_codes is None) == (adc_volts is None):
+        raise SimError("a board with an ADC front end needs what its ADC converts: give "
+                       "run_icarus adc_codes (one set of part codes) or adc_volts (core outputs)")
+    if adc_codes is not None:
+        return [adc_codes]
+    codes = adc_part_codes(ctl.adc.part.key, adc_volts)
+    n_in, ch = ctl.adc.n_in, ctl.adc.part.channels
+    if codes.ndim != 2 or codes.shape[1] != n_in:
+        raise SimError(f"adc_volts: {codes.shape} volts; the board reads (samples, {n_in})")
+    pad = np.zeros((len(codes), ctl.adc.chips * ch - n_in), np.int64)
+    full = np.hstack([codes, pad]).reshape(len(codes), ctl.adc.chips, ch)
+    return full.tolist()
+
+
+def _frames_per_run(ctl: Controller) -> list[int]:
+    """SPI frames each chip sees in one run: its channels, one more when pipelined."""
+    a = ctl.adc
+    return [min(a.part.channels, a.n_in - c * a.part.channels) + int(a.frame.pipelined)
+            for c in range(a.chips)]

@@ -95,9 +95,12 @@ class CocotbTransport(Transport):
                 self.framing_errors += 1
 
 
-async def spi_adc(dut, part: str, chips: int, codes: list[list[int]]):
+async def spi_adc(dut, part: str, chips: int, sets: list[list[list[int]]],
+                  frames_per_run: list[int]):
     """SPI ADC chips as their datasheets describe them (SCLK idle low, DIN taken on rising
-    edges, DOUT changed on falling edges), chip c channel k converting to codes[c][k]:
+    edges, DOUT changed on falling edges). `sets` holds one or more samples: in sample s,
+    chip c channel k converts to sets[s][c][k]; chip c moves to the next sample (cyclic)
+    after frames_per_run[c] frames (one board run):
     * mcp3008: the first 1 on DIN after CS falls is the start bit (clock s); SGL/DIFF and
       D2 D1 D0 follow on clocks s+1..s+4; clock s+5 ends the sample; DOUT gives the null
       bit on its falling edge, then B9..B0 on the falling edges of clocks s+6..s+15.
@@ -105,7 +108,7 @@ async def spi_adc(dut, part: str, chips: int, codes: list[list[int]]):
       clocks 1..15 (DB15..DB12 are 0); DIN's ADD2 ADD1 ADD0 on clocks 3..5 name the
       channel the NEXT frame converts (channel 0 after power-up)."""
     cs, sclk, copi, cipo = dut.cs_n, dut.sclk, dut.copi, dut.cipo
-    address = [0] * chips
+    address, frames = [0] * chips, [0] * chips
     rise, fall, change = sclk.rising_edge, sclk.falling_edge, cs.value_change
     cipo.value = 0
     while True:
@@ -115,6 +118,8 @@ async def spi_adc(dut, part: str, chips: int, codes: list[list[int]]):
             continue
         chip, clock, din, start = low[0], 0, [], None
         converts = address[chip]  # adc128s022: named by the previous frame
+        codes = sets[(frames[chip] // frames_per_run[chip]) % len(sets)]
+        frames[chip] += 1
         cipo.value = 0  # mcp3008: DOUT high-impedance until the null bit; adc128s022: DB15
         while True:
             fired = await First(rise, fall, change)
@@ -153,7 +158,7 @@ async def board_session(dut):
     await ClockCycles(dut.clk, 2)
     if job.get("adc"):
         a = job["adc"]
-        cocotb.start_soon(spi_adc(dut, a["part"], a["chips"], a["codes"]))
+        cocotb.start_soon(spi_adc(dut, a["part"], a["chips"], a["sets"], a["frames_per_run"]))
     tr = CocotbTransport(dut, job["period_ps"], job["divisor"])
     cocotb.start_soon(tr.drive())
     cocotb.start_soon(tr.listen())

@@ -204,12 +204,20 @@ def board_codes(b: analog_flow.Bench, net: fixed.IntNet, part, vref: float, bits
     """The frontier's input codes for inputs x on one Monte Carlo board: its core (the
     macro-model with the board's resistors and offsets) in ngspice from the netlist
     `path`, then the ADC part with the board's offset and gain errors."""
+    v = board_volts(b, net, x, draw, path)
+    return adc_mod.convert(part, v, vref, bits, draw["offset_lsb"], draw["gain_lsb"])
+
+
+def board_volts(b: analog_flow.Bench, net: fixed.IntNet, x: np.ndarray, draw: dict,
+                path: Path) -> np.ndarray:
+    """The boundary neurons' volts (samples, frontier inputs) for inputs x on one Monte
+    Carlo board (`draw`: its resistors and op-amp offsets): its core in ngspice (one DC
+    sweep) from the netlist written to `path`."""
     cir = nl.build_circuit(b.design, x, slew=False, r_scale=draw["r_scale"], vos=draw["vos"])
     atomic_write_bytes(path, analog_flow.netlist_text(
         cir, f".dc Vidx 0 {len(x) - 1} 1", "dc", b.out_nodes, b.out_nodes).encode())
     vec, _ = spice.run_file(path, points=len(x))
-    v = boundary_volts(analog_flow.core_volts(b.design, vec, b.sizes), net)
-    return adc_mod.convert(part, v, vref, bits, draw["offset_lsb"], draw["gain_lsb"])
+    return boundary_volts(analog_flow.core_volts(b.design, vec, b.sizes), net)
 
 
 def board0_through_gates(c, cfg, b, net, name, d, part, vref, draws, out: Path, n: int,
