@@ -143,3 +143,19 @@ def test_ring_gate_netlist_bit_exact_under_cocotb(tmp_path):
     assert r["logits"].tolist() == g["logits"].tolist()
     assert r["cls"].tolist() == g["cls"].tolist()
     assert r["latency_cycles"][0] == dut.latency
+
+
+def test_train_qat_refuses_a_crystal_of_another_split(tmp_path, capsys):
+    """The QAT net is checked against the Crystal's test vectors: a Crystal whose test split
+    is not the config's is refused before any training, naming the fix."""
+    from crystalbench import cli
+
+    cm.save(tiny_crystal(), tmp_path / "c")
+    rc = cli.main(["--build-dir", str(tmp_path / "b"), "train-qat", "--config",
+                   str(Path(__file__).parent.parent / "configs" / "digits_qat.yaml"),
+                   "--crystal", str(tmp_path / "c")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "is not the one the Crystal tiny holds" in err
+    assert "train the QAT net with the config the Crystal was trained with" in err
+    assert not (tmp_path / "b" / "tiny" / "qat" / qatnet.FILE_NAME).exists()
