@@ -34,7 +34,7 @@ from .uart import divisor_for
 NAME = "board"
 WRITES = (NAME, quantize.NAME)
 NEEDS_CRYSTAL = True
-ACTIONS = ("info", "load", "run")
+ACTIONS = ("info", "load", "run", "calibrate")
 
 
 # ---- one session: steps -> records ----------------------------------------------------------
@@ -149,6 +149,11 @@ def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet, action: str
         raise BoardError(f"--vectors {vectors}: give at least 1 (default: the whole test split)")
     if port is not None and sim:
         raise BoardError("--port and --sim both given; a session runs on one board: drop one")
+    if action == "calibrate":  # boards/calibrate.py: the calibration loop over the link
+        from . import calibrate
+
+        return calibrate.run(c, cfg, paths, log, spec=spec, port=port, sim=sim,
+                             vectors=vectors, timeout=timeout)
     fp = quantize.ensure(c, cfg, paths, log)
     net = fixed.nets_of(fp)["frontier"]
     out = paths.stage(NAME)

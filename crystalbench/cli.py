@@ -308,10 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     bd = _stage_parser(sub, "board", "the host driver of a board running the frontier: info "
                        "(identify, counters), load (write the frontier's weights), run (the test "
                        "split through the board: agreement, vectors/s, line vs frontier time -> "
-                       "build/<exp>/board/)",
+                       "build/<exp>/board/), calibrate (--sim: the board reads calibrate's Monte "
+                       "Carlo board 0 through its SPI ADC, the readout is refitted on those codes, "
+                       "loaded and re-run -> build/<exp>/board/calibrate/)",
                        lambda a: run_stage("board", a, action=a.action, port=a.port, sim=a.sim,
                                            board=a.board, vectors=a.vectors, timeout=a.timeout))
-    bd.add_argument("action", choices=("info", "load", "run"))
+    bd.add_argument("action", choices=("info", "load", "run", "calibrate"))
     where = bd.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="the board's serial port (iCEBreaker: the FTDI's second "
                        "interface, usually /dev/ttyUSB1)")
@@ -319,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the board top simulated in Icarus (cocotb, bit-level UART)")
     bd.add_argument("--board", default="icebreaker", help="board (default: icebreaker)")
     bd.add_argument("--vectors", type=int, default=None,
-                    help="run: test vectors (default: the whole test split)")
+                    help="run, calibrate: test vectors (default: the whole test split)")
     bd.add_argument("--timeout", type=float, default=1.0,
                     help="seconds to wait for a reply (simulated seconds with --sim; default 1)")
     sw = _stage_parser(sub, "sweep", "co-design sweep: every point of a grid of --set overrides "

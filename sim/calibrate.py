@@ -161,6 +161,27 @@ def calibrate_board(c: Crystal, net: fixed.IntNet, train_codes: np.ndarray,
     return new, info
 
 
+def first_board(c: Crystal, cfg, net: fixed.IntNet, x: np.ndarray, path: Path,
+                log: stage.Log = stage.quiet) -> dict:
+    """Monte Carlo board 0 of this stage (the same draws from cfg.seed): its boundary
+    neurons' volts on inputs x (samples, frontier inputs) from one ngspice DC sweep of its
+    core (netlist written to `path`), and its ADC: part key, VREF, per-input offset and
+    gain errors in the part's LSB."""
+    part = adc_mod.part_for(cfg.adc.part)
+    vref = adc_mod.check_part(part, cfg.adc.bits, cfg.analog.adc_ref_v)
+    b = analog_flow.prepare(c, cfg.analog, cfg.adc.bits, log)
+    plan = adc_mod.channel_plan(part, len(net.input_index), vref)
+    rng = np.random.default_rng(cfg.seed)
+    r_scale, vos = analog_flow.draw_board(b.design, cfg.analog.tolerances[0],
+                                          cfg.analog.opamp_offset, rng)
+    off, gain = hybrid.draw_adc_errors(part, plan, rng)
+    volts = hybrid.board_volts(b, net, np.asarray(x, np.float64),
+                               {"r_scale": r_scale, "vos": vos}, path)
+    return {"part": part.key, "volts": volts, "vref": vref, "offset_lsb": off,
+            "gain_lsb": gain, "tolerance": cfg.analog.tolerances[0],
+            "opamp": b.design.opamp.part, "e_series": b.design.series}
+
+
 def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet,
         boards: int | None = None) -> dict:
     toolrun.require("ngspice", "iverilog", "vvp")
