@@ -73,11 +73,13 @@ def play(link: BoardLink, steps: list[dict], log=stage.quiet, keep_going: bool =
                         log(f"board: {n + 1}/{len(codes)} vectors")
             elif op == "run_adc":
                 rec["codes"], rec["logits"], rec["cls"] = [], [], []
-                for _ in range(st["count"]):
+                for n in range(st["count"]):
                     codes, logits, cls = link.run_adc()
                     rec["codes"].append(codes.tolist())
                     rec["logits"].append(logits.tolist())
                     rec["cls"].append(cls)
+                    if (n + 1) % 50 == 0:
+                        log(f"board: {n + 1}/{st['count']} ADC runs")
             elif op == "load":
                 if st.get("full"):
                     link.live = None  # unknown to the host: every word is written
