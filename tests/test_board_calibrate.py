@@ -127,3 +127,23 @@ def test_calibrate_on_a_real_port_is_refused_before_any_work(tmp_path, capfd):
     assert err[0].startswith("crystalbench: error: board calibrate --port: the host link cannot "
                              "set a real analog core's inputs")
     assert not (tmp_path / "b" / "tiny" / "board").exists()
+
+
+@pytest.mark.slow
+def test_adc_samples_follow_the_runs_on_the_pipelined_part(tmp_path):
+    """ADC128S022 (a chip is read with one frame more than its channels): three samples
+    of volts, one per RUN_ADC, on two chips; each run reads its own sample."""
+    c = tiny_crystal(n_hidden=12, n_test=3)
+    net = fixed.nets_of(fixed.quantize(c, tiny_cfg().fixed_point, 8))["frontier"]
+    vref = 3.0
+    volts = np.random.default_rng(5).uniform(0.0, vref, (3, 12))
+    steps = [{"op": "run_adc", "count": 3}]
+    out = run_icarus(net, CLOCK, BAUD, steps, tmp_path / "icarus", timeout=5e-3,
+                     timeout_clocks=3000, adc="adc128s022",
+                     adc_volts={"volts": volts, "vref": vref})
+    r = out["records"]
+    assert "error" not in r[0] and out["framing_errors"] == 0
+    part_codes = np.clip(np.rint(volts * 4096 / vref), 0, 4095)  # 12 bits, then the top 8
+    want = [[min(round(v / 16), 255) for v in row] for row in part_codes.tolist()]
+    assert r[0]["codes"] == want and len({tuple(w) for w in want}) == 3
+    assert r[0]["logits"] == net.forward(np.array(want))["logits"].tolist()
