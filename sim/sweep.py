@@ -642,8 +642,9 @@ def summary_lines(res: dict) -> list[str]:
 def report_md(res: dict, out: Path) -> None:
     lines = ["# Co-design sweep", "",
              f"Grid `{res['grid']}`; {res['vectors']} test vectors per point; engine "
-             f"{res['engine']}; {res['wall_seconds']:.0f} s wall time (this machine, as loaded "
-             "at the time; not an idle-machine figure).", "",
+             f"{res['engine']}; {res['computed_points']} of {res['points']} points computed by "
+             f"this run (the rest from the cache) in {res['wall_seconds']:.0f} s wall time (this "
+             "machine, as loaded at the time; not an idle-machine figure).", "",
              "## Verdict", "", res["verdict"]["text"], ""]
     if res["best_hybrid"]:
         lines += ["Best hybrid point (lowest energy with agreement >= "
