@@ -28,7 +28,7 @@ help:
 	@echo "make sim-analog  CONFIG=...: frozen core as op-amp circuits in ngspice -> $(BUILD)/<exp>/analog/"
 	@echo "make manufacture CONFIG=...: the analog core as a board: KiCad netlist + ERC, BOM CSV with part numbers and cost, netlist re-simulated in ngspice -> $(BUILD)/<exp>/manufacture/"
 	@echo "make sim-hybrid  CONFIG=...: ngspice core -> ADC -> frontier gate netlist, Monte Carlo, system energy -> $(BUILD)/<exp>/hybrid/ (after sim-analog and synth)"
-	@echo "make sweep   CONFIG=... GRID=configs/sweep_digits.yaml: co-design sweep on Dask (LocalCluster; SCHEDULER=tcp://host:8786 for a cluster), hybrid vs all-digital -> $(BUILD)/<exp>/sweep/"
+	@echo "make sweep   CONFIG=... GRID=configs/grids/digits.yaml: co-design sweep on Dask (LocalCluster; SCHEDULER=tcp://host:8786 for a cluster), hybrid vs all-digital -> $(BUILD)/<exp>/sweep/"
 	@echo "make bench   [SEEDS=0,1,2,3,4] training benchmarks over seeds (default: each config's bench.seeds, 5) -> $(BUILD)/bench/train.json"
 	@echo "make bench-infer  CONFIG=...: the Crystal as C (float32 + fixed point, checked), timed against torch and numpy -> $(BUILD)/<exp>/c/"
 	@echo "make bitstream BOARD=icebreaker|ulx3s CONFIG=...: the frontier + UART host link as a bitstream, utilization, fmax -> $(BUILD)/<exp>/boards/<board>/"
@@ -99,7 +99,7 @@ sim-hybrid: setup
 
 # Co-design sweep (crystalbench.sim.sweep): every grid point through sim-analog and
 # sim-hybrid, the all-digital nets once per digital design, as Dask tasks, cached per point.
-GRID ?= configs/sweep_digits.yaml
+GRID ?= configs/grids/digits.yaml
 SCHEDULER ?=
 sweep: setup
 	$(CB) --build-dir $(BUILD) sweep --config $(CONFIG) --grid $(GRID) $(if $(SCHEDULER),--scheduler $(SCHEDULER),)

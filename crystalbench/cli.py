@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            sets=a.set))
     sw.add_argument("--grid", required=True, metavar="FILE",
                     help="YAML grid: base / axes / points of --set overrides "
-                         "(e.g. configs/sweep_digits.yaml)")
+                         "(e.g. configs/grids/digits.yaml)")
     sw.add_argument("--scheduler", default=None, metavar="ADDRESS",
                     help="an existing Dask scheduler, e.g. tcp://host:8786 (default: a "
                          "LocalCluster on this machine)")

@@ -99,7 +99,7 @@ def load_grid(path: str | Path) -> list[dict]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: grid file not found; write one like configs/sweep_digits.yaml")
+        raise ConfigError(f"{path}: grid file not found; write one like configs/grids/digits.yaml")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:

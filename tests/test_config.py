@@ -21,6 +21,26 @@ def test_shipped_configs_validate():
         cfgmod.load(p)
 
 
+def test_shipped_grids_load_with_the_points_they_name():
+    """configs/grids/ holds sweep grids (not configs): each loads, every point's overrides
+    apply to the default digits config."""
+    from pathlib import Path
+
+    from crystalbench.sim import sweep
+
+    grids = sorted(Path(__file__).parent.parent.glob("configs/grids/*.yaml"))
+    assert grids, "configs/grids/ holds no grid"
+    for p in grids:
+        points = sweep.load_grid(p)
+        assert len(points) >= 24  # the issue's default grid size
+        for point in points:
+            cfg = cfgmod.load(Path(__file__).parent.parent / "configs" / "digits.yaml",
+                              sweep.set_args(point))
+            for key, value in point.items():  # each override lands where it names
+                section, name = key.split(".", 1)
+                assert getattr(getattr(cfg, section), name) == value, (p, key)
+
+
 def test_unknown_key_names_file_key_and_suggestion(tmp_path):
     p = write(tmp_path, "train:\n  epochz: 3\n")
     with pytest.raises(ConfigError, match=r"exp\.yaml: unknown key 'train\.epochz'; "
