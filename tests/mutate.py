@@ -41,7 +41,7 @@ TARGETS = [
     "src/crystalbench/analog/spice.py",
     "src/crystalbench/sim/power.py", "src/crystalbench/sim/flow.py",
     "src/crystalbench/sim/runner.py", "src/crystalbench/sim/hybrid.py",
-    "src/crystalbench/sim/calibrate.py",
+    "src/crystalbench/sim/calibrate.py", "src/crystalbench/sim/sweep.py",
 ]
 # Tests that check the repository layout itself, not figures.
 SKIP_TESTS = ("test_architecture.py",)
