@@ -192,6 +192,34 @@ def _failed(path: Path, e: BaseException, log: _Log, t0: float, extra: dict) -> 
     return res
 
 
+def _task(folder: str | Path, file_name: str, what: str, body, extra: dict | None = None) -> dict:
+    """One cached task in `folder`: its result file when it already holds a success, else
+    body(log) -> result, written with its seconds; a failure is recorded with its error
+    and log, and returned (the sweep goes on)."""
+    folder = Path(folder)
+    out = folder / file_name
+    done = _cached(out)
+    if done:
+        return done
+    t0 = time.perf_counter()
+    log = _Log(folder / "log.txt")
+    try:
+        res = {**body(log), "seconds": round(time.perf_counter() - t0, 1)}
+        atomic_write_json(out, res)
+        log(f"{what} done in {res['seconds']} s")
+        return res
+    except Exception as e:  # recorded; the sweep goes on
+        return _failed(out, e, log, t0, extra or {"folder": str(folder)})
+    finally:
+        log.close()
+
+
+def _load(crystal_dir: str, cfg_data: dict, folder: Path):
+    """A task's Crystal, validated config and experiment folders."""
+    c = cm.load(crystal_dir)
+    return c, cfgmod.validate(cfg_data, f"{folder}: config"), Paths(folder, c.name)
+
+
 def run_digital(crystal_dir: str, cfg_data: dict, folder: str, vectors: int) -> dict:
     """One digital design: synth (frontier and all-digital nets) and sim on `vectors`
     test samples. Cached in folder/digital.json."""
@@ -199,17 +227,8 @@ def run_digital(crystal_dir: str, cfg_data: dict, folder: str, vectors: int) -> 
 
     from . import flow as sim_flow
 
-    folder = Path(folder)
-    out = folder / "digital.json"
-    done = _cached(out)
-    if done:
-        return done
-    t0 = time.perf_counter()
-    log = _Log(folder / "log.txt")
-    try:
-        c = cm.load(crystal_dir)
-        cfg = cfgmod.validate(cfg_data, f"{folder}: config")
-        paths = Paths(folder, c.name)
+    def body(log):
+        c, cfg, paths = _load(crystal_dir, cfg_data, Path(folder))
         sres = synth_stage.run(c, cfg, paths, log)
         simres = sim_flow.run(c, cfg, paths, log, vectors=vectors)
         clock = cfg.rtl.clock_mhz
@@ -223,16 +242,10 @@ def run_digital(crystal_dir: str, cfg_data: dict, folder: str, vectors: int) -> 
                 "bit_exact": g["bit_exact_fraction"],
                 "energy_nj": g.get("energy_per_inference_nj"),
                 "latency_us": g["latency_cycles"] / clock, "latency_cycles": g["latency_cycles"]})
-        res = {"status": "ok", "folder": str(folder), "vectors": simres["vectors"],
-               "frontier": sres.get("frontier", {}).get("design"), "designs": designs,
-               "seconds": round(time.perf_counter() - t0, 1)}
-        atomic_write_json(out, res)
-        log(f"digital design done in {res['seconds']} s")
-        return res
-    except Exception as e:  # recorded; the sweep goes on
-        return _failed(out, e, log, t0, {"folder": str(folder)})
-    finally:
-        log.close()
+        return {"status": "ok", "folder": str(Path(folder)), "vectors": simres["vectors"],
+                "frontier": sres.get("frontier", {}).get("design"), "designs": designs}
+
+    return _task(folder, "digital.json", "digital design", body)
 
 
 def _link(paths: Paths, digital_folder: Path, name: str) -> None:
@@ -252,26 +265,11 @@ def run_analog(crystal_dir: str, cfg_data: dict, folder: str) -> dict:
     runs while the digital designs are synthesized). Cached in folder/analog.json."""
     from crystalbench.analog import flow as analog_flow
 
-    folder = Path(folder)
-    out = folder / "analog.json"
-    done = _cached(out)
-    if done:
-        return done
-    t0 = time.perf_counter()
-    log = _Log(folder / "log.txt")
-    try:
-        c = cm.load(crystal_dir)
-        cfg = cfgmod.validate(cfg_data, f"{folder}: config")
-        a = analog_flow.run(c, cfg, Paths(folder, c.name), log)
-        res = {"status": "ok", "result": a["result_file"],
-               "seconds": round(time.perf_counter() - t0, 1)}
-        atomic_write_json(out, res)
-        log(f"sim-analog done in {res['seconds']} s")
-        return res
-    except Exception as e:  # recorded; the point says so
-        return _failed(out, e, log, t0, {"folder": str(folder)})
-    finally:
-        log.close()
+    def body(log):
+        c, cfg, paths = _load(crystal_dir, cfg_data, Path(folder))
+        return {"status": "ok", "result": analog_flow.run(c, cfg, paths, log)["result_file"]}
+
+    return _task(folder, "analog.json", "sim-analog", body)
 
 
 def run_point(crystal_dir: str, cfg_data: dict, folder: str, digital: dict, analog: dict,
@@ -280,23 +278,15 @@ def run_point(crystal_dir: str, cfg_data: dict, folder: str, digital: dict, anal
     digital design (run_digital), whose folders are linked in. Cached in folder/point.json."""
     from . import hybrid
 
-    folder = Path(folder)
-    out = folder / "point.json"
-    done = _cached(out)
-    if done:
-        return done
-    t0 = time.perf_counter()
-    log = _Log(folder / "log.txt")
-    base = {"folder": str(folder), **info}
-    try:
+    base = {"folder": str(Path(folder)), **info}
+
+    def body(log):
         if analog.get("status") != "ok":
             raise CrystalbenchError(f"sim-analog failed: {analog.get('error')}")
         if digital.get("status") != "ok":
             raise CrystalbenchError(f"its digital design failed ({digital.get('error')}); see "
                                     f"{digital.get('log')}")
-        c = cm.load(crystal_dir)
-        cfg = cfgmod.validate(cfg_data, f"{folder}: config")
-        paths = Paths(folder, c.name)
+        c, cfg, paths = _load(crystal_dir, cfg_data, Path(folder))
         for name in ("fixed", "synth", "sim"):
             _link(paths, Path(digital["folder"]), name)
         a = json.loads(Path(analog["result"]).read_text())
@@ -304,25 +294,19 @@ def run_point(crystal_dir: str, cfg_data: dict, folder: str, digital: dict, anal
         luts = next((d["lut4"] for d in digital["designs"] if d["design"] == h["frontier_design"]),
                     None)
         e, lat = h["energy_nj"], h["latency_parts_us"]
-        res = {**base, "status": "ok", "design": h["frontier_design"],
-               "accuracy": h["test_accuracy"], "agreement": h["class_agreement_with_torch"],
-               "agreement_analog_full_split": a["class_agreement_with_torch"],
-               "vectors": h["vectors"], "energy_nj": h["energy_per_inference_nj"],
-               "analog_nj": e["analog_nj"], "adc_nj": e["adc_nj"], "digital_nj": e["digital_nj"],
-               "latency_us": h["latency_us"], "analog_us": lat["analog_us"],
-               "adc_us": lat["adc_us"], "digital_us": lat["digital_us"],
-               "analog_nj_per_neuron": a["energy_per_neuron_nj"], "neurons": a["neurons"],
-               "opamps": a["opamps"], "resistors": a["resistors"], "luts": luts,
-               "clipped_weights": sum(v for k, v in a["clipped_weights"].items() if k != "worst"),
-               "bit_exact": h["bit_exact_fraction"], "adc_chips": h["adc"]["chips"],
-               "seconds": round(time.perf_counter() - t0, 1)}
-        atomic_write_json(out, res)
-        log(f"point done in {res['seconds']} s")
-        return res
-    except Exception as e:  # recorded; the sweep goes on
-        return _failed(out, e, log, t0, base)
-    finally:
-        log.close()
+        return {**base, "status": "ok", "design": h["frontier_design"],
+                "accuracy": h["test_accuracy"], "agreement": h["class_agreement_with_torch"],
+                "agreement_analog_full_split": a["class_agreement_with_torch"],
+                "vectors": h["vectors"], "energy_nj": h["energy_per_inference_nj"],
+                "analog_nj": e["analog_nj"], "adc_nj": e["adc_nj"], "digital_nj": e["digital_nj"],
+                "latency_us": h["latency_us"], "analog_us": lat["analog_us"],
+                "adc_us": lat["adc_us"], "digital_us": lat["digital_us"],
+                "analog_nj_per_neuron": a["energy_per_neuron_nj"], "neurons": a["neurons"],
+                "opamps": a["opamps"], "resistors": a["resistors"], "luts": luts,
+                "clipped_weights": sum(v for k, v in a["clipped_weights"].items() if k != "worst"),
+                "bit_exact": h["bit_exact_fraction"], "adc_chips": h["adc"]["chips"]}
+
+    return _task(folder, "point.json", "point", body, base)
 
 
 # ---- the stage (the client) ---------------------------------------------------------------------

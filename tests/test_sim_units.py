@@ -100,15 +100,21 @@ def test_synth_results_are_refused_when_missing_damaged_or_stale(tmp_path):
     assert flow.synth_results(c, cfg, paths)["designs"] == {}
 
 
+def parallel_stand_in(tmp_path, net, weights: str, latency: int) -> dict:
+    """A design entry as synth writes it, with the parallel design's Verilog standing in
+    for both levels (no synthesis needed)."""
+    src = tmp_path / "top.v"
+    src.write_text(design.to_verilog(design.build(net, "parallel", weights)))
+    return {"verilog": str(src), "gate_netlist": str(src), "weights": weights,
+            "design_latency_cycles": latency, **FIG}
+
+
 def test_run_design_through_icarus(tmp_path):
     """The parallel frontier's Verilog stands in for both levels (no synthesis needed). The
     crystal has two hidden layers, so the torch classes come from its last layer only."""
     c, fp = quantized_deep()
     net = fixed.nets_of(fp)["frontier"]
-    src = tmp_path / "top.v"
-    src.write_text(design.to_verilog(design.build(net, "parallel", "baked")))
-    d = {"verilog": str(src), "gate_netlist": str(src), "weights": "baked",
-         "design_latency_cycles": 3, **FIG}
+    d = parallel_stand_in(tmp_path, net, "baked", 3)
     cfg = cfgmod.validate({"experiment": "tiny", "sim": {"power_vectors": 3}}, "<t>")
     lines = []
     out = Paths(tmp_path, "tiny").stage("sim")
@@ -223,10 +229,7 @@ def test_run_design_passes_on_what_the_runner_needs_and_logs_each_run(tmp_path, 
     cycle limit; the run's seconds from a scripted clock; the log line by hand."""
     c, fp = quantized()
     net = fixed.nets_of(fp)["frontier"]
-    src = tmp_path / "top.v"
-    src.write_text(design.to_verilog(design.build(net, "parallel", "loadable")))
-    d = {"verilog": str(src), "gate_netlist": str(src), "weights": "loadable",
-         "design_latency_cycles": 2, **FIG}
+    d = parallel_stand_in(tmp_path, net, "loadable", 2)
     cfg = cfgmod.validate({"experiment": "tiny", "sim": {"power_vectors": 2}}, "<t>")
     calls, real = [], runner.run_vectors
     monkeypatch.setattr(runner, "run_vectors", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
@@ -263,10 +266,7 @@ def test_power_window_needs_one_result_more_than_it_prices(tmp_path):
     """sim.power_vectors larger than the run: the window is every interval, n - 1."""
     c, fp = quantized()
     net = fixed.nets_of(fp)["frontier"]
-    src = tmp_path / "top.v"
-    src.write_text(design.to_verilog(design.build(net, "parallel", "baked")))
-    d = {"verilog": str(src), "gate_netlist": str(src), "weights": "baked",
-         "design_latency_cycles": 2, **FIG}
+    d = parallel_stand_in(tmp_path, net, "baked", 2)
     cfg = cfgmod.validate({"experiment": "tiny", "sim": {"power_vectors": 50}}, "<t>")
     runs = flow.run_design(c, cfg, tmp_path / "o", "fp", d, net, fixed.input_codes(c, net)[:4],
                            False, lambda _: None, levels=("gates",))
@@ -283,12 +283,9 @@ def test_stage_on_a_deep_frontier_compares_with_the_readout(tmp_path):
     quantize.run(c, cfg, paths)
     fp = fixed.load(paths.stage("fixed"), c, cfg)
     net = fixed.nets_of(fp)["frontier"]
-    src = tmp_path / "top.v"
-    src.write_text(design.to_verilog(design.build(net, "parallel", "baked")))
     write_result(paths.stage("synth"), {
         "fixed_digest": fixed.artifact_digest(fp), "crystal_digest": cm.digest(c),
-        "designs": {"fp": {"verilog": str(src), "gate_netlist": str(src), "weights": "baked",
-                           "kind": "frontier", "design_latency_cycles": 3, **FIG}}})
+        "designs": {"fp": {**parallel_stand_in(tmp_path, net, "baked", 3), "kind": "frontier"}}})
     res = flow.run(c, cfg, paths)
     torch_cls = c.reference.outputs[-1].argmax(1)[:6]  # the readout, not a hidden layer
     g = net.forward(fixed.input_codes(c, net)[:6])
