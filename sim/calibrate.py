@@ -161,6 +161,17 @@ def calibrate_board(c: Crystal, net: fixed.IntNet, train_codes: np.ndarray,
     return new, info
 
 
+def board_draws(b: analog_flow.Bench, part, plan, cfg):
+    """This stage's Monte Carlo boards in order (resistor scales, op-amp offsets, ADC
+    offset and gain errors), the same draws from cfg.seed every time."""
+    rng = np.random.default_rng(cfg.seed)
+    while True:
+        r_scale, vos = analog_flow.draw_board(b.design, cfg.analog.tolerances[0],
+                                              cfg.analog.opamp_offset, rng)
+        off, gain = hybrid.draw_adc_errors(part, plan, rng)
+        yield {"r_scale": r_scale, "vos": vos, "offset_lsb": off, "gain_lsb": gain}
+
+
 def first_board(c: Crystal, cfg, net: fixed.IntNet, x: np.ndarray, path: Path,
                 log: stage.Log = stage.quiet) -> dict:
     """Monte Carlo board 0 of this stage (the same draws from cfg.seed): its boundary
@@ -171,14 +182,10 @@ def first_board(c: Crystal, cfg, net: fixed.IntNet, x: np.ndarray, path: Path,
     vref = adc_mod.check_part(part, cfg.adc.bits, cfg.analog.adc_ref_v)
     b = analog_flow.prepare(c, cfg.analog, cfg.adc.bits, log)
     plan = adc_mod.channel_plan(part, len(net.input_index), vref)
-    rng = np.random.default_rng(cfg.seed)
-    r_scale, vos = analog_flow.draw_board(b.design, cfg.analog.tolerances[0],
-                                          cfg.analog.opamp_offset, rng)
-    off, gain = hybrid.draw_adc_errors(part, plan, rng)
-    volts = hybrid.board_volts(b, net, np.asarray(x, np.float64),
-                               {"r_scale": r_scale, "vos": vos}, path)
-    return {"part": part.key, "volts": volts, "vref": vref, "offset_lsb": off,
-            "gain_lsb": gain, "tolerance": cfg.analog.tolerances[0],
+    draw = next(board_draws(b, part, plan, cfg))
+    volts = hybrid.board_volts(b, net, np.asarray(x, np.float64), draw, path)
+    return {"part": part.key, "volts": volts, "vref": vref, "offset_lsb": draw["offset_lsb"],
+            "gain_lsb": draw["gain_lsb"], "tolerance": cfg.analog.tolerances[0],
             "opamp": b.design.opamp.part, "e_series": b.design.series}
 
 
@@ -203,17 +210,13 @@ def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet,
     x_all = np.vstack([cal_x, b.x])
     m, n = len(cal_x), len(b.x)
     float_acc = float((b.torch_cls == c.reference.y).mean())
-    rng = np.random.default_rng(cfg.seed)
     tol = cfg.analog.tolerances[0]
     log(f"calibrate: {boards} boards ({b.design.opamp.part}, {b.design.series} "
         f"+-{tol:g}, {part.part}), each in ngspice on {m} training inputs + {n} test "
         f"samples ...")
     per_board = []
-    for k in range(boards):
+    for k, draw in zip(range(boards), board_draws(b, part, plan, cfg)):
         t0 = time.perf_counter()
-        r_scale, vos = analog_flow.draw_board(b.design, tol, cfg.analog.opamp_offset, rng)
-        off, gain = hybrid.draw_adc_errors(part, plan, rng)
-        draw = {"r_scale": r_scale, "vos": vos, "offset_lsb": off, "gain_lsb": gain}
         try:
             codes = hybrid.board_codes(b, net, part, vref, cfg.adc.bits, x_all, draw,
                                 out / f"board{k}.cir")
