@@ -115,6 +115,31 @@ PARTS = {
                "1.2 mW typ at VA = VD = 3 V (page 1); the reference is VA (2.7-5.25 V), its "
                "current is in the supply's; offset +-2.3 LSB and gain +-2.0 LSB are assumed "
                "(the table was not reachable here): check before relying on its Monte Carlo"),
+    # The AD7091R family: 1 MSPS at 3 V for about a third of a milliamp, a fifth of the
+    # MCP3008's energy per conversion. Single-channel parts mean one chip per boundary
+    # neuron (channel_plan counts them); all chips convert at once.
+    "ad7091r8": AdcPart(
+        key="ad7091r8", part="ADI AD7091R-8", bits=12, channels=8, vref_min_v=1.0,
+        vref_max_v=3.0, supply_v=3.0, sample_rate_sps=1e6, supply_current_a=467e-6,
+        ref_current_a=0.0, offset_error_lsb=8.5, gain_error_lsb=4.0,
+        source="ADI AD7091R-2/AD7091R-4/AD7091R-8 data sheet (TSSOP issue), page 1 "
+               "Features: 12 bit, 1 MSPS, 2/4/8 single-ended channels with sequencer, VDD "
+               "2.7-5.25 V, 467 uA typical at 3 V and 1 MSPS (Rev. C page 1: 1.4 mW at 1 "
+               "MSPS); pin table (Table 6, REFIN/REFOUT): external reference 1.0 V to VDD, "
+               "analog input 0 V to VREF; vref_max 3.0 V is VDD at the quoted 3 V supply; "
+               "assumed: reference input current 0 (not read; inside the supply figure), "
+               "offset 8.5 LSB and gain 4 LSB max (not read for this part; the AD7091's "
+               "Table 1 maxima, -8.5/+5 LSB and +-4 LSB)"),
+    "ad7091r": AdcPart(
+        key="ad7091r", part="ADI AD7091R", bits=12, channels=1, vref_min_v=1.0,
+        vref_max_v=3.0, supply_v=3.0, sample_rate_sps=1e6, supply_current_a=349e-6,
+        ref_current_a=0.0, offset_error_lsb=8.5, gain_error_lsb=4.0,
+        source="ADI AD7091R data sheet Rev. B, page 1 Features and General Description: "
+               "12 bit, one channel, 1 MSPS with a 50 MHz SCLK, VDD 2.7-5.25 V, analog "
+               "input 0 V to VREF, internal 2.5 V reference, 349 uA typical at 3 V and 1 "
+               "MSPS; assumed: external reference 1.0 V to VDD (the AD7091R-8's range; not "
+               "read for this part), reference input current 0 (inside the supply figure), "
+               "offset 8.5 LSB and gain 4 LSB max (the AD7091's Table 1 maxima)"),
 }
 
 

@@ -125,7 +125,8 @@ SCHEMA: dict = {
                      min=2, max=16),
         "part": Knob("mcp3008", str, "the converter (crystalbench/adc.py PARTS, datasheet "
                      "figures): its resolution must be at least adc.bits (the frontier "
-                     "keeps the top bits)", choices=("mcp3008", "adc128s022")),
+                     "keeps the top bits)", choices=("mcp3008", "adc128s022", "ad7091r8",
+                                                         "ad7091r")),
     },
     "fixed_point": {
         "weight_bits": Knob(8, int, "signed width of the frontier's weights (ADC step folded in)",

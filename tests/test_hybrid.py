@@ -77,7 +77,7 @@ def test_check_part_refuses_what_the_part_cannot_do():
                                           r"outside the TI ADC128S022's 2.7-5.25 V"):
         adc.check_part(adc.part_for("adc128s022"), 8, 1.0)
     with pytest.raises(ConfigError, match=r"adc.part 'ads1' is not a known ADC; choose one of "
-                                          r"adc128s022, mcp3008"):
+                                          r"ad7091r, ad7091r8, adc128s022, mcp3008"):
         adc.part_for("ads1")
     # the config offers exactly the catalogue
     assert set(cfgmod.SCHEMA["adc"]["part"].choices) == set(adc.PARTS)

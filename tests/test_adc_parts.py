@@ -1,0 +1,59 @@
+"""The low-energy ADC parts (crystalbench/adc.py PARTS): energy per conversion, reference
+range, codes and chip counts, each pinned to a value computed here from the datasheet
+figures the part cites."""
+
+import numpy as np
+import pytest
+
+from crystalbench import adc
+from crystalbench.errors import ConfigError
+
+
+@pytest.mark.parametrize("key, channels, amps", [("ad7091r8", 8, 467e-6), ("ad7091r", 1, 349e-6)])
+def test_ad7091r_energy_per_conversion_from_the_datasheet(key, channels, amps):
+    p = adc.part_for(key)
+    assert (p.bits, p.channels) == (12, channels)
+    assert p.conversion_s == pytest.approx(1e-6)  # 1 MSPS
+    # 3 V x the typical supply current at 1 MSPS, over one microsecond; the reference
+    # current is inside the supply figure, so VREF does not change it
+    want = 3.0 * amps * 1e-6
+    assert p.energy_per_conversion_j(1.0) == pytest.approx(want, rel=1e-12)
+    assert p.energy_per_conversion_j(3.0) == pytest.approx(want, rel=1e-12)
+    assert want == pytest.approx({"ad7091r8": 1.401e-9, "ad7091r": 1.047e-9}[key], rel=1e-12)
+    assert "assumed" in p.source  # the figures not read from its datasheet say so
+
+
+@pytest.mark.parametrize("key", ["ad7091r8", "ad7091r"])
+def test_ad7091r_reference_range_1_v_to_vdd(key):
+    p = adc.part_for(key)
+    assert adc.check_part(p, 8, 1.0) == pytest.approx(256 / 255)  # 1.0039 V
+    assert adc.check_part(p, 12, 2.99) == pytest.approx(2.99 * 4096 / 4095)  # 2.9907 V
+    with pytest.raises(ConfigError, match=r"^analog.adc_ref_v 0.5 V needs a 0.502 V reference, "
+                                          rf"outside the {p.part}'s 1-3 V"):
+        adc.check_part(p, 8, 0.5)
+    with pytest.raises(ConfigError, match=r"needs a 3.002 V reference"):
+        adc.check_part(p, 8, 2.99)  # 2.99 x 256/255
+    with pytest.raises(ConfigError, match=rf"adc.bits 13 is more than the {p.part}'s 12 bits"):
+        adc.check_part(p, 13, 1.0)
+
+
+def test_ad7091r_codes_by_hand():
+    p = adc.part_for("ad7091r")
+    vref = adc.reference_v(1.0, 8)  # 256/255 V: the part's LSB is vref / 4096
+    # 12-bit codes round(v x 4096 x 255 / 256); the frontier keeps the top 8 bits, code / 16
+    # rounded half to even: 0.5 V -> 2040 -> 127.5 -> 128; 0.25 V -> 1020 -> 63.75 -> 64;
+    # 1/255 V (one frontier LSB) -> 16 -> 1; 1.5 V -> clipped to 4095 -> 255 (saturated)
+    v = np.array([0.0, 1 / 255, 0.25, 0.5, 1.0, 1.5, -0.2])
+    assert adc.convert(p, v, vref, 12).tolist() == [0, 16, 1020, 2040, 4080, 4095, 0]
+    assert adc.convert(p, v, vref, 8).tolist() == [0, 1, 64, 128, 255, 255, 0]
+    c = np.arange(256)  # every frontier code at its ideal voltage comes back exactly
+    assert adc.convert(p, c / 255, vref, 8).tolist() == c.tolist()
+
+
+@pytest.mark.parametrize("key, chips, per_chip", [("ad7091r", 48, 1), ("ad7091r8", 6, 8)])
+def test_channel_plan_counts_chips(key, chips, per_chip):
+    p = adc.part_for(key)
+    plan = adc.channel_plan(p, 48, 1.0)  # the digits crystal's 48 boundary neurons
+    assert (plan.chips, plan.conversions_per_chip) == (chips, per_chip)
+    assert plan.latency_s == pytest.approx(per_chip * 1e-6)  # chips convert at once
+    assert plan.energy_j == pytest.approx(48 * 3.0 * p.supply_current_a * 1e-6)
