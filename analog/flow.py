@@ -118,6 +118,29 @@ def _node(nr: nl.Neuron) -> str:
     return f"h{nr.layer + 1}_{nr.index}"
 
 
+def swing_needs(design: nl.CoreDesign, acfg) -> list[tuple]:
+    """What the op-amp outputs of this design must reach: (what, value, highest, lowest)
+    per kind of node, None where that side is not needed. The diode drop enters only where
+    the design has the diode: a precision rectifier's op-amp output sits one drop above its
+    neuron output (adc_ref_v at full scale); a clamped summer's output is the neuron output
+    itself (up to adc_ref_v); both clamp one drop below zero when the sum is negative."""
+    stages = {nr.stage for nr in design.neurons}
+    d, fs = acfg.diode_drop_v, acfg.adc_ref_v
+    needs = []
+    if "rectifier" in stages:
+        needs.append(("analog.adc_ref_v + analog.diode_drop_v (rectifier op-amp output)",
+                      fs + d, fs + d, None))
+    if "clamp" in stages:
+        needs.append(("analog.adc_ref_v (clamped summer output)", fs, fs, None))
+    if stages:
+        needs.append(("analog.diode_drop_v (op-amp output clamped below zero)", d, None, -d))
+    if any(li >= 0 for li, _ in design.inverted):
+        needs.append(("analog.adc_ref_v (inverted copies of core neurons)", fs, None, -fs))
+    needs += [("analog.input_v (inverted inputs)", acfg.input_v, acfg.input_v, -acfg.input_v),
+              ("analog.vref_v", acfg.vref_v, acfg.vref_v, -acfg.vref_v)]
+    return needs
+
+
 def check_headroom(design: nl.CoreDesign, acfg) -> None:
     """Every node must stay inside the op-amp's output swing with headroom; refuse else."""
     op = design.opamp
@@ -129,12 +152,8 @@ def check_headroom(design: nl.CoreDesign, acfg) -> None:
     if not op.supply_min_v <= supply <= op.supply_max_v:
         raise AnalogError(f"analog.supply_v {supply:g} V is outside the {op.part}'s "
                           f"{op.supply_min_v:g}-{op.supply_max_v:g} V range")
-    needs = {"analog.adc_ref_v + analog.diode_drop_v (rectifier op-amp output)":
-             acfg.adc_ref_v + acfg.diode_drop_v,
-             "analog.input_v (inverted inputs)": acfg.input_v,
-             "analog.vref_v": acfg.vref_v}
-    for what, v in needs.items():
-        if v > top or -v < bottom:
+    for what, v, high, low in swing_needs(design, acfg):
+        if (high is not None and high > top) or (low is not None and low < bottom):
             raise AnalogError(
                 f"{what} = {v:g} V does not fit the {op.part}'s output swing on +-{supply / 2:g} V "
                 f"rails with analog.headroom_v {acfg.headroom_v:g} V (usable {bottom:.3g}.."

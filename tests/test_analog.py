@@ -243,10 +243,12 @@ def test_headroom_refused_with_the_key_to_change():
         flow.check_headroom(d, a)
 
 
-def _headroom(opamp, vcc=2.5, vee=-2.5, **changes):
-    """check_headroom on a design with these rails and op-amp; the analog knobs it reads
-    (a diode drop of 0.5 V, 0.25 V headroom) with `changes`."""
-    d = dataclasses.replace(synthetic_design([]), opamp=opamp, vcc=vcc, vee=vee)
+def _headroom(opamp, vcc=2.5, vee=-2.5, stages=("rectifier",), **changes):
+    """check_headroom on a design with these rails and op-amp and one neuron per ReLU
+    stage in `stages`; the analog knobs it reads (a diode drop of 0.5 V, 0.25 V headroom)
+    with `changes`."""
+    neurons = [nl.Neuron(0, j, 1.0, 1e4, [], None, stage) for j, stage in enumerate(stages)]
+    d = dataclasses.replace(synthetic_design(neurons), opamp=opamp, vcc=vcc, vee=vee)
     a = dict(headroom_v=0.25, adc_ref_v=1.0, diode_drop_v=0.5, input_v=1.0, vref_v=1.0)
     flow.check_headroom(d, SimpleNamespace(**{**a, **changes}))
 
@@ -297,7 +299,8 @@ def test_headroom_top_rail_edges_and_the_limit_named():
 
 def test_headroom_bottom_rail_edges():
     # swing 0.125 V under VCC, 0.375 V over VEE: usable -2.5 + 0.375 + 0.25 = -1.875 V at
-    # the bottom (the binding side: each need also swings negative), 2.125 V at the top
+    # the bottom (the binding side: the references and inputs swing negative), 2.125 V at
+    # the top
     op = dataclasses.replace(OPAMPS["mcp6002"], swing_high_v=0.125, swing_low_v=0.375)
     _headroom(op, vref_v=1.875, input_v=1.875, adc_ref_v=1.375)  # exactly at the bottom
     above = float(np.nextafter(1.875, 2.0))
@@ -308,6 +311,38 @@ def test_headroom_bottom_rail_edges():
                     input_v=0.5) == _swing_msg(
         "analog.vref_v", 0.875001, op.part, "-0.875..2.12", half=2)
     _headroom(op, vcc=2.5, vee=-1.5, vref_v=0.875, input_v=0.875, adc_ref_v=0.375)
+
+
+def test_headroom_diode_drop_only_where_the_design_has_the_rectifier():
+    # 3 V supply, 0.1 V swing limits (OPA835-like), 0.2 V headroom: usable -1.2 .. 1.2 V
+    op = dataclasses.replace(OPAMPS["mcp6002"], swing_high_v=0.1, swing_low_v=0.1)
+    knobs = dict(headroom_v=0.2, diode_drop_v=0.7, input_v=0.9, vref_v=0.9)
+    top = 1.5 - 0.1 - 0.2
+    above = float(np.nextafter(top, 2.0))
+    # clamped summers only (ReLU by the ADC): the output itself reaches adc_ref_v, no drop
+    _headroom(op, 1.5, -1.5, stages=("clamp",), adc_ref_v=top, **knobs)
+    assert _refusal(op, vcc=1.5, vee=-1.5, stages=("clamp",), adc_ref_v=above, **knobs) == (
+        _swing_msg("analog.adc_ref_v (clamped summer output)", 1.2, op.part, "-1.2..1.2",
+                   half=1.5).replace("0.25 V", "0.2 V"))
+    # a rectifier: its op-amp output sits one drop (0.7 V) higher, so 0.5 V is the most
+    _headroom(op, 1.5, -1.5, stages=("rectifier", "clamp"), adc_ref_v=top - 0.7, **knobs)
+    assert _refusal(op, vcc=1.5, vee=-1.5, stages=("rectifier", "clamp"),
+                    adc_ref_v=float(np.nextafter(top - 0.7, 2.0)), **knobs).startswith(
+        "analog.adc_ref_v + analog.diode_drop_v (rectifier op-amp output) = 1.2 V does not fit")
+    # below zero both stages clamp one drop under: a drop past the bottom is refused
+    assert _refusal(op, vcc=1.5, vee=-1.5, stages=("clamp",), adc_ref_v=0.5,
+                    **{**knobs, "diode_drop_v": above}).startswith(
+        "analog.diode_drop_v (op-amp output clamped below zero) = 1.2 V does not fit")
+    # inverted copies of core neurons swing to -adc_ref_v: usable -1.2 V at the bottom
+    d = dataclasses.replace(synthetic_design([nl.Neuron(0, 0, 1.0, 1e4, [], None, "clamp")],
+                                             inverted=[(0, 0)]), opamp=op, vcc=1.5, vee=-1.5)
+    a = SimpleNamespace(**knobs, adc_ref_v=top)
+    flow.check_headroom(d, a)  # exactly at the bottom
+    with pytest.raises(AnalogError, match=r"^analog\.adc_ref_v \(inverted copies of core "
+                                          r"neurons\) = 1\.2 V does not fit"):
+        flow.check_headroom(dataclasses.replace(d, vee=float(np.nextafter(-1.5, 0.0))), a)
+    # no core neurons, no diode: only the references and inputs count
+    _headroom(op, 1.5, -1.5, stages=(), adc_ref_v=5.0, **{**knobs, "diode_drop_v": 2.0})
 
 def test_config_rejects_bad_analog_values():
     with pytest.raises(cfgmod.ConfigError, match=r"analog\.opamp"):
