@@ -7,10 +7,12 @@ points, as tasks on dask.distributed.
               adc.bits define): synth (crystalbench.rtl.flow) and sim (crystalbench.sim.flow)
               on the first `vectors` test samples -> the frontier's gates and the
               all-digital nets' accuracy, energy and latency (run_digital)
-    point     sim-analog (crystalbench.analog.flow; a task of its own, run_analog) then
-              sim-hybrid (crystalbench.sim.hybrid)
-              in the point's own folder, reading its digital design's synth, fixed and sim
-              folders through symlinks (run_point)
+    analog    once per analog design (what the analog section, the seed and adc.bits
+              define): sim-analog (crystalbench.analog.flow; run_analog), so points that
+              differ only in the ADC part share one core
+    point     sim-hybrid (crystalbench.sim.hybrid) in the point's own folder, reading its
+              analog design's folder and its digital design's synth, fixed and sim folders
+              through symlinks (run_point)
     outputs   build/<exp>/sweep/: points.csv, pareto_energy_accuracy.png,
               pareto_latency_energy.png, report.md, result.json
 
@@ -53,10 +55,12 @@ VECTORS = 200  # test samples per point (hybrid) and per digital design (all-dig
 AGREEMENT_MIN = 0.99  # class agreement with torch a point needs to be reported as a design
 DIGITAL_SECTIONS = ("seed", "fixed_point", "rtl", "sim")
 POINT_SECTIONS = ("seed", "fixed_point", "rtl", "sim", "analog", "adc", "hybrid")
+ANALOG_SECTIONS = ("seed", "analog")  # and adc.bits: what sim-analog reads
 
 METHOD = {
-    "engine": "dask.distributed: one task per digital design, per point one sim-analog "
-              "task and one sim-hybrid task (which waits for both); LocalCluster of worker "
+    "engine": "dask.distributed: one task per digital design, one sim-analog task per "
+              "analog design (points that differ only in the ADC part share it), one "
+              "sim-hybrid task per point (which waits for both); LocalCluster of worker "
               "processes with one thread each, or --scheduler ADDRESS",
     "hybrid": "per point: sim-analog (ngspice DC sweep of the whole test split, transient "
               "over analog.transient_samples for settling and supply energy, Monte Carlo "
@@ -78,7 +82,7 @@ METHOD = {
 CSV_COLUMNS = (
     "kind", "point", "status", "label", "design", "accuracy", "agreement", "agreement_ok",
     "agreement_analog_full_split", "vectors", "energy_nj", "analog_nj", "adc_nj",
-    "digital_nj", "adc_channels", "adc_nj_per_conversion", "latency_us", "analog_us",
+    "digital_nj", "adc_channels", "adc_chips", "adc_nj_per_conversion", "latency_us", "analog_us",
     "adc_us", "digital_us", "analog_nj_per_neuron",
     "neurons", "opamps", "resistors", "luts", "opamp", "supply_v", "power_gating", "r_min",
     "r_max", "adc_part", "adc_bits", "seconds", "error", "folder", "overrides")
@@ -261,21 +265,24 @@ def _link(paths: Paths, digital_folder: Path, name: str) -> None:
 
 
 def run_analog(crystal_dir: str, cfg_data: dict, folder: str) -> dict:
-    """A point's analog core: sim-analog in `folder` (it needs no digital design, so it
-    runs while the digital designs are synthesized). Cached in folder/analog.json."""
+    """One analog design: sim-analog in `folder` (it needs no digital design, so it runs
+    while the digital designs are synthesized; every point of this analog design reads
+    it). Cached in folder/analog.json."""
     from crystalbench.analog import flow as analog_flow
 
     def body(log):
         c, cfg, paths = _load(crystal_dir, cfg_data, Path(folder))
-        return {"status": "ok", "result": analog_flow.run(c, cfg, paths, log)["result_file"]}
+        return {"status": "ok", "folder": str(Path(folder)),
+                "result": analog_flow.run(c, cfg, paths, log)["result_file"]}
 
     return _task(folder, "analog.json", "sim-analog", body)
 
 
 def run_point(crystal_dir: str, cfg_data: dict, folder: str, digital: dict, analog: dict,
               vectors: int, info: dict) -> dict:
-    """One hybrid point: sim-hybrid in `folder` after its sim-analog (run_analog) and its
-    digital design (run_digital), whose folders are linked in. Cached in folder/point.json."""
+    """One hybrid point: sim-hybrid in `folder` after its analog design (run_analog) and
+    its digital design (run_digital), whose folders are linked in. Cached in
+    folder/point.json."""
     from . import hybrid
 
     base = {"folder": str(Path(folder)), **info}
@@ -289,6 +296,8 @@ def run_point(crystal_dir: str, cfg_data: dict, folder: str, digital: dict, anal
         c, cfg, paths = _load(crystal_dir, cfg_data, Path(folder))
         for name in ("fixed", "synth", "sim"):
             _link(paths, Path(digital["folder"]), name)
+        if analog.get("folder"):  # an analog design of its own folder (else: in this one)
+            _link(paths, Path(analog["folder"]), "analog")
         a = json.loads(Path(analog["result"]).read_text())
         h = hybrid.run(c, cfg, paths, log, vectors=vectors, boards=cfg.hybrid.boards)
         luts = next((d["lut4"] for d in digital["designs"] if d["design"] == h["frontier_design"]),
@@ -314,7 +323,8 @@ def plan(c, cfg_path: str, points: list[dict], out: Path, vectors: int,
          sets: list[str] | None = None) -> tuple[dict, list]:
     """Validate every point's config (before any work) and name its task folders:
     ({digital key: (config data, folder)}, [(point key, config data, folder, digital key,
-    info)]). Points with equal keys are one point."""
+    info, analog key)]). Points with equal keys are one point; the analog design's folder
+    is out/analog/<analog key>."""
     dig, todo, seen = {}, [], set()
     cdig = cm.digest(c)
     base = points[0] if len(points) == 1 else {k: v for k, v in points[0].items()
@@ -328,6 +338,7 @@ def plan(c, cfg_path: str, points: list[dict], out: Path, vectors: int,
         dkey = task_key(cdig, cfg, DIGITAL_SECTIONS, vectors, adc_bits=cfg.adc.bits)
         dig.setdefault(dkey, (data, out / "digital" / dkey))
         pkey = task_key(cdig, cfg, POINT_SECTIONS, vectors)
+        akey = task_key(cdig, cfg, ANALOG_SECTIONS, 0, adc_bits=cfg.adc.bits)
         if pkey in seen:
             continue
         seen.add(pkey)
@@ -336,7 +347,7 @@ def plan(c, cfg_path: str, points: list[dict], out: Path, vectors: int,
                 "overrides": json.dumps(over, sort_keys=True), "opamp": a.opamp,
                 "supply_v": a.supply_v, "power_gating": a.power_gating, "r_min": a.r_min,
                 "r_max": a.r_max, "adc_part": cfg.adc.part, "adc_bits": cfg.adc.bits}
-        todo.append((pkey, data, out / "points" / pkey, dkey, info))
+        todo.append((pkey, data, out / "points" / pkey, dkey, info, akey))
     return dig, todo
 
 
@@ -369,7 +380,7 @@ def run(c, cfg, paths: Paths, log: stage.Log = stage.quiet, grid: str | None = N
     dig, todo = plan(c, config_path, points, out, vectors, sets)
     crystal_dir = out / "crystal"
     cm.save(c, crystal_dir, keep=False)
-    done = {pk: _cached(f / "point.json") for pk, _, f, _, _ in todo}
+    done = {pk: _cached(f / "point.json") for pk, _, f, *_rest in todo}
     run_now = [t for t in todo if done[t[0]] is None]
     cached = len(todo) - len(run_now)
     digital = {k: _cached(folder / "digital.json") for k, (_, folder) in dig.items()}
@@ -409,12 +420,15 @@ def _compute(todo: list, dig: dict, digital: dict, crystal_dir: Path, vectors: i
         dfut = {k: client.submit(run_digital, str(crystal_dir), data, str(folder), vectors,
                                  key=f"digital-{k}", pure=False)
                 for k, (data, folder) in dig.items()}
-        afut = {pk: client.submit(run_analog, str(crystal_dir), data, str(folder),
-                                  key=f"analog-{pk}", pure=False)
-                for pk, data, folder, _dk, _info in todo}
+        afut = {}
+        for _pk, data, folder, _dk, _info, ak in todo:
+            if ak not in afut:
+                afut[ak] = client.submit(run_analog, str(crystal_dir), data,
+                                         str(Path(folder).parent.parent / "analog" / ak),
+                                         key=f"analog-{ak}", pure=False)
         pfut = [client.submit(run_point, str(crystal_dir), data, str(folder), dfut[dk],
-                              afut[pk], vectors, info, key=f"point-{pk}", pure=False)
-                for pk, data, folder, dk, info in todo]
+                              afut[ak], vectors, info, key=f"point-{pk}", pure=False)
+                for pk, data, folder, dk, info, ak in todo]
         names = {f.key: k for k, f in dfut.items()}
         points = {f.key for f in pfut}
         tasks = list(dfut.values()) + list(afut.values()) + pfut
@@ -598,7 +612,8 @@ def _row_line(r: dict) -> str:
                 f"{r['accuracy']:.4f}, agreement {r['agreement']:.4f}, {r['luts']} LUT4")
     per = r.get("analog_nj_per_neuron")
     return (f"{r['label']} ({r['opamp']}, {r['opamps']} op-amps, {r['resistors']} resistors, "
-            f"{r['adc_part']} {r['adc_bits']} bits, {r['design']} {r['luts']} LUT4): "
+            f"{r.get('adc_chips')} x {r['adc_part']}, {r['adc_bits']} bits, {r['design']} "
+            f"{r['luts']} LUT4): "
             f"{r['energy_nj']:.4g} nJ = analog {r['analog_nj']:.4g} + ADC {r['adc_nj']:.4g} + "
             f"digital {r['digital_nj']:.4g}; {r['latency_us']:.4g} us; accuracy "
             f"{r['accuracy']:.4f}, agreement {r['agreement']:.4f} (analog, whole test split: "
@@ -640,7 +655,8 @@ def report_md(res: dict, out: Path) -> None:
                   f"{res['lowest_analog_nj_per_neuron']:.3g} nJ (target 0.33 nJ).", ""]
     table = list(csv.DictReader(io.StringIO((out / "points.csv").read_text())))
     cols = ("kind", "label", "status", "energy_nj", "analog_nj", "adc_nj", "digital_nj",
-            "latency_us", "accuracy", "agreement", "opamps", "resistors", "luts")
+            "latency_us", "accuracy", "agreement", "opamps", "resistors", "adc_part",
+            "adc_chips", "luts")
     lines += ["## Every point", "", "| " + " | ".join(cols) + " |",
               "|" + "---|" * len(cols)]
     for r in sorted(table, key=lambda r: float(r["energy_nj"] or "inf")):

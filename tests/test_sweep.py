@@ -84,6 +84,12 @@ def test_keys_follow_what_defines_a_task(tmp_path):
     assert todo[0][3] == todo[1][3] != todo[2][3]
     _, todo20 = sweep.plan(c, cfg, pts[:1], tmp_path, 20)
     assert todo20[0][0] != todo[0][0]  # another vector count: another point
+    # the ADC part makes another point but not another analog core; adc.bits does both
+    _, todo_adc = sweep.plan(c, cfg, [{"adc.part": "mcp3008"}, {"adc.part": "ad7091r"},
+                                      {"adc.part": "ad7091r", "adc.bits": 6}], tmp_path, 10)
+    assert len({t[0] for t in todo_adc}) == 3
+    assert todo_adc[0][5] == todo_adc[1][5] != todo_adc[2][5]
+    assert todo_adc[0][5] != todo[0][5]  # another op-amp: another analog core
 
 
 # ---- the verdict -----------------------------------------------------------------------------
