@@ -147,25 +147,86 @@ def parse_value(text: str, where: str = "value") -> float:
     return float(m.group(1)) * _SUFFIX.get(m.group(2), 1.0)
 
 
-# Prices (USD per unit, at about 100 boards' quantities). No distributor could be reached
-# from the machine this was written on: every figure is an ASSUMPTION, an order of
-# magnitude for the part class, not a quote. Replace them with a real quote before
-# ordering; the BOM names each line's basis.
-PRICE_DATE = "2026-11-27"
-PRICE_BASIS = ("assumption (no distributor quote: order-of-magnitude unit price for the part "
-               "class at ~100-board quantities, written down on the date given; replace "
-               "with a quote)")
+# Prices (USD per unit, quantity tiers for one board). Cited where a stored, dated catalogue
+# record gives one; every other line stays an ASSUMPTION and says so. Statuses:
+#   exact       the BOM's own part number, as the record lists it
+#   equivalent  another maker's part of the same class, value, package and tolerance; the
+#               BOM keeps its own orderable number (either fits the board)
+#   proxy       a part of the same class and package but not a drop-in (named, with why)
+#   assumed     no stored record: an order of magnitude written down on ASSUMED_DATE
+CATALOGUE_DATE = "2026-07-24"
+CATALOGUE = ("JLCPCB/LCSC Basic+Preferred catalogue scraped 2026-07-24T02:36:27Z, "
+             "github.com/bandrews/whichpart basicpart/raw-data/jlcpcb-basic-parts-2026-07-24.json "
+             "(commit 407926d)")
+ASSUMED_DATE = "2026-11-27"
+
+
+@dataclass(frozen=True)
+class Price:
+    status: str  # exact, equivalent, proxy, assumed
+    tiers: tuple  # ((from quantity, USD per unit), ...), ascending
+    part: str = ""  # the priced record: LCSC number and part number
+    note: str = ""  # how the priced part relates to the BOM's
+
+    def unit(self, quantity: int) -> tuple[float, int]:
+        """(USD per unit, the tier's first quantity) for `quantity` units."""
+        tier = max((t for t in self.tiers if t[0] <= max(quantity, 1)), key=lambda t: t[0])
+        return tier[1], tier[0]
+
+    @property
+    def date(self) -> str:
+        return ASSUMED_DATE if self.status == "assumed" else CATALOGUE_DATE
+
+
+# LCSC tiers copied from the snapshot's "prices" (startNumber, productPrice) of each record.
 PRICES = {
-    "resistor_thick_film_0603": 0.01,
-    "resistor_thin_film_0603": 0.10,
-    "capacitor_0603_x7r": 0.01,
-    "diode_sod323": 0.05,
-    "header_pin": 0.02,  # per pin of a 2.54 mm header
-    "opamp:mcp6002": 0.35,
-    "opamp:opa2333": 2.50,
-    "opamp:tlv9062": 0.45,
-    "opamp:lm358": 0.15,
+    # 10 kOhm, the basic part most boards carry; in the same snapshot 0603 1% values cost
+    # 0.0025 (C25803 100k) to 0.0085 (C7250 10M) at 1-999: the class price is per value,
+    # this line uses one value. The Basic tier holds 1% thick film only (no 5%, no thin film).
+    "resistor_thick_film_0603_1pct": Price(
+        "equivalent", ((1, 0.0076), (1000, 0.0068), (5000, 0.0064), (10000, 0.0061),
+                       (50000, 0.006), (100000, 0.0059)),
+        "LCSC C25804 UNI-ROYAL 0603WAF1002T5E (10 kOhm 1% 100 ppm/C 0603 thick film)",
+        "UNI-ROYAL part of the Yageo RC0603FR-07 class, priced at its 10 kOhm value"),
+    "resistor_thick_film_0603": Price("assumed", ((1, 0.01),)),  # 5% / 2%: not in the snapshot
+    "resistor_thin_film_0603": Price("assumed", ((1, 0.10),)),  # below 1%: not in the snapshot
+    "capacitor_0603_x7r": Price(
+        "exact", ((1, 0.0241), (500, 0.0202), (1500, 0.0184), (4000, 0.0168), (24000, 0.0163),
+                  (48000, 0.0159)),
+        "LCSC C14663 YAGEO CC0603KRX7R9BB104 (100 nF 50 V X7R 10% 0603)"),
+    "diode_sod323": Price(
+        "proxy", ((1, 0.0132), (500, 0.0108), (3000, 0.01), (6000, 0.0092), (24000, 0.0089),
+                  (51000, 0.0087)),
+        "LCSC C2128 CJ 1N4148WS (SOD-323 switching diode)",
+        "same package and class, not the BOM's low-leakage BAS416 (1 uA vs nA-class reverse "
+        "leakage); the snapshot holds no BAS416"),
+    "header_pin": Price("assumed", ((1, 0.02),)),  # per pin; no 2.54 mm header in the snapshot
+    "opamp:mcp6002": Price(
+        "exact", ((1, 0.2989), (50, 0.2372), (150, 0.207), (500, 0.1801), (3300, 0.1645),
+                  (6600, 0.1602)),
+        "LCSC C7377 Microchip MCP6002T-I/SN"),
+    "opamp:lm358": Price(
+        "equivalent", ((1, 0.0569), (100, 0.0456), (300, 0.0398), (2500, 0.0348),
+                       (5000, 0.0332), (10000, 0.0321)),
+        "LCSC C7950 onsemi LM358DR2G (dual LM358, SOIC-8, same pinout)",
+        "onsemi second source of the BOM's TI LM358DR"),
+    "opamp:opa2333": Price("assumed", ((1, 2.50),)),  # not in the snapshot
+    "opamp:tlv9062": Price("assumed", ((1, 0.45),)),  # not in the snapshot
 }
+
+
+def price_basis(price: Price, quantity: int) -> str:
+    """One BOM line's basis: where its unit price comes from, of which date and tier."""
+    unit, tier = price.unit(quantity)
+    if price.status == "assumed":
+        return (f"assumed: no stored catalogue record for this part; an order of magnitude "
+                f"written down {price.date}, not a quote")
+    what = {"exact": "the BOM's part", "equivalent": "an equivalent part",
+            "proxy": "a proxy part"}[price.status]
+    note = f"; {price.note}" if price.note else ""
+    return (f"cited ({what}): {price.part}, {unit:g} USD/unit at the {tier}+ tier, "
+            f"{CATALOGUE}{note}")
+
 
 # Courtyard (mm x mm) of each footprint, from KiCad's library files (KiCad/kicad-footprints,
 # F.CrtYd lines): R/C 0603 +-1.48 x +-0.73; SOIC-8 +-3.7 x +-2.7; SOD-323 +-1.6 x +-0.95.
@@ -257,9 +318,12 @@ def board_for(design: nl.CoreDesign, tolerance: float) -> Board:
     per neuron (rectifier: clamp, then output; clamp stage: one), connectors: power, DAC
     inputs, ADC outputs."""
     if design.opamp.ideal or design.opamp.key not in OPAMP_PARTS:
+        why = ("" if design.opamp.ideal else
+               " (it is modelled, but analog/manufacture.py OPAMP_PARTS has no orderable dual "
+               "package with a checked pinout for it)")
         raise ManufactureError(
-            f"analog.opamp {design.opamp.key!r} is not a part one can order; set analog.opamp "
-            f"to one of {', '.join(OPAMP_PARTS)} (e.g. --set analog.opamp=mcp6002)")
+            f"analog.opamp {design.opamp.key!r} is not a part one can order{why}; set "
+            f"analog.opamp to one of {', '.join(OPAMP_PARTS)} (e.g. --set analog.opamp=mcp6002)")
     part = OPAMP_PARTS[design.opamp.key]
     comps: list[Comp] = []
     n_r = 0
@@ -616,13 +680,17 @@ def spice_text(cir: Circuit, outputs: list[str], n: int) -> str:
 
 # ---- BOM ----------------------------------------------------------------------------------------
 BOM_COLUMNS = ("references", "quantity", "value", "tolerance", "footprint", "manufacturer",
-               "mpn", "mpn_pattern", "unit_usd", "line_usd", "price_key", "price_basis")
+               "mpn", "mpn_pattern", "unit_usd", "line_usd", "price_key", "price_status",
+               "price_date", "price_basis")
 
 
 def _price_key(comp: dict, ref: str) -> str:
     kind = ref.rstrip("0123456789")
     if kind == "R":
-        return "resistor_thin_film_0603" if comp["fields"].get("MPN", "").startswith("RT") \
+        mpn = comp["fields"].get("MPN", "")
+        if mpn.startswith("RT"):
+            return "resistor_thin_film_0603"
+        return "resistor_thick_film_0603_1pct" if mpn.startswith("RC0603F") \
             else "resistor_thick_film_0603"
     if kind == "C":
         return "capacitor_0603_x7r"
@@ -639,8 +707,9 @@ def _pins_in(footprint: str) -> int:
 
 
 def bom_rows(p: Parsed) -> list[dict]:
-    """One row per distinct part (value, footprint, part number), references in order;
-    headers priced per pin."""
+    """One row per distinct part (value, footprint, part number), references in order.
+    Priced for one board: each line's unit price is the tier of PRICES that holds the line's
+    quantity (headers per pin: the tier of the line's pin count)."""
     groups: dict[tuple, list[str]] = {}
     for ref in sorted(p.comps, key=_ref_key):
         c = p.comps[ref]
@@ -653,13 +722,15 @@ def bom_rows(p: Parsed) -> list[dict]:
         if pkey not in PRICES:
             raise ManufactureError(f"{refs[0]}: no price for {pkey!r} in analog/manufacture.py "
                                    "PRICES; add one with its source")
-        unit = PRICES[pkey] * _pins_in(fp)
+        price, pins = PRICES[pkey], _pins_in(fp)
+        unit = price.unit(len(refs) * pins)[0] * pins
         rows.append({"references": " ".join(refs), "quantity": len(refs), "value": value,
                      "tolerance": c["fields"].get("Tolerance", ""), "footprint": fp,
                      "manufacturer": c["fields"].get("Manufacturer", ""), "mpn": mpn,
                      "mpn_pattern": c["fields"].get("MPN pattern", ""),
                      "unit_usd": round(unit, 6), "line_usd": round(unit * len(refs), 6),
-                     "price_key": pkey, "price_basis": f"assumed, not quoted ({PRICE_DATE})"})
+                     "price_key": pkey, "price_status": price.status, "price_date": price.date,
+                     "price_basis": price_basis(price, len(refs) * pins)})
     return rows
 
 
@@ -689,8 +760,9 @@ METHOD = {
                   "through the ADC model and the float frontier",
     "area": "sum of KiCad footprint courtyards (COURTYARD_MM, from KiCad's footprint "
             f"library) x {ROUTING_FACTOR:g} for routing (assumed)",
-    "cost": "sum over BOM lines of quantity x unit price; every price is an assumption "
-            f"(see price_basis), dated {PRICE_DATE}",
+    "cost": "for one board: sum over BOM lines of quantity x unit price, the unit price at "
+            "the quantity tier that holds the line's quantity; cited lines from "
+            f"{CATALOGUE}, the rest assumed (each line's price_status and price_basis)",
 }
 
 
@@ -768,7 +840,6 @@ def report(b: flow.Bench, board: Board, parsed: Parsed, rows: list, erc: Erc, rt
     d = b.design
     kinds = Counter(ref.rstrip("0123456789") for ref in parsed.comps)
     courtyard = sum(courtyard_mm2(c["footprint"]) for c in parsed.comps.values())
-    cost = sum(r["line_usd"] for r in rows)
     packages = kinds["U"]
     rt["passed"] = rt["max_diff_lsb"] <= ROUND_TRIP_TOLERANCE_LSB and rt["class_agreement"] == 1.0
     rt["tolerance_lsb"] = ROUND_TRIP_TOLERANCE_LSB
@@ -790,17 +861,50 @@ def report(b: flow.Bench, board: Board, parsed: Parsed, rows: list, erc: Erc, rt
         "board_area": {"courtyard_mm2": courtyard,
                        "estimated_mm2": courtyard * ROUTING_FACTOR,
                        "routing_factor": ROUTING_FACTOR},
-        "cost": {"total_usd": cost, "lines": len(rows), "price_date": PRICE_DATE,
-                 "basis": PRICE_BASIS},
+        "cost": cost_summary(rows),
         "bom_quantity": sum(r["quantity"] for r in rows),
         "erc": {"passed": erc.passed, "errors": len(erc.errors), "warnings": len(erc.warnings),
                 "messages": erc.errors + erc.warnings, "tool": "skidl ERC",
                 "kicad_erc": "not run (KiCad's ERC checks schematics; none is drawn)"},
         "round_trip": rt,
+        "power_gating": {
+            "on": bool(b.acfg.get("power_gating")),
+            "board": "no switch on the board: vcc, vee, the references (J1) and the DAC inputs "
+                     "are all driven through the headers, so whatever drives them gates the "
+                     "core, as the transient models it; the round trip is a DC sweep, which "
+                     "gating does not change",
+            # the supply charges every decoupling capacitor from 0 to vcc - vee at each
+            # power-up: C V^2 drawn (half stored, half lost in the charging path), and the
+            # stored half is lost at power-down: not in sim-analog's energy, which has no
+            # decoupling capacitors
+            "decoupling_j_per_power_up": kinds["C"] * DECOUPLING[1] * (d.vcc - d.vee) ** 2},
         "passed": bool(erc.passed and rt["passed"]),
         "files": {k: str(v) for k, v in files.items()},
         "method": METHOD,
     }
+
+
+def cost_summary(rows: list[dict]) -> dict:
+    """Total, the cited and assumed shares, and a one-line basis that says which is which."""
+    total = sum(r["line_usd"] for r in rows)
+    assumed = [r for r in rows if r["price_status"] == "assumed"]
+    dates = sorted({r["price_date"] for r in rows if r["price_status"] != "assumed"})
+    cited = len(rows) - len(assumed)
+    parts = []
+    if cited:
+        parts.append(f"cited prices ({', '.join(dates)}) on {cited} of {len(rows)} lines")
+    if assumed:
+        parts.append(f"{len(assumed)} of {len(rows)} lines assumed "
+                     f"({sum(r['line_usd'] for r in assumed):.2f} USD)")
+    return {"total_usd": total, "lines": len(rows), "lines_cited": cited,
+            "lines_assumed": len(assumed),
+            "cited_usd": total - sum(r["line_usd"] for r in assumed),
+            "assumed_usd": sum(r["line_usd"] for r in assumed),
+            "by_status": {k: sum(1 for r in rows if r["price_status"] == k)
+                          for k in ("exact", "equivalent", "proxy", "assumed")},
+            "catalogue": CATALOGUE, "catalogue_date": CATALOGUE_DATE,
+            "assumed_date": ASSUMED_DATE, "per": "one board (tier of each line's quantity)",
+            "basis": "; ".join(parts)}
 
 
 def summary_lines(res: dict) -> list[str]:
@@ -814,7 +918,7 @@ def summary_lines(res: dict) -> list[str]:
         f"ERC (skidl): {res['erc']['errors']} errors, {res['erc']['warnings']} warnings; "
         f"board ~{res['board_area']['estimated_mm2'] / 100:.1f} cm^2 (courtyards "
         f"{res['board_area']['courtyard_mm2'] / 100:.1f} cm^2); cost ~{res['cost']['total_usd']:.2f}"
-        " USD (assumed prices)",
+        f" USD per board ({res['cost']['basis']})",
         f"round trip (KiCad netlist -> SPICE -> ngspice) vs the design run directly: max "
         f"{rt['max_diff_lsb']:.2g} LSB, class agreement {rt['class_agreement']:.4f} over "
         f"{rt['samples']} samples ({'pass' if rt['passed'] else 'FAIL'} at "

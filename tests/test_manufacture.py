@@ -204,6 +204,12 @@ def test_ideal_opamp_is_refused():
                        r"can order; set analog\.opamp to one of mcp6002, opa2333, tlv9062, "
                        r"lm358 \(e\.g\. --set analog\.opamp=mcp6002\)$"):
         mf.board_for(d, 0.01)
+    # a modelled part the sweep grid uses, without an orderable dual with a checked pinout
+    d = bench(tiny_crystal(), opamp="opa835").design
+    with pytest.raises(mf.ManufactureError, match=r"^analog\.opamp 'opa835' is not a part one "
+                       r"can order \(it is modelled, but analog/manufacture\.py OPAMP_PARTS has "
+                       r"no orderable dual package with a checked pinout for it\); set "):
+        mf.board_for(d, 0.01)
 
 
 # ---- KiCad netlist and ERC ----------------------------------------------------------------------
@@ -295,6 +301,59 @@ def test_round_trip_refuses_unknown_parts():
         mf.spice_circuit(p, x, 1.0, (-2.5, 2.5), 2.0, "f.net")
 
 
+# ---- prices ----------------------------------------------------------------------------------------
+def _parsed(parts):
+    """A parsed netlist of bare parts: {ref: (value, footprint, fields)}."""
+    return mf.Parsed(comps={ref: {"value": v, "footprint": fp, "fields": f, "part": ""}
+                            for ref, (v, fp, f) in parts.items()}, nets={})
+
+
+def _amps(n, key, mpn):
+    return {f"U{i + 1}": (mpn, mf.SOIC8, {"MPN": mpn, "Model": key}) for i in range(n)}
+
+
+@pytest.mark.parametrize("n, unit", [(49, 0.2989), (50, 0.2372), (149, 0.2372), (150, 0.207)])
+def test_opamp_line_priced_at_the_tier_of_its_quantity(n, unit):
+    # C7377 MCP6002T-I/SN in the 2026-07-24 snapshot: 1-49 0.2989, 50-149 0.2372, 150-499 0.207
+    (row,) = mf.bom_rows(_parsed(_amps(n, "mcp6002", "MCP6002T-I/SN")))
+    assert row["quantity"] == n and row["unit_usd"] == pytest.approx(unit)
+    assert row["line_usd"] == pytest.approx(n * unit)
+    assert row["price_status"] == "exact" and row["price_date"] == "2026-07-24"
+    tier = {0.2989: 1, 0.2372: 50, 0.207: 150}[unit]
+    assert row["price_basis"].startswith(f"cited (the BOM's part): LCSC C7377 Microchip "
+                                         f"MCP6002T-I/SN, {unit:g} USD/unit at the {tier}+ tier, "
+                                         "JLCPCB/LCSC Basic+Preferred catalogue scraped 2026-07-24")
+    assert "bandrews/whichpart" in row["price_basis"]
+
+
+def test_assumed_and_cited_lines_say_which_they_are():
+    parts = _amps(2, "opa2333", "OPA2333AIDR")
+    r1, _ = mf.resistor_mpn(10e3, 0.01)
+    r5, _ = mf.resistor_mpn(10e3, 0.05)
+    parts |= {"R1": ("10k", mf.RESISTOR_FP, {"MPN": r1.replace("<value>", "10K")}),
+              "R2": ("10k", mf.RESISTOR_FP, {"MPN": r5.replace("<value>", "10K")}),
+              "D1": ("BAS416", mf.DIODE_FP, {"MPN": mf.DIODE_MPN})}
+    rows = {r["price_key"]: r for r in mf.bom_rows(_parsed(parts))}
+    amp = rows["opamp:opa2333"]
+    assert (amp["price_status"], amp["price_date"]) == ("assumed", "2026-11-27")
+    assert amp["price_basis"].startswith("assumed: no stored catalogue record")
+    assert amp["line_usd"] == pytest.approx(2 * 2.50)
+    one = rows["resistor_thick_film_0603_1pct"]
+    assert (one["price_status"], one["unit_usd"]) == ("equivalent", 0.0076)
+    assert "C25804 UNI-ROYAL 0603WAF1002T5E" in one["price_basis"]
+    assert rows["resistor_thick_film_0603"]["price_status"] == "assumed"  # 5%: not in it
+    diode = rows["diode_sod323"]
+    assert diode["price_status"] == "proxy" and "not the BOM's low-leakage BAS416" in \
+        diode["price_basis"]
+    cost = mf.cost_summary(list(rows.values()))
+    assert cost["by_status"] == {"exact": 0, "equivalent": 1, "proxy": 1, "assumed": 2}
+    assert cost["total_usd"] == pytest.approx(2 * 2.50 + 0.0076 + 0.01 + 0.0132)
+    assert cost["basis"] == "cited prices (2026-07-24) on 2 of 4 lines; 2 of 4 lines assumed " \
+        "(5.01 USD)"
+    everything_assumed = mf.cost_summary([amp])
+    assert everything_assumed["basis"] == "1 of 1 lines assumed (5.00 USD)"
+
+
 # ---- the stage ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
@@ -319,12 +378,26 @@ def test_stage_bom_matches_the_netlist_and_costs_by_hand(tiny_run):
     # J1 5 pins (biases of both signs: both references), J2 2x08, J3 2x04
     assert (c.layers[0].bias > 0).any() and (c.layers[0].bias < 0).any()
     pins = 5 + 16 + 8
-    cost = 46 * 0.01 + 6 * 0.01 + 4 * 0.05 + 6 * 0.35 + pins * 0.02
+    # one board, each line at the tier of its quantity, prices as the 2026-07-24 JLCPCB/LCSC
+    # snapshot lists them (bandrews/whichpart raw-data, 1+ tier for all: no line reaches the
+    # next): C25804 10k 0603 1% 0.0076, C14663 100 nF 0.0241, C2128 1N4148WS 0.0132, C7377
+    # MCP6002T-I/SN 0.2989 (1-49; 6 packages); headers assumed at 0.02 per pin
+    cost = 46 * 0.0076 + 6 * 0.0241 + 4 * 0.0132 + 6 * 0.2989 + pins * 0.02
     assert res["cost"]["total_usd"] == pytest.approx(cost, abs=1e-9)
     assert sum(float(r["line_usd"]) for r in rows) == pytest.approx(cost, abs=1e-9)
     for r in rows:
         assert float(r["line_usd"]) == pytest.approx(int(r["quantity"]) * float(r["unit_usd"]))
-        assert r["price_basis"] == "assumed, not quoted (2026-11-27)"
+    status = {r["price_key"]: (r["price_status"], r["price_date"]) for r in rows}
+    assert status == {"resistor_thick_film_0603_1pct": ("equivalent", "2026-07-24"),
+                      "capacitor_0603_x7r": ("exact", "2026-07-24"),
+                      "diode_sod323": ("proxy", "2026-07-24"),
+                      "opamp:mcp6002": ("exact", "2026-07-24"),
+                      "header_pin": ("assumed", "2026-11-27")}
+    n = len(rows)
+    assert res["cost"]["lines_assumed"] == 3  # the three headers
+    assert res["cost"]["assumed_usd"] == pytest.approx(pins * 0.02)
+    assert res["cost"]["basis"] == (f"cited prices (2026-07-24) on {n - 3} of {n} lines; "
+                                    f"3 of {n} lines assumed ({pins * 0.02:.2f} USD)")
     amp = next(r for r in rows if r["references"].startswith("U1"))
     assert (amp["mpn"], amp["quantity"], amp["manufacturer"]) == ("MCP6002T-I/SN", "6", "Microchip")
     # headers: 1x05 3.6 x 13.75, 2x08 6.15 x 21.35, 2x04 6.15 x (1.8 + 9.40)
@@ -337,6 +410,10 @@ def test_stage_bom_matches_the_netlist_and_costs_by_hand(tiny_run):
                                "package": "SOIC-8"}
     assert res["erc"]["passed"] and res["erc"]["errors"] == 0 and res["erc"]["warnings"] == 0
     assert read_json(Path(res["result_file"]))["passed"] is True
+    # power gating off here; the decoupling a gated board would charge per power-up:
+    # 6 x 100 nF x (5 V, the MCP6002's default supply)^2
+    assert res["power_gating"]["on"] is False
+    assert res["power_gating"]["decoupling_j_per_power_up"] == pytest.approx(6 * 100e-9 * 25)
 
 
 def test_stage_round_trip_equals_the_direct_run(tiny_run):
