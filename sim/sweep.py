@@ -638,6 +638,26 @@ def summary_lines(res: dict) -> list[str]:
     return lines
 
 
+def _manufacture_line(r: dict) -> list[str]:
+    """The command that builds a point as an orderable board: its analog and ADC overrides
+    (what `manufacture` reads), after the sweep's own --config and --set."""
+    import shlex
+
+    from crystalbench.analog.manufacture import OPAMP_PARTS
+
+    over = {k: v for k, v in json.loads(r.get("overrides") or "{}").items()
+            if k.startswith(("analog.", "adc."))}
+    cmd = " ".join(["crystalbench manufacture --config CONFIG"] +
+                   [f"--set {shlex.quote(a)}" for a in set_args(over)])
+    lines = ["Build it as a board (CONFIG, and any --crystal and --set, as given to the sweep):",
+             "",
+             f"    {cmd}", ""]
+    if r.get("opamp") not in OPAMP_PARTS:
+        lines += [f"Its op-amp `{r.get('opamp')}` has no orderable dual in "
+                  "analog/manufacture.py OPAMP_PARTS yet: manufacture refuses it.", ""]
+    return lines
+
+
 def report_md(res: dict, out: Path) -> None:
     lines = ["# Co-design sweep", "",
              f"Grid `{res['grid']}`; {res['vectors']} test vectors per point; engine "
@@ -648,6 +668,7 @@ def report_md(res: dict, out: Path) -> None:
     if res["best_hybrid"]:
         lines += ["Best hybrid point (lowest energy with agreement >= "
                   f"{res['agreement_min']}):", "", "- " + _row_line(res["best_hybrid"]), ""]
+        lines += _manufacture_line(res["best_hybrid"])
     if res["best_all_digital"]:
         lines += ["Best all-digital design:", "", "- " + _row_line(res["best_all_digital"]), ""]
     if res["lowest_analog_nj_per_neuron"] is not None:

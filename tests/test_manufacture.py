@@ -10,8 +10,10 @@ macro-model, A_OL 112 dB) matches -2 x within 1e-4 V (gain error ~3 / 4e5).
 """
 
 import csv
+import json
 import math
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from crystalbench.analog import manufacture as mf
 from crystalbench.cli import main
 from crystalbench.errors import AnalogError, CrystalbenchError
 from crystalbench.results import Paths, read_json
+from crystalbench.sim import sweep
 
 from .hw_tiny import tiny_crystal
 from .test_analog import tiny_crystal as two_layer_crystal
@@ -479,3 +482,37 @@ def test_cli_manufacture_on_a_crystal_folder(tmp_path, capsys):
     assert math.isfinite(read_json(tmp_path / "build" / "tiny" / "manufacture" /
                                    "result.json")["round_trip"]["max_diff_lsb"])
     assert isinstance(mf.ManufactureError("x"), CrystalbenchError)
+
+
+def test_sweep_report_command_builds_the_swept_point(tmp_path, capsys):
+    """The line the sweep's report.md prints for its best hybrid, run as written (CONFIG
+    filled in): the board is the swept design (same analog section), and a point whose
+    op-amp cannot be ordered says so in the report and is refused by the command."""
+    grid = sweep.load_grid(ROOT / "configs" / "grids" / "digits.yaml")
+    point = next(p for p in grid if p.get("analog.opamp") == "mcp6002"
+                 and p.get("analog.supply_v") == 3.0 and p.get("analog.power_gating"))
+    row = {"overrides": json.dumps(point, sort_keys=True), "opamp": "mcp6002"}
+    lines = sweep._manufacture_line(row)
+    (cmd,) = [ln.strip() for ln in lines if ln.strip().startswith("crystalbench manufacture")]
+    assert not any("no orderable dual" in ln for ln in lines)
+    c = tiny_crystal()
+    cm.save(c, tmp_path / "crystal")
+    args = shlex.split(cmd.replace("CONFIG", str(ROOT / "configs" / "digits.yaml")))[1:]
+    assert main(["--build-dir", str(tmp_path / "b")] + args +
+                ["--crystal", str(tmp_path / "crystal")]) == 0, capsys.readouterr()
+    res = read_json(tmp_path / "b" / "tiny" / "manufacture" / "result.json")
+    want = cfgmod.load(ROOT / "configs" / "digits.yaml", sweep.set_args(point)).analog
+    assert res["config"]["analog"] == dict(want)  # the sweep's point: digits.yaml + overrides
+    assert want.supply_v == 3.0 and want.adc_ref_v == 0.5 and want.power_gating is True
+    assert res["passed"] and res["power_gating"]["on"] is True
+    # 3 V across the rails: decoupling charge per power-up, n packages x 100 nF x 9 V^2
+    assert res["power_gating"]["decoupling_j_per_power_up"] == pytest.approx(
+        res["packages"]["opamp_packages"] * 100e-9 * 9.0)
+    row = {"overrides": json.dumps(dict(point, **{"analog.opamp": "opa835"})), "opamp": "opa835"}
+    lines = sweep._manufacture_line(row)
+    assert any("`opa835` has no orderable dual" in ln for ln in lines)
+    (cmd,) = [ln.strip() for ln in lines if ln.strip().startswith("crystalbench manufacture")]
+    args = shlex.split(cmd.replace("CONFIG", str(ROOT / "configs" / "digits.yaml")))[1:]
+    assert main(["--build-dir", str(tmp_path / "b")] + args +
+                ["--crystal", str(tmp_path / "crystal")]) == 2
+    assert "'opa835' is not a part one can order" in capsys.readouterr().err
