@@ -47,6 +47,29 @@ TARGETS = [
 SKIP_TESTS = ("test_architecture.py",)
 
 
+# mutmut's stats pass (which tests reach which function) runs with MUTANT_UNDER_TEST=stats,
+# and a mutated function called in a child process (a cocotb testbench in Icarus, run in
+# the simulator's own build folder) then looks for mutmut's config in that folder and
+# fails. The child's hits never reach the parent's stats anyway, so during that pass
+# children run the original code; while a mutant is tested, children run the mutant too.
+CHILD_STATS_GUARD = '''
+
+# ---- appended by tests/mutate.py (staged copy only) ----
+import subprocess as _subprocess
+
+_popen_init = _subprocess.Popen.__init__
+
+
+def _popen_init_outside_stats(self, *args, env=None, **kwargs):
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        env = {**(os.environ if env is None else env), "MUTANT_UNDER_TEST": "none"}
+    _popen_init(self, *args, env=env, **kwargs)
+
+
+_subprocess.Popen.__init__ = _popen_init_outside_stats
+'''
+
+
 def stage() -> None:
     if STAGE.exists():
         shutil.rmtree(STAGE)
@@ -57,6 +80,8 @@ def stage() -> None:
     shutil.copytree(ROOT / "tests", STAGE / "tests",
                     ignore=shutil.ignore_patterns("__pycache__", "mutate.py", *SKIP_TESTS))
     shutil.copytree(ROOT / "configs", STAGE / "configs")
+    with open(STAGE / "tests" / "conftest.py", "a") as f:
+        f.write(CHILD_STATS_GUARD)
     pytest_cfg = (ROOT / "pyproject.toml").read_text().split("[tool.pytest.ini_options]")[1]
     pytest_cfg = pytest_cfg.split("\n[", 1)[0]
     (STAGE / "pyproject.toml").write_text(
