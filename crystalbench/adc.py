@@ -82,6 +82,10 @@ class AdcPart:
     offset_error_lsb: float  # datasheet maximum, in the part's own LSB
     gain_error_lsb: float
     source: str
+    # True: a reference above the core's full scale is allowed (a reference input of its
+    # own, not the supply): the frontier then reads the low 2**-w of the part's range
+    # (window), saturating above it; see `window`
+    window_ok: bool = False
 
     @property
     def conversion_s(self) -> float:
@@ -121,7 +125,7 @@ PARTS = {
     "ad7091r8": AdcPart(
         key="ad7091r8", part="ADI AD7091R-8", bits=12, channels=8, vref_min_v=1.0,
         vref_max_v=3.0, supply_v=3.0, sample_rate_sps=1e6, supply_current_a=467e-6,
-        ref_current_a=0.0, offset_error_lsb=8.5, gain_error_lsb=4.0,
+        ref_current_a=0.0, offset_error_lsb=8.5, gain_error_lsb=4.0, window_ok=True,
         source="ADI AD7091R-2/AD7091R-4/AD7091R-8 data sheet (TSSOP issue), page 1 "
                "Features: 12 bit, 1 MSPS, 2/4/8 single-ended channels with sequencer, VDD "
                "2.7-5.25 V, 467 uA typical at 3 V and 1 MSPS (Rev. C page 1: 1.4 mW at 1 "
@@ -133,7 +137,7 @@ PARTS = {
     "ad7091r": AdcPart(
         key="ad7091r", part="ADI AD7091R", bits=12, channels=1, vref_min_v=1.0,
         vref_max_v=3.0, supply_v=3.0, sample_rate_sps=1e6, supply_current_a=349e-6,
-        ref_current_a=0.0, offset_error_lsb=8.5, gain_error_lsb=4.0,
+        ref_current_a=0.0, offset_error_lsb=8.5, gain_error_lsb=4.0, window_ok=True,
         source="ADI AD7091R data sheet Rev. B, page 1 Features and General Description: "
                "12 bit, one channel, 1 MSPS with a 50 MHz SCLK, VDD 2.7-5.25 V, analog "
                "input 0 V to VREF, internal 2.5 V reference, 349 uA typical at 3 V and 1 "
@@ -158,16 +162,41 @@ def reference_v(top_code_v: float, bits: int) -> float:
     return top_code_v * (1 << bits) / ((1 << bits) - 1)
 
 
+def window(part: AdcPart, vref_v: float) -> int:
+    """How many top bits of the part's range the frontier leaves unused: the smallest w
+    >= 0 that lifts the reference 2**w x vref_v (vref_v: the reference that would put the
+    core's full scale at the top code, `reference_v`) to the part's minimum. 0 unless the
+    part allows it (window_ok). The frontier then reads codes 0 .. 2**(N-w) - 1 and
+    saturates above: the part spends w of its N bits on range the core never uses."""
+    w = 0
+    while part.window_ok and vref_v * (1 << w) < part.vref_min_v and w < part.bits:
+        w += 1
+    return w
+
+
+def part_reference_v(part: AdcPart, vref_v: float) -> float:
+    """The voltage on the part's reference pin for the frontier reference vref_v."""
+    return vref_v * (1 << window(part, vref_v))
+
+
 def check_part(part: AdcPart, bits: int, top_code_v: float) -> float:
-    """Refuse a part that cannot deliver `bits` or take the reference; return VREF."""
+    """Refuse a part that cannot deliver `bits` or take the reference; return VREF (the
+    frontier's: `part_reference_v` gives the pin's, which a window raises)."""
     if bits > part.bits:
         raise ConfigError(f"adc.bits {bits} is more than the {part.part}'s {part.bits} bits; "
                           f"lower adc.bits or pick another adc.part")
     vref = reference_v(top_code_v, bits)
-    if not part.vref_min_v <= vref <= part.vref_max_v:
-        raise ConfigError(f"analog.adc_ref_v {top_code_v:g} V needs a {vref:.4g} V reference, "
+    w = window(part, vref)
+    pin = vref * (1 << w)
+    if not part.vref_min_v <= pin <= part.vref_max_v:
+        raise ConfigError(f"analog.adc_ref_v {top_code_v:g} V needs a {pin:.4g} V reference, "
                           f"outside the {part.part}'s {part.vref_min_v:g}-{part.vref_max_v:g} V; "
                           "change analog.adc_ref_v or adc.part")
+    if bits + w > part.bits:
+        raise ConfigError(f"analog.adc_ref_v {top_code_v:g} V is below the {part.part}'s "
+                          f"{part.vref_min_v:g} V reference by 2**{w}: the core's range "
+                          f"keeps {part.bits - w} of its {part.bits} bits, fewer than adc.bits "
+                          f"{bits}; raise analog.adc_ref_v or lower adc.bits")
     return vref
 
 
@@ -175,18 +204,21 @@ def convert(part: AdcPart, volts: np.ndarray, vref_v: float, bits: int,
             offset_lsb: np.ndarray | float = 0.0, gain_lsb: np.ndarray | float = 0.0) -> np.ndarray:
     """Volts -> the frontier's `bits`-bit codes, as the part and the FPGA produce them.
 
-    The part: code = round(v * 2**N / VREF * (1 + gain_lsb / 2**N) + offset_lsb), clipped
-    to 0 .. 2**N - 1 (offset and gain error in its own LSB, per channel when arrays).
-    The FPGA keeps the top `bits`, k = N - bits, rounded half to even and saturated:
-    (code + 2**(k-1) - 1 + bit k of code) >> k. Rounding twice moves a frontier code's
-    edges by up to half a part LSB; half to even keeps that unbiased on average (half up
-    would read every code 2**-(k+1) frontier LSB high).
+    The part, on reference R = 2**w x vref_v (w = `window`, 0 for most parts): code =
+    round(v * 2**N / R * (1 + gain_lsb / 2**N) + offset_lsb), clipped to 0 .. 2**N - 1
+    (offset and gain error in its own LSB, per channel when arrays). The FPGA saturates
+    at 2**(N-w) - 1 and keeps the top `bits` of the N - w it reads, k = N - w - bits,
+    rounded half to even and saturated: (code + 2**(k-1) - 1 + bit k of code) >> k.
+    Rounding twice moves a frontier code's edges by up to half a part LSB; half to even
+    keeps that unbiased on average (half up would read every code 2**-(k+1) frontier LSB
+    high).
     """
     n = part.bits
-    scale = (1 << n) / vref_v * (1.0 + np.asarray(gain_lsb, np.float64) / (1 << n))
+    w = window(part, vref_v)
+    scale = (1 << n) / (vref_v * (1 << w)) * (1.0 + np.asarray(gain_lsb, np.float64) / (1 << n))
     code = np.rint(np.asarray(volts, np.float64) * scale + offset_lsb)
-    code = np.clip(code, 0, (1 << n) - 1).astype(np.int64)
-    k = n - bits
+    code = np.clip(code, 0, (1 << (n - w)) - 1).astype(np.int64)
+    k = n - w - bits
     if k == 0:
         return code
     odd = (code >> k) & 1
@@ -210,4 +242,5 @@ def channel_plan(part: AdcPart, channels: int, vref_v: float) -> ChannelPlan:
     per_chip = -(-channels // chips) if chips else 0
     return ChannelPlan(channels=channels, chips=chips, conversions_per_chip=per_chip,
                        latency_s=per_chip * part.conversion_s,
-                       energy_j=channels * part.energy_per_conversion_j(vref_v))
+                       energy_j=channels * part.energy_per_conversion_j(
+                           part_reference_v(part, vref_v)))

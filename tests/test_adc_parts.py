@@ -26,15 +26,58 @@ def test_ad7091r_energy_per_conversion_from_the_datasheet(key, channels, amps):
 @pytest.mark.parametrize("key", ["ad7091r8", "ad7091r"])
 def test_ad7091r_reference_range_1_v_to_vdd(key):
     p = adc.part_for(key)
-    assert adc.check_part(p, 8, 1.0) == pytest.approx(256 / 255)  # 1.0039 V
+    assert adc.check_part(p, 8, 1.0) == pytest.approx(256 / 255)  # 1.0039 V, no window
+    assert adc.window(p, 256 / 255) == 0
     assert adc.check_part(p, 12, 2.99) == pytest.approx(2.99 * 4096 / 4095)  # 2.9907 V
-    with pytest.raises(ConfigError, match=r"^analog.adc_ref_v 0.5 V needs a 0.502 V reference, "
-                                          rf"outside the {p.part}'s 1-3 V"):
-        adc.check_part(p, 8, 0.5)
     with pytest.raises(ConfigError, match=r"needs a 3.002 V reference"):
         adc.check_part(p, 8, 2.99)  # 2.99 x 256/255
     with pytest.raises(ConfigError, match=rf"adc.bits 13 is more than the {p.part}'s 12 bits"):
         adc.check_part(p, 13, 1.0)
+
+
+@pytest.mark.parametrize("key", ["ad7091r8", "ad7091r"])
+def test_a_full_scale_below_the_reference_minimum_reads_a_window(key):
+    p = adc.part_for(key)
+    # 0.5 V full scale: the frontier reference 0.502 V is below 1.0 V; doubled (w = 1) it
+    # is 1.0039 V on the pin, and the frontier reads the low half of the 12-bit range
+    vref = adc.check_part(p, 8, 0.5)
+    assert vref == pytest.approx(0.5 * 256 / 255)
+    assert adc.window(p, vref) == 1
+    assert adc.part_reference_v(p, vref) == pytest.approx(256 / 255)
+    # 0.25 V: w = 2; 0.0625 x 255/256 V: w = 4 leaves 8 bits, the most adc.bits 8 allows
+    assert adc.window(p, adc.check_part(p, 8, 0.25)) == 2
+    assert adc.window(p, adc.check_part(p, 8, 0.0625 * 255 / 256)) == 4
+    with pytest.raises(ConfigError, match=rf"^analog.adc_ref_v 0.05 V is below the {p.part}'s 1 V "
+                                          r"reference by 2\*\*5: the core's range keeps 7 of its "
+                                          r"12 bits, fewer than adc.bits 8"):
+        adc.check_part(p, 8, 0.05)  # 0.0502 V x 32 = 1.606 V: 12 - 5 = 7 bits left
+    # a part without a reference input of its own takes no window: refused as before
+    with pytest.raises(ConfigError, match=r"analog.adc_ref_v 0.2 V needs a 0.2008 V reference"):
+        adc.check_part(adc.part_for("mcp3008"), 8, 0.2)
+
+
+def test_window_codes_by_hand():
+    p = adc.part_for("ad7091r")
+    vref = adc.check_part(p, 8, 0.5)  # pin 256/255 V: part LSB 1/4080 V; w = 1, k = 3
+    # part codes round(v x 4080): 0.25 V -> 1020 -> 127.5 -> 128 (half to even); 0.5 V ->
+    # 2040 -> 255; 0.6 V -> 2448, saturated at the window's top 2047 -> 255; one frontier
+    # LSB (0.5/255 V) -> 8 -> 1; 0.9 V -> 3672 -> 255
+    v = np.array([0.0, 0.5 / 255, 0.25, 0.5, 0.6, 0.9, -0.1])
+    assert adc.convert(p, v, vref, 8).tolist() == [0, 1, 128, 255, 255, 255, 0]
+    assert adc.convert(p, v, vref, 11).tolist() == [0, 8, 1020, 2040, 2047, 2047, 0]
+    c = np.arange(256)  # every frontier code at its ideal voltage comes back exactly
+    assert adc.convert(p, c * 0.5 / 255, vref, 8).tolist() == c.tolist()
+    # offset and gain error stay in the part's own LSB: +16 LSB at 0.25 V -> 1036 -> 129.5
+    assert adc.convert(p, np.array([0.25]), vref, 8, offset_lsb=16.0).tolist() == [130]
+
+
+def test_reference_current_counted_at_the_pin():
+    p = adc.AdcPart(key="t", part="T", bits=12, channels=8, vref_min_v=0.5, vref_max_v=5.0,
+                    supply_v=5.0, sample_rate_sps=200e3, supply_current_a=400e-6,
+                    ref_current_a=100e-6, offset_error_lsb=0.0, gain_error_lsb=0.0,
+                    source="test", window_ok=True)
+    plan = adc.channel_plan(p, 3, 0.3)  # w = 1: the pin is at 0.6 V
+    assert plan.energy_j == pytest.approx(3 * (5.0 * 400e-6 + 0.6 * 100e-6) / 200e3)
 
 
 def test_ad7091r_codes_by_hand():
