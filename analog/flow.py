@@ -71,7 +71,8 @@ METHOD = {
               "is not modelled), settling measured from power-on, energy = the integral of "
               "the supply power (rail voltages x currents from ngspice, references and DACs "
               "at the rail voltage) over [power-on, power-on + worst settling], mean over "
-              "the steps",
+              "the steps, plus the charge of the decoupling capacitors at each power-up "
+              "(one 100 nF per dual package, C x (vcc - vee)^2; not in the deck)",
     "samples_per_second": "DC sweep of all test samples / wall time of the ngspice run "
                           "(process start, sweep, raw file written and read)",
 }
@@ -553,8 +554,11 @@ def report(b: Bench, nets: Netlists, errors: dict, tr: dict, mc: dict, dc_second
     worst_s = float(np.max(tr["settle_s"])) if settled else None
     p = tr["power"]
     gated = tr.get("gated_energy_j") is not None
-    energy_nj = (float(np.mean(tr["gated_energy_j"])) * 1e9 if gated
+    window_nj = (float(np.mean(tr["gated_energy_j"])) * 1e9 if gated
                  else p.average * worst_s * 1e9 if settled else None)
+    # gated: every power-up also recharges the decoupling capacitors the deck leaves out
+    decoupling_nj = d.decoupling_j_per_power_up * 1e9 if gated else 0.0
+    energy_nj = None if window_nj is None else window_nj + decoupling_nj
     return {
         "crystal": b.c.name, "crystal_digest": digest(b.c),
         "config": config_stamp(b.acfg, b.adc.bits), "opamp": d.opamp.key,
@@ -586,11 +590,13 @@ def report(b: Bench, nets: Netlists, errors: dict, tr: dict, mc: dict, dc_second
         "gate_window_us": worst_s * 1e6 if gated else None,
         "energy_per_inference_steps_nj": ([float(e) * 1e9 for e in tr["gated_energy_j"]]
                                           if gated else None),
-        # gated: the average over the on-window (energy / window), else over the transient
-        "power_mw": energy_nj / (worst_s * 1e6) if gated else p.average * 1e3,
+        # gated: the average over the on-window (window energy / window), else over the
+        # transient; the power the core draws while it is on
+        "power_mw": window_nj / (worst_s * 1e6) if gated else p.average * 1e3,
         "power_peak_mw": p.peak * 1e3,
-        "power_opamps_mw": p.rails_average * 1e3, "power_per_neuron_mw": (energy_nj / (worst_s * 1e6) if gated
+        "power_opamps_mw": p.rails_average * 1e3, "power_per_neuron_mw": (window_nj / (worst_s * 1e6) if gated
                                                     else p.average * 1e3) / n_core,
+        "decoupling_energy_nj": decoupling_nj,
         "energy_per_inference_nj": energy_nj,
         "energy_per_neuron_nj": None if energy_nj is None else energy_nj / n_core,
         "samples_per_second": len(b.x) / dc_seconds,
@@ -628,8 +634,10 @@ def summary_lines(res: dict) -> list[str]:
                      f"{res['unsettled_steps']} of {res['transient_steps']} steps; raise "
                      f"analog.step_us ({power}; no settling time or energy; {speed})")
     else:
+        dec = (f" (of which {res['decoupling_energy_nj']:.1f} nJ recharging the decoupling "
+               "capacitors at power-up)" if res["power_gating"] else "")
         lines.append(f"settling {res['settling_time_us']:.2f} us (worst step), {power}, "
-                     f"{res['energy_per_inference_nj']:.1f} nJ per inference; {speed}")
+                     f"{res['energy_per_inference_nj']:.1f} nJ per inference{dec}; {speed}")
     mc = res["monte_carlo"]
     if mc.get("runs"):
         lines.append(f"Monte Carlo ({mc['runs']} boards, {mc['tolerance']:g} tolerance): "

@@ -85,7 +85,7 @@ DIODE_FP = "Diode_SMD:D_SOD-323"
 # A low-leakage diode in SOD-323, of the BAS116 class that analog/netlist.py models
 # (its model is generic, not fitted to this part: unconfirmed).
 DIODE_MPN, DIODE_MFR = "BAS416,115", "Nexperia"
-DECOUPLING = ("100n", 100e-9, "CC0603KRX7R9BB104", "Yageo")  # 100 nF X7R 50 V, 0603
+DECOUPLING = ("100n", nl.DECOUPLING_F, "CC0603KRX7R9BB104", "Yageo")  # 100 nF X7R 50 V, 0603
 # KiCad's Device:D numbering: pin 1 cathode, pin 2 anode (pad 1 of SOD-323 is the band).
 D_CATHODE, D_ANODE = 1, 2
 
@@ -875,8 +875,8 @@ def report(b: flow.Bench, board: Board, parsed: Parsed, rows: list, erc: Erc, rt
                      "gating does not change",
             # the supply charges every decoupling capacitor from 0 to vcc - vee at each
             # power-up: C V^2 drawn (half stored, half lost in the charging path), and the
-            # stored half is lost at power-down: not in sim-analog's energy, which has no
-            # decoupling capacitors
+            # stored half is lost at power-down; sim-analog adds the same term to a gated
+            # core's energy (CoreDesign.decoupling_j_per_power_up), from its op-amp count
             "decoupling_j_per_power_up": kinds["C"] * DECOUPLING[1] * (d.vcc - d.vee) ** 2},
         "passed": bool(erc.passed and rt["passed"]),
         "files": {k: str(v) for k, v in files.items()},

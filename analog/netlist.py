@@ -25,6 +25,7 @@ open; one that needs less than r_min gets r_min. Each is counted (or refused).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,12 @@ from crystalbench.errors import AnalogError
 
 from . import eseries
 from .opamps import OpAmpMacro, OpAmpSpec
+
+# One decoupling capacitor per dual op-amp package, V+ to V- (the board `manufacture`
+# builds). A core whose rails are switched (analog.power_gating) charges every one from 0
+# to vcc - vee at each power-up: C V^2 from the supply (half stored, half lost charging;
+# the stored half is lost again at power-down). The transient deck leaves them out.
+DECOUPLING_F = 100e-9
 
 DIODE_MODEL = "dsig"
 # A generic low-leakage small-signal switching diode (BAS116 class). Modelling choice, not
@@ -130,6 +137,10 @@ class CoreDesign:
     @property
     def opamp_count(self) -> int:
         return len(self.neurons) + len(self.inverted)
+
+    @property
+    def decoupling_j_per_power_up(self) -> float:
+        return math.ceil(self.opamp_count / 2) * DECOUPLING_F * (self.vcc - self.vee) ** 2
 
 
 def design_core(c: Crystal, acfg, adc: adc_mod.AdcModel, opamp: OpAmpSpec) -> CoreDesign:

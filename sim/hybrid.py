@@ -51,9 +51,12 @@ METHOD = {
     "frontier": "the codes through the frontier's RTL and gate netlist (cocotb + Icarus); "
                 "bit-exact = logits and class equal the golden model (rtl/fixed.py) fed the "
                 "same codes; agreement = class equal to torch's on the same sample",
-    "energy": "core: sim-analog's average supply power x worst settling time (ngspice "
-              "transient); ADC: conversions x the part's energy per conversion (datasheet "
-              "supply and reference current at its full rate); frontier: toggles of its gate "
+    "energy": "core: sim-analog's energy to settle (average supply power x worst settling "
+              "time, ngspice transient; gated: the on-window's energy + the decoupling "
+              "recharge) + its on-power x the ADC's conversion time, since the core's "
+              "outputs must hold until the last channel is sampled; ADC: conversions x "
+              "the part's energy per conversion (datasheet supply and reference current "
+              "at its full rate); frontier: toggles of its gate "
               "netlist in the steady stream of this run, iCE40 model (sim.power)",
     "latency": "core settling (sim-analog, 0.5 LSB) + ADC: conversions per chip x the "
                "part's conversion time (chips in parallel, channels in turn) + frontier "
@@ -149,11 +152,17 @@ def draw_adc_errors(part: adc_mod.AdcPart, plan: adc_mod.ChannelPlan, rng) -> tu
 # ---- figures ---------------------------------------------------------------------------------
 def system_figures(analog: dict, plan: adc_mod.ChannelPlan, gates: dict, clock_mhz: float) -> dict:
     """Energy per inference and latency by part, and throughput."""
-    core_nj = analog.get("energy_per_inference_nj")
+    settle_nj = analog.get("energy_per_inference_nj")
     adc_nj = plan.energy_j * 1e9
     dig_nj = gates.get("energy_per_inference_nj")
     core_us = analog.get("settling_time_us")
     adc_us = plan.latency_s * 1e6
+    # The core's outputs must hold until the ADC has sampled the last of them: a chip takes
+    # its channels one after the other, so the core stays on (at its on-power) through the
+    # chips' conversions. Held to the end of the last conversion: an upper bound, by less
+    # than one conversion (the part's acquisition window is not modelled).
+    hold_nj = analog["power_mw"] * adc_us
+    core_nj = None if settle_nj is None else settle_nj + hold_nj
     dig_us = gates["latency_cycles"] / clock_mhz
     interval_us = (gates.get("interval_cycles") or gates["latency_cycles"]) / clock_mhz
     total_nj = None if core_nj is None or dig_nj is None else core_nj + adc_nj + dig_nj
@@ -161,6 +170,7 @@ def system_figures(analog: dict, plan: adc_mod.ChannelPlan, gates: dict, clock_m
     return {
         "energy_per_inference_nj": total_nj,
         "energy_nj": {"analog_nj": core_nj, "adc_nj": adc_nj, "digital_nj": dig_nj},
+        "analog_parts_nj": {"to_settle_nj": settle_nj, "held_for_adc_nj": hold_nj},
         "latency_us": total_us,
         "latency_parts_us": {"analog_us": core_us, "adc_us": adc_us, "digital_us": dig_us},
         "throughput_per_s": None if core_us is None
@@ -318,8 +328,10 @@ def summary_lines(r: dict) -> list[str]:
              f"{r['class_agreement_with_torch']:.4f}, accuracy {r['test_accuracy']:.4f} "
              f"(float {r['float_test_accuracy']:.4f}), bit-exact {r['bit_exact_fraction']:.4f}"]
     if r["energy_per_inference_nj"] is not None:
+        ap = r["analog_parts_nj"]
         lines.append(f"energy {r['energy_per_inference_nj']:.4g} nJ/inference (core "
-                     f"{e['analog_nj']:.4g} + ADC {e['adc_nj']:.4g} + frontier "
+                     f"{e['analog_nj']:.4g} = {ap['to_settle_nj']:.4g} to settle + "
+                     f"{ap['held_for_adc_nj']:.4g} held for the ADC; ADC {e['adc_nj']:.4g}; frontier "
                      f"{e['digital_nj']:.4g}); latency {r['latency_us']:.4g} us (settling "
                      f"{lat['analog_us']:.3g} + ADC {lat['adc_us']:.3g} + frontier "
                      f"{lat['digital_us']:.3g})")

@@ -1177,12 +1177,14 @@ def test_stage_result_keys(settled_run):
         "settling_times_us", "unsettled_steps", "transient_steps",
         "transient_end_vs_dc_max_lsb", "power_gating", "gate_window_us",
         "energy_per_inference_steps_nj", "power_mw", "power_peak_mw", "power_opamps_mw",
-        "power_per_neuron_mw", "energy_per_inference_nj", "energy_per_neuron_nj",
-        "samples_per_second", "simulation_seconds", "monte_carlo", "source_claim", "files",
+        "power_per_neuron_mw", "decoupling_energy_nj", "energy_per_inference_nj",
+        "energy_per_neuron_nj", "samples_per_second", "simulation_seconds", "monte_carlo",
+        "source_claim", "files",
         "method", "wall_seconds", "summary", "result_file"}
     d = res
     assert d["power_gating"] is False and d["gate_window_us"] is None
     assert d["energy_per_inference_steps_nj"] is None
+    assert d["decoupling_energy_nj"] == 0.0  # rails stay up: no recharge per inference
     assert d["supply_v"] == [-2.5, 2.5] and d["adc_bits"] == 8 and d["lsb_mv"] == pytest.approx(
         1000 / 255)
     assert d["diodes"] == 2 * d["relu_stages"].get("rectifier", 0) + d["relu_stages"].get("clamp", 0)

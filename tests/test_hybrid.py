@@ -119,19 +119,22 @@ def test_adc_errors_are_drawn_per_chip_within_the_maxima():
 def test_system_figures_by_hand():
     plan = adc.ChannelPlan(channels=4, chips=1, conversions_per_chip=4, latency_s=3e-6,
                            energy_j=5e-9)
-    analog = {"energy_per_inference_nj": 100.0, "settling_time_us": 2.0}
+    analog = {"energy_per_inference_nj": 100.0, "settling_time_us": 2.0, "power_mw": 50.0}
     gates = {"energy_per_inference_nj": 7.0, "latency_cycles": 24, "interval_cycles": 12}
     f = hybrid.system_figures(analog, plan, gates, 12.0)
-    assert f["energy_nj"] == {"analog_nj": 100.0, "adc_nj": pytest.approx(5.0), "digital_nj": 7.0}
-    assert f["energy_per_inference_nj"] == pytest.approx(112.0)
+    # the core stays on through the 3 us of conversions: 50 mW x 3 us = 150 nJ more
+    assert f["analog_parts_nj"] == {"to_settle_nj": 100.0, "held_for_adc_nj": pytest.approx(150.0)}
+    assert f["energy_nj"] == {"analog_nj": pytest.approx(250.0), "adc_nj": pytest.approx(5.0),
+                              "digital_nj": 7.0}
+    assert f["energy_per_inference_nj"] == pytest.approx(262.0)
     assert f["latency_parts_us"] == {"analog_us": 2.0, "adc_us": pytest.approx(3.0),
                                      "digital_us": 2.0}
     assert f["latency_us"] == pytest.approx(7.0)
     assert f["throughput_per_s"] == pytest.approx(1e6 / 5.0)  # core + ADC is the slow stage
     slow = hybrid.system_figures(analog, plan, {**gates, "interval_cycles": 120}, 12.0)
     assert slow["throughput_per_s"] == pytest.approx(1e6 / 10.0)  # now the frontier is
-    unsettled = hybrid.system_figures({"energy_per_inference_nj": None, "settling_time_us": None},
-                                      plan, gates, 12.0)
+    unsettled = hybrid.system_figures({"energy_per_inference_nj": None, "settling_time_us": None,
+                                       "power_mw": 50.0}, plan, gates, 12.0)
     assert unsettled["energy_per_inference_nj"] is None and unsettled["latency_us"] is None
     assert unsettled["throughput_per_s"] is None
     assert unsettled["energy_nj"]["adc_nj"] == pytest.approx(5.0)
@@ -198,7 +201,11 @@ def test_whole_chain_on_the_tiny_crystal(tmp_path, make):
     assert res["adc"]["chips"] == 1 and res["adc"]["channels"] == k
     assert res["energy_nj"]["adc_nj"] == pytest.approx(k * e_conv)
     assert res["latency_parts_us"]["adc_us"] == pytest.approx(5.0 * k)
-    assert res["energy_nj"]["analog_nj"] == analog["energy_per_inference_nj"]
+    # the core settles, then stays on through the k conversions of 5 us (one chip)
+    hold_nj = analog["power_mw"] * 5.0 * k
+    assert res["analog_parts_nj"]["held_for_adc_nj"] == pytest.approx(hold_nj)
+    assert res["energy_nj"]["analog_nj"] == pytest.approx(analog["energy_per_inference_nj"]
+                                                          + hold_nj)
     assert res["latency_parts_us"]["analog_us"] == analog["settling_time_us"]
     assert res["energy_nj"]["digital_nj"] == res["frontier"]["energy_per_inference_nj"]
     assert res["latency_parts_us"]["digital_us"] == pytest.approx(
