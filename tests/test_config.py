@@ -32,7 +32,8 @@ def test_shipped_grids_load_with_the_points_they_name():
     assert grids, "configs/grids/ holds no grid"
     for p in grids:
         points = sweep.load_grid(p)
-        assert len(points) >= 24  # the default grid size
+        # the default grid (make sweep) holds the 24 points at least; others any
+        assert len(points) >= (24 if p.name == "digits.yaml" else 1), p
         for point in points:
             cfg = cfgmod.load(Path(__file__).parent.parent / "configs" / "digits.yaml",
                               sweep.set_args(point))
