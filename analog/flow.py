@@ -635,7 +635,7 @@ def summary_lines(res: dict) -> list[str]:
                      f"analog.step_us ({power}; no settling time or energy; {speed})")
     else:
         dec = (f" (of which {res['decoupling_energy_nj']:.1f} nJ recharging the decoupling "
-               "capacitors at power-up)" if res["power_gating"] else "")
+               "capacitors at power-up)" if res.get("power_gating") else "")
         lines.append(f"settling {res['settling_time_us']:.2f} us (worst step), {power}, "
                      f"{res['energy_per_inference_nj']:.1f} nJ per inference{dec}; {speed}")
     mc = res["monte_carlo"]
