@@ -35,6 +35,8 @@ import io
 import itertools
 import json
 import math
+import os
+import platform
 import time
 import traceback
 from pathlib import Path
@@ -368,6 +370,8 @@ def run(c, cfg, paths: Paths, log: stage.Log = stage.quiet, grid: str | None = N
     """Every grid point (sim-analog, then sim-hybrid) and digital design as Dask tasks;
     the table, plots and report."""
     t_all = time.perf_counter()
+    started = {"date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "load_average": [round(x, 2) for x in os.getloadavg()]}
     if not grid or not config_path:
         raise ConfigError("sweep needs --grid FILE (a YAML grid of --set overrides) and --config")
     vectors = int(vectors or VECTORS)
@@ -404,6 +408,8 @@ def run(c, cfg, paths: Paths, log: stage.Log = stage.quiet, grid: str | None = N
     res = summarize(rows, digital, out, vectors, grid, scheduler or f"LocalCluster({workers})")
     res["wall_seconds"] = round(time.perf_counter() - t_all, 1)
     res["computed_points"] = len(run_now)
+    res["machine"] = {"host": platform.node(), "cpus": os.cpu_count(), **started,
+                      "load_average_end": [round(x, 2) for x in os.getloadavg()]}
     report_md(res, out)
     return stage.finish(NAME, paths, res, summary_lines(res))
 
@@ -659,12 +665,21 @@ def _manufacture_line(r: dict) -> list[str]:
     return lines
 
 
+def _machine_text(m: dict | None) -> str:
+    if not m:
+        return ""
+    return (f" Started {m['date_utc']} on {m['host']} ({m['cpus']} CPUs), load average "
+            f"(1/5/15 min) {'/'.join(str(x) for x in m['load_average'])} at the start, "
+            f"{'/'.join(str(x) for x in m['load_average_end'])} at the end.")
+
+
 def report_md(res: dict, out: Path) -> None:
     lines = ["# Co-design sweep", "",
              f"Grid `{res['grid']}`; {res['vectors']} test vectors per point; engine "
              f"{res['engine']}; {res['computed_points']} of {res['points']} points computed by "
              f"this run (the rest from the cache) in {res['wall_seconds']:.0f} s wall time (this "
-             "machine, as loaded at the time; not an idle-machine figure).", "",
+             "machine, as loaded at the time; not an idle-machine figure)."
+             + _machine_text(res.get("machine")), "",
              "## Verdict", "", res["verdict"]["text"], ""]
     if res["best_hybrid"]:
         lines += ["Best hybrid point (lowest energy with agreement >= "
