@@ -70,7 +70,7 @@ _subprocess.Popen.__init__ = _popen_init_outside_stats
 '''
 
 
-def stage() -> None:
+def stage(tests: list[str] | None = None) -> None:
     if STAGE.exists():
         shutil.rmtree(STAGE)
     src = STAGE / "src" / "crystalbench"
@@ -90,7 +90,8 @@ def stage() -> None:
         f"only_mutate = {json.dumps(TARGETS)}\n"
         'source_paths = ["src"]\n'
         'also_copy = ["configs"]\n'
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q", "-m", "not slow"]\n')
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q", "-m", "not slow"]\n'
+        + (f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n" if tests else ""))
 
 
 def run_mutmut(max_children: int) -> None:
@@ -126,6 +127,14 @@ def explained() -> dict[str, str]:
     return {k: str(v) for k, v in (yaml.safe_load(EXPLAINED.read_text()) or {}).items()}
 
 
+def staged_tests() -> list[str]:
+    """The test files the staged run was limited to (--tests), [] for all."""
+    import tomllib
+
+    cfg = tomllib.loads((STAGE / "pyproject.toml").read_text())["tool"]["mutmut"]
+    return cfg.get("pytest_add_cli_args_test_selection", [])
+
+
 def package_of(mutant: str) -> str:
     bits = mutant.split(".")
     return bits[1] if len(bits) > 2 and bits[1] in PACKAGES else "crystalbench (core)"
@@ -143,6 +152,7 @@ def report(status: dict[str, str]) -> Path:
         by_pkg[package_of(name)][st] += 1
     lines = ["# Mutation testing (mutmut)", "",
              f"Targets: {', '.join(t.removeprefix('src/') for t in TARGETS)}", "",
+             f"Tests: {', '.join(staged_tests()) or 'all but the slow ones'}", "",
              "| package | mutants | killed | survived | no tests | timeout | not run | kill rate "
              "| kill rate of those run |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -184,11 +194,14 @@ def main() -> int:
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--only", nargs="*", help="glob(s) of TARGETS to mutate (default: all)")
     ap.add_argument("--report-only", action="store_true", help="re-read the last run's results")
+    ap.add_argument("--tests", nargs="*", help="run only these test files (default: all). For "
+                    "code every stage calls (results.py, toolrun.py), whose mutants would each "
+                    "run most of the suite: their own unit tests")
     args = ap.parse_args()
     if args.only:
         TARGETS[:] = [t for t in TARGETS if any(fnmatch.fnmatch(t, f"*{g}") for g in args.only)]
     if not args.report_only:
-        stage()
+        stage(args.tests)
         run_mutmut(args.max_children)
     path = report(results())
     print(f"report: {path}")
