@@ -262,3 +262,162 @@ def test_report_renders_manufacture(tmp_path):
             "| 1.0000 |") in text
     assert "Prices (2026-11-27): assumption." in text
     assert "Board area: 9,997 mm2 of footprint courtyards, 19,993 mm2 with x2.0 for routing" in text
+
+
+def test_atomic_write_goes_through_a_hidden_temporary_file_beside_the_target(tmp_path, monkeypatch):
+    import re
+
+    real_replace, renames = os.replace, []
+
+    def replace(src, dst):
+        renames.append((Path(src), Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    p = tmp_path / "sub" / "r.json"
+    results.atomic_write_bytes(p, b"abc")
+    assert p.read_bytes() == b"abc" and len(renames) == 1
+    src, dst = renames[0]
+    # same folder (so the rename is atomic), ".<name>.<8 random>.tmp" (hidden, and swept by the
+    # glob the other tests use)
+    assert dst == p and src.parent == p.parent
+    assert re.fullmatch(r"\.r\.json\.[a-z0-9_]{8}\.tmp", src.name), src.name
+    assert sorted(x.name for x in p.parent.iterdir()) == ["r.json"]
+
+
+def test_atomic_write_gives_an_ordinary_file_mode(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "_UMASK", 0o022)
+    results.atomic_write_bytes(tmp_path / "a.bin", b"x")
+    assert (tmp_path / "a.bin").stat().st_mode & 0o7777 == 0o644  # 0o666 & ~0o022
+    monkeypatch.setattr(results, "_UMASK", 0o000)
+    results.atomic_write_bytes(tmp_path / "b.bin", b"x")
+    assert (tmp_path / "b.bin").stat().st_mode & 0o7777 == 0o666
+
+
+def test_atomic_write_failing_mid_write_removes_its_temporary_file(tmp_path):
+    p = tmp_path / "r.bin"
+    p.write_bytes(b"old")
+    with pytest.raises(TypeError) as e:
+        results.atomic_write_bytes(p, "text, not bytes")  # fails inside the write, after mkstemp
+    assert str(e.value) == "a bytes-like object is required, not 'str'"
+    assert p.read_bytes() == b"old" and sorted(x.name for x in tmp_path.iterdir()) == ["r.bin"]
+
+
+def test_atomic_write_json_layout_and_its_own_nan_guard(tmp_path, monkeypatch):
+    p = tmp_path / "r.json"
+    results.atomic_write_json(p, {"v": 1, "w": [1, 2], "n": {"m": None}})
+    assert p.read_text() == ('{\n  "v": 1,\n  "w": [\n    1,\n    2\n  ],\n  "n": {\n    "m": null\n'
+                             '  }\n}\n')
+    # a NaN that got past to_json is still refused, not written as NaN
+    monkeypatch.setattr(results, "to_json", lambda obj: obj)
+    with pytest.raises(ValueError) as e:
+        results.atomic_write_json(p, {"x": float("nan")})
+    assert str(e.value) == "Out of range float values are not JSON compliant: nan"
+    assert json.loads(p.read_text()) == {"v": 1, "w": [1, 2], "n": {"m": None}}
+
+
+def _fake_cpuinfo(monkeypatch, file):
+    real = Path
+    monkeypatch.setattr(results, "Path", lambda p: real(file) if p == "/proc/cpuinfo" else real(p))
+
+
+def test_cpu_model_from_cpuinfo_and_without_it(tmp_path, monkeypatch):
+    import platform
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: Acme\nmodel name\t: Acme X1: rev 2 @ 3.0GHz \n"
+                    "flags\t\t: fpu\n\nprocessor\t: 1\nmodel name\t: Second\n")
+    _fake_cpuinfo(monkeypatch, info)
+    assert results._cpu_model() == "Acme X1: rev 2 @ 3.0GHz"  # all after the first colon
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    info.write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")  # an ARM cpuinfo: no model name
+    assert results._cpu_model() == "aarch64"
+    _fake_cpuinfo(monkeypatch, tmp_path / "missing")  # no /proc at all
+    monkeypatch.setattr(platform, "processor", lambda: "Pentium")
+    monkeypatch.setattr(platform, "machine", lambda: "i686")
+    assert results._cpu_model() == "Pentium"
+
+
+def test_git_commit_default_is_the_checkout_holding_the_package(tmp_path, monkeypatch):
+    a = "a" * 40
+    pkg = tmp_path / "up" / "checkout" / "crystalbench"
+    pkg.mkdir(parents=True)
+    (pkg / "results.py").write_text("")
+    (tmp_path / "up" / "checkout" / ".git").mkdir()
+    (tmp_path / "up" / "checkout" / ".git" / "HEAD").write_text(a + "\n")
+    monkeypatch.setattr(results, "__file__", str(pkg / "results.py"))
+    assert results.git_commit() == a
+
+
+def test_git_commit_worktree_path_with_colons(tmp_path):
+    b = "b" * 40
+    wt = tmp_path / "C:" / "x:y" / "wt"  # a drive letter, a colon in a folder name
+    wt.mkdir(parents=True)
+    (wt / "HEAD").write_text(b + "\n")
+    (tmp_path / ".git").write_text(f"gitdir: {wt}\n")
+    assert results.git_commit(tmp_path / ".git") == b
+
+
+def test_machine_block_names():
+    import platform
+
+    got = results.machine()
+    assert got == {"host": platform.node(), "cpu": results._cpu_model(), "cores": os.cpu_count(),
+                   "system": platform.system() + " " + platform.release(),
+                   "python": platform.python_version(), "numpy": np.__version__}
+
+
+def test_measured_date_is_utc_whatever_the_time_zone(monkeypatch):
+    import calendar
+    import time
+
+    try:
+        with monkeypatch.context() as m:
+            m.setenv("TZ", "XYZ-5")  # local time 5 h ahead of UTC
+            time.tzset()
+            t0 = time.time()
+            date = results.measured()["date"]
+            t1 = time.time()
+    finally:
+        time.tzset()
+    t = calendar.timegm(time.strptime(date, "%Y-%m-%dT%H:%M:%SZ"))
+    assert int(t0) <= t <= t1, (date, t0, t1)
+
+
+def test_paths_root_given_as_a_string_becomes_a_path(tmp_path):
+    p = Paths(str(tmp_path), "e")
+    assert p.root == tmp_path and isinstance(p.root, Path)
+    assert p.stage("sim") == tmp_path / "e" / "sim"
+
+
+def test_keep_previous_names_the_date_and_time(tmp_path):
+    import time
+
+    folder = tmp_path / "train"
+    folder.mkdir()
+    (folder / "x").write_text("1")
+    t0 = int(time.time())
+    kept = results.keep_previous(folder)
+    t1 = time.time()
+    stamp = kept.name.removeprefix("train.prev-")
+    assert kept.parent == tmp_path and len(stamp) == 15, kept.name
+    t = time.mktime(time.strptime(stamp, "%Y%m%d-%H%M%S"))  # local time
+    assert t0 <= t <= t1 and (kept / "x").read_text() == "1"
+
+
+def test_keep_previous_numbers_clashes_2_3_4(tmp_path, monkeypatch):
+    import time
+    import types
+
+    fixed = time.strptime("2026-11-27 10:00:00", "%Y-%m-%d %H:%M:%S")
+    monkeypatch.setattr(results, "time", types.SimpleNamespace(
+        strftime=lambda fmt: time.strftime(fmt, fixed)))
+    folder = tmp_path / "train"
+    names = []
+    for i in range(4):
+        folder.mkdir()
+        (folder / "run.txt").write_text(str(i))
+        names.append(results.keep_previous(folder).name)
+    assert names == ["train.prev-20261127-100000", "train.prev-20261127-100000-2",
+                     "train.prev-20261127-100000-3", "train.prev-20261127-100000-4"]

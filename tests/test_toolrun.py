@@ -110,3 +110,10 @@ def test_extra_environment_reaches_the_tool(tmp_path):
 def test_log_folder_is_made(tmp_path):
     toolrun.run("true", [], log=tmp_path / "a" / "b" / "c.log")
     assert Path(tmp_path / "a" / "b" / "c.log").exists()
+
+
+def test_the_tool_runs_in_the_folder_given(tmp_path):
+    (tmp_path / "here").mkdir()
+    r = toolrun.run("sh", ["-c", "pwd; ls"], log=tmp_path / "p.log", cwd=tmp_path / "here")
+    assert os.getcwd() != str(tmp_path / "here")
+    assert r.stdout == f"{tmp_path / 'here'}\n"  # pwd there, and nothing in it to list
