@@ -346,3 +346,29 @@ def test_load_messages_in_full(tmp_path):
     assert refusal() == (f"{jpath}: digest 0123456789abcdef does not match the arrays in "
                          f"crystal.npz ({cm.digest(c)}); the two files are from different "
                          "crystals: re-export the crystal")
+
+
+def _hand_layer(weights, bias, act):
+    w = np.array(weights, np.float32)
+    n = w.shape[0]
+    return cm.Layer(weights=w, bias=np.array(bias, np.float32), mask=np.ones(w.shape, bool),
+                    activation=act, position=np.zeros((n, 1), np.float32),
+                    radius=np.full(n, np.inf, np.float32), frozen=np.zeros(n, bool),
+                    epoch_frozen=np.full(n, -1, np.int32))
+
+
+def test_forward_by_hand():
+    """The numpy reference model on a 2-2-2 net worked out by hand: bias added, ReLU (max with
+    0) on the relu layer only, the linear readout left negative, every output float32, and
+    the inputs taken as float32 first (as torch computes): 2**24 + 1 reads as 2**24."""
+    layers = (_hand_layer([[1, -1], [0.25, 0]], [0.5, 0.5], "relu"),
+              _hand_layer([[1, -1], [1, 1]], [-2, 0.25], "linear"))
+    proto = cm.Crystal.__new__(cm.Crystal)
+    object.__setattr__(proto, "layers", layers)
+    # h1 = relu([1 - 3 + 0.5, 0.25 + 0.5]) = [0, 0.75]; out = [0 - 0.75 - 2, 0 + 0.75 + 0.25]
+    h1, out = cm.Crystal.forward(proto, np.array([[1.0, 3.0]], np.float32))
+    assert h1.tolist() == [[0.0, 0.75]] and out.tolist() == [[-2.75, 1.0]]
+    assert h1.dtype == np.float32 and out.dtype == np.float32
+    # float64 inputs: both round to 2**24 in float32, so neuron 0 = 0 + 0.5, not 1 + 0.5
+    h1, out = cm.Crystal.forward(proto, np.array([[2.0**24 + 1, 2.0**24]]))
+    assert h1[0, 0] == 0.5 and h1.dtype == np.float32 and out.dtype == np.float32
