@@ -100,3 +100,51 @@ def test_channel_plan_counts_chips(key, chips, per_chip):
     assert (plan.chips, plan.conversions_per_chip) == (chips, per_chip)
     assert plan.latency_s == pytest.approx(per_chip * 1e-6)  # chips convert at once
     assert plan.energy_j == pytest.approx(48 * 3.0 * p.supply_current_a * 1e-6)
+
+
+def test_window_stops_at_the_parts_bits():
+    p = adc.part_for("ad7091r")  # 12 bits, reference 1.0 V minimum
+    # 2**-12 V x 2**12 is 1.0 V exactly: w = 12, the part's last bit, at the minimum
+    assert adc.window(p, 1 / 4096) == 12
+    # 1e-4 V x 2**12 = 0.4096 V is still below 1.0 V: w stops at 12, not 13
+    assert adc.window(p, 1e-4) == 12
+    assert adc.part_reference_v(p, 1e-4) == pytest.approx(0.4096)
+    # the pin then stays below the minimum: 1e-4 x 256/255 x 4096 = 0.41120 V
+    with pytest.raises(ConfigError) as e:
+        adc.check_part(p, 8, 1e-4)
+    assert str(e.value) == ("analog.adc_ref_v 0.0001 V needs a 0.4112 V reference, outside the "
+                            "ADI AD7091R's 1-3 V; change analog.adc_ref_v or adc.part")
+
+
+@pytest.mark.parametrize("key, low, high", [("mcp3008", 0.25, 5.0), ("ad7091r", 1.0, 3.0)])
+def test_reference_range_ends_are_allowed(key, low, high):
+    p = adc.part_for(key)
+    # full scale x 255/256 puts the 8-bit reference (x 256/255) on the range's ends
+    # exactly (every figure here is a binary fraction)
+    assert adc.check_part(p, 8, low * 255 / 256) == low
+    assert adc.check_part(p, 8, high * 255 / 256) == high
+    assert adc.window(p, high) == 0 and adc.window(p, low) == 0
+
+
+def test_reference_above_the_range_message():
+    with pytest.raises(ConfigError) as e:
+        adc.check_part(adc.part_for("mcp3008"), 8, 4.99)  # 4.99 x 256/255 = 5.0096 V
+    assert str(e.value) == ("analog.adc_ref_v 4.99 V needs a 5.01 V reference, outside the "
+                            "Microchip MCP3008's 0.25-5 V; change analog.adc_ref_v or adc.part")
+
+
+def test_codes_computed_in_float64_whatever_the_input_dtype():
+    p = adc.part_for("mcp3008")  # 10 bits; a 4.0 V reference: 256 codes per volt
+    # volts: a long double 2**-70 above 2.5 codes is read as the float64 2.5/256, whose
+    # code rounds half to even to 2 (the long double product would round up to 3)
+    v = np.array([2.5 / 256], np.longdouble) + np.longdouble(2) ** -70
+    assert adc.convert(p, v, 4.0, 10).tolist() == [2]
+    # gain error as float32: scale = 256 x (1 + g / 1024) with g = float32(0.3) =
+    # 0.30000001192..., 256.0750000030; 1000.49999 / 256.075 V is 1000.49999001 codes -> 1000
+    # (a float32 scale, 256.07501221, would give 1000.50004 -> 1001)
+    g = np.float32(0.3)
+    want = np.rint(1000.49999 / 256.075 * 256 * (1 + float(g) / 1024))
+    assert want == 1000
+    v = np.array([1000.49999 / 256.075])
+    assert adc.convert(p, v, 4.0, 10, gain_lsb=np.array([g])).tolist() == [1000]
+    assert adc.convert(p, v, 4.0, 10, gain_lsb=g).tolist() == [1000]
