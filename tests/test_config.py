@@ -305,3 +305,122 @@ def test_qat_stamp_keeps_every_setting_but_shapes_and_validation():
         "activation_bits": 2, "shift": 3, "epochs": 100, "lr": 0.03, "batch_size": 32,
         "augment_shifts": 0, "weight_decay": 0.0, "input_dropout": 0.0, "distill": 0.0,
         "teacher_hidden": 128, "seed": 0}}
+
+
+def _refusal(fn, *args):
+    with pytest.raises(ConfigError) as e:
+        fn(*args)
+    return str(e.value)
+
+
+def test_layer_epochs_edges_and_message():
+    """freeze.layer_epochs: one whole number per hidden layer, each in 1..train.epochs,
+    non-decreasing (equal neighbours allowed); anything else is refused with one message."""
+    two = {"net": {"hidden": [{"initial": 4, "cap": 4}, {"initial": 4, "cap": 4}]},
+           "train": {"epochs": 10}}
+
+    def cfg(ends):
+        return _merge(two, {"freeze": {"layer_epochs": ends}})
+
+    for ends in ([1, 10], [5, 5], [10, 10], None):
+        assert cfgmod.validate(cfg(ends), "<t>").freeze.layer_epochs == ends
+    for ends in ([5], [5, 5, 5], [True, 5], [5.0, 5], [0, 5], [5, 11], [6, 5]):
+        assert _refusal(cfgmod.validate, cfg(ends), "<t>") == (
+            f"<t>: freeze.layer_epochs {ends!r}: give 2 whole number(s), one per hidden layer, "
+            "non-decreasing, each from 1 to train.epochs (10), or null")
+    three = {"net": {"hidden": [{"initial": 4, "cap": 4}] * 3}, "train": {"epochs": 10},
+             "freeze": {"layer_epochs": [1, 3, 2]}}  # the decrease is between the last two
+    assert _refusal(cfgmod.validate, three, "<t>") == (
+        "<t>: freeze.layer_epochs [1, 3, 2]: give 3 whole number(s), one per hidden layer, "
+        "non-decreasing, each from 1 to train.epochs (10), or null")
+
+
+def test_validate_messages_in_full():
+    """The refusals of `validate`, word for word (the knob's doc where the message gives it)."""
+    v = cfgmod.validate
+    assert _refusal(v, {"seed": -1}) == ("<config>: seed: -1 is below the minimum 0 (seed for "
+                                         "the split, initialization, shuffling and growth)")
+    assert _refusal(v, {"seed": None}, "<t>") == ("<t>: seed: must not be null (seed for the "
+                                                  "split, initialization, shuffling and growth)")
+    assert _refusal(v, {"train": {"epochs": "ten"}}, "<t>") == (
+        "<t>: train.epochs: 'ten' is not a whole number (training epochs)")
+    assert _refusal(v, {"train": {"cache": 3}}, "<t>") == (
+        "<t>: train.cache: 3 is not true/false (train the frontier on cached outputs of the "
+        "frozen core)")
+    assert _refusal(v, {"experiment": 3}, "<t>") == (
+        "<t>: experiment: 3 is not a str (name of the run; outputs go to build/<experiment>/)")
+    assert _refusal(v, {"train": {"lr": float("inf")}}, "<t>") == (
+        "<t>: train.lr: inf is not a finite number")
+    assert _refusal(v, {"train": {"lr": 11}}, "<t>") == (
+        "<t>: train.lr: 11.0 is above the maximum 10.0 (Adam learning rate)")
+    assert _refusal(v, {"data": {"dataset": "cifar"}}, "<t>") == (
+        "<t>: data.dataset: 'cifar' is not allowed; choose one of digits, mnist1d, mnist")
+    assert _refusal(v, {"train": [1, 2]}, "<t>") == (
+        "<t>: train: expected a mapping of keys, got list")
+    assert _refusal(v, {"net": {"hidden": []}}, "<t>") == (
+        "<t>: net.hidden: expected a list of at least 1 item(s) (hidden layers, input side first)")
+    assert _refusal(v, {"net": {"hidden": [{"initial": 9, "cap": 4}]}}, "<t>") == (
+        "<t>: net.hidden[0].cap 4 is below initial 9; raise cap or lower initial")
+    assert _refusal(v, {"train": {"lr": 0.01, "lr_final": 0.02}}, "<t>") == (
+        "<t>: train.lr_final 0.02 is above train.lr 0.01; the schedule only decays")
+    for path in (None, ""):
+        assert _refusal(v, {"data": {"dataset": "mnist", "path": path}}, "<t>") == (
+            "<t>: data.path is required for dataset 'mnist': a folder with "
+            "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+            "t10k-labels-idx1-ubyte (optionally .gz)")
+    assert _refusal(v, {"analog": {"r_min": 1e5, "r_max": 1e5, "r_inverter": 1e5}}, "<t>") == (
+        "<t>: analog.r_max 100000 must be above analog.r_min 100000")
+    assert _refusal(v, {"analog": {"r_inverter": 999.0}}, "<t>") == (
+        "<t>: analog.r_inverter 999 lies outside analog.r_min..r_max (1000..1e+06)")
+    assert _refusal(v, {"analog": {"tolerances": ["x", 0.0]}}, "<t>") == (
+        "<t>: analog.tolerances ['x', 0.0] must be a non-empty list of fractions in (0, 0.2], "
+        "e.g. [0.01, 0.001]")
+    assert _refusal(v, {"rtl": {"package": "sg48"}}, "<t>") == (
+        "<t>: key 'rtl.package' is no longer used; delete it")
+    with pytest.raises(AttributeError) as e:
+        _ = cfgmod.validate({}, "<t>").train.nope
+    assert str(e.value) == "nope"
+
+
+def test_load_and_set_messages_in_full(tmp_path):
+    """The refusals of `load` and `--set`, word for word: the file, the problem, the fix."""
+    p = tmp_path / "exp.yaml"
+    assert _refusal(cfgmod.load, p) == f"{p}: config file not found (see configs/ for examples)"
+    assert _refusal(cfgmod.load, tmp_path) == (
+        f"{tmp_path}: is a folder, not a config file; name a YAML file such as "
+        "configs/digits.yaml")
+    p.write_bytes(b"\xff\xfe\x80binary")
+    assert _refusal(cfgmod.load, p) == (f"{p}: not a text file; a config is YAML text such as "
+                                        "configs/digits.yaml")
+    p.write_text("train: {epochs: [\n")
+    assert _refusal(cfgmod.load, p).startswith(f"{p}: not valid YAML: ")
+    p.write_text("{}\n")
+    assert _refusal(cfgmod.load, p) == (
+        f"{p}: the config is empty; start from a copy of configs/digits.yaml (every key not "
+        "given takes its default)")
+    p.write_text("- 1\n- 2\n")
+    assert _refusal(cfgmod.load, p) == f"{p}: expected a mapping of keys at the top, got list"
+    p.write_text("experiment: x\n")
+    assert _refusal(cfgmod.load, p, ["rtl.shapes=serial", "adc.bits=1"]) == (
+        f"{p} with --set rtl.shapes=serial adc.bits=1: adc.bits: 1 is below the minimum 2 (bits "
+        "per ADC code between the analog core and the frontier)")
+    assert _refusal(cfgmod.load, p, ["rtl.shapes"]) == (
+        "--set 'rtl.shapes': expected KEY=VALUE with a dotted key, e.g. --set rtl.shapes=serial")
+    assert _refusal(cfgmod.load, p, ["rtl.shapes=[serial"]).startswith(
+        "--set 'rtl.shapes=[serial': the value is not valid YAML: ")
+    assert _refusal(cfgmod.load, p, ["experiment.name=y"]) == (
+        f"{p}: --set 'experiment.name=y': 'experiment' is a value, not a section")
+    # the value is everything after the first '='
+    assert cfgmod.load(p, ["experiment=a=b"]).experiment == "a=b"
+    data = {"rtl": {"shapes": "both"}}
+    got = cfgmod.apply_overrides(data, ["rtl.shapes=serial", "sim.vectors=3"], "f")
+    assert got == {"rtl": {"shapes": "serial"}, "sim": {"vectors": 3}}
+    assert data == {"rtl": {"shapes": "both"}}  # the caller's data is left alone
+
+
+def test_digest_is_the_sorted_json_hash():
+    import hashlib
+
+    want = hashlib.sha256(b'{"a": 2, "b": {"c": 1, "d": [1]}}').hexdigest()[:16]
+    assert cfgmod.digest({"a": 2, "b": {"c": 1, "d": [1]}}) == want
+    assert cfgmod.digest({"b": {"d": [1], "c": 1}, "a": 2}) == want  # key order is no change
