@@ -372,3 +372,122 @@ def test_forward_by_hand():
     # float64 inputs: both round to 2**24 in float32, so neuron 0 = 0 + 0.5, not 1 + 0.5
     h1, out = cm.Crystal.forward(proto, np.array([[2.0**24 + 1, 2.0**24]]))
     assert h1[0, 0] == 0.5 and h1.dtype == np.float32 and out.dtype == np.float32
+
+
+def test_crystal_json_in_full(tmp_path):
+    """crystal.json as readers outside Python see it, worked out by hand for small_crystal:
+    frozen (T, T, F), (T, F), readout active."""
+    c = small_crystal().replace(provenance={"seed": 3})
+    assert cm.save(c, tmp_path, keep=False) is None
+    assert json.loads((tmp_path / "crystal.json").read_text()) == {
+        "schema_version": 1, "digest": cm.digest(c), "name": "t", "dataset": "unit",
+        "n_classes": 3,
+        "input": {"size": 4, "geometry": [2, 2], "offset": 0.0, "scale": 1.0, "low": 0.0,
+                  "high": 1.0},
+        "layers": [{"index": 1, "neurons": 3, "inputs": 4, "activation": "relu"},
+                   {"index": 2, "neurons": 2, "inputs": 3, "activation": "relu"},
+                   {"index": 3, "neurons": 3, "inputs": 2, "activation": "linear"}],
+        # core: layer-1 neurons 0, 1 and layer-2 neuron 0 (reads only 0, 1); boundary: layer-1
+        # neuron 1 (read by frontier neuron (2, 1)), layer-2 neuron 0 (read by the readout);
+        # the frontier's layer-1 neuron 2 reads inputs 2, 3
+        "partition": {"core": [[0, 1], [0], []], "boundary": [[1], [0], []],
+                      "frontier_inputs": [2, 3]},
+        "summary": {"name": "t", "dataset": "unit", "sizes": [4, 3, 2, 3], "hidden_neurons": 5,
+                    "core_neurons": 3, "frontier_neurons": 5, "boundary_neurons": 2,
+                    "frontier_raw_inputs": 2, "frozen_fraction": 0.6, "connections": 16,
+                    "reference_vectors": 5, "reference_test_accuracy": 1.0},
+        "provenance": {"seed": 3}}
+    with np.load(tmp_path / "crystal.npz") as z:
+        assert sorted(z.files) == sorted(
+            [f"layer{li}.{n}" for li in (1, 2, 3) for n in ("weights", "bias", "mask", "position",
+                                                            "radius", "frozen", "epoch_frozen")]
+            + ["reference.x", "reference.y", "reference.calibration_x", "reference.layer1",
+               "reference.layer2", "reference.layer3"])
+    # keep=False replaces a different crystal in place, keeping nothing
+    assert cm.save(small_crystal(frozen1=(True, False, False)), tmp_path, keep=False) is None
+    assert [p.name for p in tmp_path.parent.iterdir() if p.name.startswith(tmp_path.name)] == \
+        [tmp_path.name]
+
+
+def test_digest_by_formula():
+    """digest = the first 16 hex digits of sha256 over the sorted-key JSON head (schema,
+    name, data set, classes, input, activations), then each array in key order as
+    'key|dtype|shape' and its bytes."""
+    import hashlib
+
+    c = small_crystal()
+    h = hashlib.sha256()
+    head = {"schema_version": 1, "name": "t", "dataset": "unit", "n_classes": 3,
+            "input": {"size": 4, "geometry": [2, 2], "offset": 0.0, "scale": 1.0, "low": 0.0,
+                      "high": 1.0},
+            "activations": ["relu", "relu", "linear"]}
+    h.update(json.dumps(head, sort_keys=True).encode())
+    arrays = {f"layer{li}.{n}": getattr(layer, n) for li, layer in enumerate(c.layers, 1)
+              for n in ("weights", "bias", "mask", "position", "radius", "frozen", "epoch_frozen")}
+    arrays.update({"reference.x": c.reference.x, "reference.y": c.reference.y,
+                   "reference.calibration_x": c.reference.calibration_x},
+                  **{f"reference.layer{li}": o for li, o in enumerate(c.reference.outputs, 1)})
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}".encode())
+        h.update(a.tobytes())
+    assert cm.digest(c) == h.hexdigest()[:16]
+
+
+def test_stored_digest_is_none_without_a_readable_record(tmp_path):
+    assert cm.stored_digest(tmp_path) is None  # no crystal.json
+    for text in ("{1", "[1, 2]", '{"name": "t"}'):
+        (tmp_path / "crystal.json").write_text(text)
+        assert cm.stored_digest(tmp_path) is None
+    (tmp_path / "crystal.json").write_text('{"digest": "0123456789abcdef"}')
+    assert cm.stored_digest(str(tmp_path)) == "0123456789abcdef"
+
+
+def test_summary_of_a_readout_only_crystal():
+    """No hidden layer: no hidden neurons, frozen fraction 0 (not a division by zero)."""
+    layer = _hand_layer([[1, 0], [0, 1]], [0, 0], "linear")
+    x = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 2.0]], np.float32)
+    ref = cm.Reference(x=x, y=np.array([1, 1, 1]), outputs=(x.copy(),), calibration_x=x)
+    inp = cm.InputSpec(size=2, geometry=(2,), offset=0.0, scale=1.0, low=0.0, high=1.0)
+    c = cm.Crystal(name="r", dataset="unit", n_classes=2, input=inp, layers=(layer,), reference=ref)
+    s = c.summary()
+    assert s["hidden_neurons"] == 0 and s["core_neurons"] == 0 and s["frozen_fraction"] == 0.0
+    assert s["frontier_neurons"] == 2 and s["boundary_neurons"] == 0
+    assert s["frontier_raw_inputs"] == 2 and s["reference_test_accuracy"] == 2 / 3
+
+
+def test_validate_messages_in_full():
+    """The refusals of `validate` whose fix or detail the other tests leave out, word for word."""
+    with pytest.raises(CrystalError) as e:
+        _C.replace(schema_version=2)
+    assert str(e.value) == ("crystal: schema_version 2 is not supported (this crystalbench reads "
+                            "version 1); re-export the crystal with `crystalbench export`")
+    with pytest.raises(CrystalError) as e:
+        _C.replace(layers=())
+    assert str(e.value) == "crystal: layers is empty; a crystal needs at least the readout layer"
+    w = _L0.weights.copy()
+    w[2, 0] = 0.5
+    with pytest.raises(CrystalError) as e:
+        _C.replace(**_layer(_C, 0, weights=w))
+    assert str(e.value) == ("crystal: layer 1: weight [2, 0] is non-zero but its connection is "
+                            "absent (mask False); absent connections must have weight 0")
+    with pytest.raises(CrystalError) as e:
+        _C.replace(**_layer(_C, 2, frozen=np.ones(3, bool), epoch_frozen=np.zeros(3, np.int32)))
+    assert str(e.value) == "crystal: layer 3: the readout must stay active (frozen all False)"
+    x = _C.reference.x.copy()
+    x[1, 2] = np.inf
+    with pytest.raises(CrystalError) as e:
+        _C.replace(**_ref(_C, x=x))
+    assert str(e.value) == ("crystal: reference.x contains NaN or inf; re-export the crystal "
+                            "from a finite model")
+    with pytest.raises(CrystalError) as e:
+        _C.replace(**_layer(_C, 0, activation="tanh"))
+    assert str(e.value) == ("crystal: layer 1: activation 'tanh' is not supported; use one of "
+                            "['relu', 'linear']")
+    bad = object.__new__(cm.Crystal)
+    for f in dataclasses.fields(cm.Crystal):
+        object.__setattr__(bad, f.name, getattr(_C, f.name))
+    object.__setattr__(bad, "n_classes", 4)
+    with pytest.raises(CrystalError) as e:
+        cm.validate(bad, "k/crystal.json")
+    assert str(e.value) == "k/crystal.json: readout has 3 outputs but n_classes is 4"
