@@ -357,6 +357,9 @@ def test_validate_messages_in_full():
         "<t>: data.dataset: 'cifar' is not allowed; choose one of digits, mnist1d, mnist")
     assert _refusal(v, {"train": [1, 2]}, "<t>") == (
         "<t>: train: expected a mapping of keys, got list")
+    assert _refusal(v, [1, 2], "<t>") == "<t>: expected a mapping of keys, got list"
+    assert _refusal(v, {"net": {"hidden": [{"initial": 4}, {"initial": 0}]}}, "<t>") == (
+        "<t>: net.hidden[1].initial: 0 is below the minimum 1 (neurons at the start)")
     assert _refusal(v, {"net": {"hidden": []}}, "<t>") == (
         "<t>: net.hidden: expected a list of at least 1 item(s) (hidden layers, input side first)")
     assert _refusal(v, {"net": {"hidden": [{"initial": 9, "cap": 4}]}}, "<t>") == (
