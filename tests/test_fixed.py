@@ -601,3 +601,37 @@ def test_the_artifact_stores_masks_as_0_1_and_reads_them_back_as_bool():
     net = fixed.nets_of(fp)["frontier"]
     assert net.layers[0].mask.dtype == bool
     np.testing.assert_array_equal(net.layers[0].mask, np.array(stored) == 1)
+
+
+def test_a_refusal_names_the_layer_by_its_place_in_the_crystal():
+    """Layers are numbered from the Crystal's first (1), so a net's layer i (0-based) is
+    input_layer + i + 1: the deep frontier starts after core layer 1 (its layers are 2 and
+    3), the all-digital net at 0 (layers 1..3)."""
+    _, fp = quantized_deep()
+    nets = fixed.nets_of(fp)
+    front, dig = nets["frontier"], nets["all_digital"]
+    assert (front.input_layer, len(front.layers), dig.input_layer, len(dig.layers)) == (1, 2, 0, 3)
+    with pytest.raises(FixedPointError) as e:
+        fixed.loadable_update(front, biases=[None, np.array([1.0, 2.0, 3.0])])
+    assert str(e.value) == ("frontier layer 3: biases are float64, not integers; quantize them to "
+                            "the design's formats first (an integer array)")
+    with pytest.raises(FixedPointError) as e:
+        fixed.loadable_update(dig, [None, None, np.zeros((3, 5), np.int64)])
+    assert str(e.value) == "all_digital layer 3: weights of shape (3, 5); the design's are (3, 4)"
+
+
+def test_load_with_the_config_it_was_made_with(tmp_path):
+    from crystalbench import config
+
+    c, fp = quantized()  # made with the default fixed_point section and adc_bits 8
+    path = fixed.save(fp, tmp_path)
+    cfg = config.validate({"fixed_point": {}}, "<test>")
+    assert cfg.adc.bits == 8
+    assert fixed.load(tmp_path, c, cfg) == fp
+    assert fixed.load(tmp_path, c) == fp
+    fix = "run `crystalbench synth` (or `crystalbench quantize`) with this config"
+    for other in ({"adc": {"bits": 6}}, {"fixed_point": {"weight_bits": 7}}):
+        with pytest.raises(FixedPointError) as e:
+            fixed.load(tmp_path, c, config.validate({"fixed_point": {}, **other}, "<test>"))
+        assert str(e.value) == (f"{path}: made with other fixed_point/adc settings than this "
+                                f"config; it is stale: {fix}")
