@@ -66,6 +66,7 @@ def test_partition_is_closed_under_predecessors():
     assert p.core[1].tolist() == [True, False]
     assert p.boundary[0].tolist() == [False, True, False]  # read by frontier neuron (2, 1)
     assert p.boundary[1].tolist() == [True, False]  # read by the readout
+    assert p.boundary[2].tolist() == [False, False, False]  # the readout: one flag a neuron
     assert p.frontier_inputs.tolist() == [False, False, True, True]
 
 
@@ -491,3 +492,13 @@ def test_validate_messages_in_full():
     with pytest.raises(CrystalError) as e:
         cm.validate(bad, "k/crystal.json")
     assert str(e.value) == "k/crystal.json: readout has 3 outputs but n_classes is 4"
+
+
+def test_weights_that_are_not_a_matrix_are_named():
+    """Weights of the wrong rank: the neuron count is unknown (-1) and the message says so
+    rather than failing on the shape."""
+    for w, shape in ((np.zeros(3, np.float32), "(3,)"), (np.array(1.0, np.float32), "()")):
+        with pytest.raises(CrystalError) as e:
+            _C.replace(**_layer(_C, 0, weights=w))
+        assert str(e.value) == (f"crystal: layer 1: weights has shape {shape}, expected (-1, 4) "
+                                "(-1 neurons x 4 inputs from layer 0)")
