@@ -485,6 +485,21 @@ def test_validate_messages_in_full():
         _C.replace(**_layer(_C, 0, activation="tanh"))
     assert str(e.value) == ("crystal: layer 1: activation 'tanh' is not supported; use one of "
                             "['relu', 'linear']")
+    ref = _C.reference
+    for changes, message in (
+            (_ref(_C, x=np.array(1.0, np.float32)),
+             "reference.x has shape () dtype float32, expected (n, 4) float32"),
+            (_ref(_C, y=np.zeros(4, np.int64)), "reference.y has shape (4,), expected (5,)"),
+            (_ref(_C, calibration_x=np.zeros(4, np.float32)),
+             "reference.calibration_x has shape (4,), expected (m, 4)"),
+            (_ref(_C, outputs=ref.outputs[:2]), "reference.outputs has 2 layers, expected 3"),
+            (_ref(_C, outputs=ref.outputs[:2] + (ref.outputs[2][:4],)),
+             "reference.outputs layer 3 has shape (4, 3), expected (5, 3)"),
+            (_inp(_C, low=2.0, high=1.0), "input range low 2.0 .. high 1.0 must be finite and "
+                                          "increasing")):
+        with pytest.raises(CrystalError) as e:
+            _C.replace(**changes)
+        assert str(e.value) == "crystal: " + message
     bad = object.__new__(cm.Crystal)
     for f in dataclasses.fields(cm.Crystal):
         object.__setattr__(bad, f.name, getattr(_C, f.name))
