@@ -635,3 +635,41 @@ def test_load_with_the_config_it_was_made_with(tmp_path):
             fixed.load(tmp_path, c, config.validate({"fixed_point": {}, **other}, "<test>"))
         assert str(e.value) == (f"{path}: made with other fixed_point/adc settings than this "
                                 f"config; it is stale: {fix}")
+
+
+def test_neuron_accumulator_widths_at_the_edges_of_each_side():
+    # 2-bit codes (0..3). [5, -1] + 1: top 5*3 + 1 = 16 -> 6 bits (the negative weight
+    # must not lower it: 13 would be 5); [-5, 2] - 2: bottom -15 - 2 = -17 -> 6 bits (the
+    # positive weight must not raise it: -11 or -14 would be 5)
+    w = np.array([[5, -1], [-5, 2]])
+    assert fixed.neuron_acc_bits(w, np.array([1, -2]), 2).tolist() == [6, 6]
+    assert fixed.neuron_acc_bits(w, np.array([0, -1]), 2).tolist() == [5, 5]  # 15, -16
+    assert fixed.neuron_acc_bits(w, np.array([1, -2]), 2).dtype == np.int64
+
+
+def test_accumulator_range_of_a_layer_without_inputs_is_its_bias_and_zero():
+    none = np.zeros((2, 0), np.int64)
+    assert fixed.acc_range(none, np.array([3, -5]), 4) == (-5, 3)
+    assert fixed.acc_range(none, np.array([-5, -2]), 4) == (-5, 0)  # zero included
+    assert fixed.acc_range(none, np.array([2, 7]), 4) == (0, 7)
+    assert fixed.acc_range(np.zeros((0, 3), np.int64), np.zeros(0, np.int64), 2) == (0, 0)
+
+
+def test_load_refusals_word_for_word():
+    import dataclasses
+
+    net = _hand_net()
+    with pytest.raises(FixedPointError) as e:
+        fixed.loadable_update(net, [np.array([[8, 0], [0, 0]])])
+    assert str(e.value) == ("frontier layer 2, neuron 0: weight 8 from input 0 needs 5 bits, the "
+                            "design has weight_bits 4 (-8..7); refused before writing anything: "
+                            "scale the weights into that range")
+    # a 5-bit accumulator (-16..15): neuron 0 reaches 7 x 3 = 21 (6 bits); neuron 1 only
+    # -4 x 3 = -12, which fits: the range named is neuron 0's alone, 0..21
+    small = dataclasses.replace(net, layers=(dataclasses.replace(net.layers[0], acc_bits=5),))
+    with pytest.raises(FixedPointError) as e:
+        fixed.loadable_update(small, [np.array([[7, 0], [-4, 0]])])
+    assert str(e.value) == ("frontier layer 2, neuron 0: the worst case over every input code "
+                            "needs a 6-bit accumulator (range 0..21), the design has 5; refused "
+                            "before writing anything (it would wrap): scale the weights and bias "
+                            "down, or quantize and synthesize a design sized for them")
