@@ -85,3 +85,17 @@ def test_default_and_edge_widths():
 def test_bits_outside_the_range_are_refused(bits):
     with pytest.raises(ConfigError, match=rf"adc\.bits {bits} is outside 2\.\.16"):
         adc.adc_for(tiny_crystal(), bits)
+
+
+def test_codes_are_int64_and_read_in_float64():
+    m = model(low=0.0, high=3.0)  # LSB 1.0 for both the outputs and the inputs
+    got = m.codes(np.array([[0.4], [1.6], [9.0]]), 0)
+    assert got.dtype == np.int64 and got[:, 0].tolist() == [0, 2, 3]
+    got = m.input_codes(np.array([-1.0, 1.5, 2.4]))
+    assert got.dtype == np.int64 and got.tolist() == [0, 2, 2]  # 1.5 -> 2 (even)
+    # a long double 2**-60 above half a code is read as its float64 value, the half itself,
+    # which rounds to even, 0 (the long double would round up to 1)
+    half = np.array([0.5], np.longdouble) + np.longdouble(2) ** -60
+    assert half[0] > 0.5 and np.float64(half[0]) == 0.5
+    assert m.codes(half[:, None], 0).tolist() == [[0]]
+    assert m.input_codes(half).tolist() == [0]

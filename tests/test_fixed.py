@@ -673,3 +673,102 @@ def test_load_refusals_word_for_word():
                             "needs a 6-bit accumulator (range 0..21), the design has 5; refused "
                             "before writing anything (it would wrap): scale the weights and bias "
                             "down, or quantize and synthesize a design sized for them")
+
+
+def _layer_widths(fp):
+    """(net, crystal layer, acc_bits, lo, hi) in build order, from the artifact's own layers."""
+    out = []
+    for kind, net in fixed.nets_of(fp).items():
+        for i, ly in enumerate(net.layers):
+            lo, hi = fixed.acc_range(ly.weights, ly.bias, ly.in_bits)
+            out.append((kind, net.input_layer + i + 1, ly.acc_bits, lo, hi))
+    return out
+
+
+@pytest.mark.parametrize("frozen", [None, [[0, 0, 0, 0]]])  # ADC-code frontier; input-code one
+def test_max_acc_bits_is_the_largest_width_allowed(frozen):
+    c = tiny_crystal() if frozen is None else _with_frozen(tiny_crystal(), frozen)
+    fp = fixed.quantize(c, fp_cfg(), 8)
+    rows = _layer_widths(fp)
+    assert rows[0][:2] == (("frontier", 2) if frozen is None else ("frontier", 1))
+    for _kind, _li, bits, lo, hi in rows:
+        assert bits == fixed.signed_bits(lo, hi)
+    top = max(r[2] for r in rows)
+    assert fixed.quantize(c, fp_cfg(max_acc_bits=top), 8)["nets"] == fp["nets"]  # the edge fits
+    # one bit less: the first layer (build order) needing `top` bits is named
+    kind, li, bits, lo, hi = next(r for r in rows if r[2] == top)
+    with pytest.raises(FixedPointError) as e:
+        fixed.quantize(c, fp_cfg(max_acc_bits=top - 1), 8)
+    assert str(e.value) == (f"{kind} layer {li}: the accumulator needs {top} bits (range "
+                            f"{lo}..{hi}), over fixed_point.max_acc_bits {top - 1}; lower the "
+                            "weight or input widths or raise max_acc_bits")
+    # the frontier alone: cap it one bit under its own widest layer
+    front = max(r[2] for r in rows if r[0] == "frontier")
+    kind, li, bits, lo, hi = next(r for r in rows if r[0] == "frontier" and r[2] == front)
+    with pytest.raises(FixedPointError) as e:
+        fixed.quantize(c, fp_cfg(max_acc_bits=front - 1), 8)
+    assert str(e.value).startswith(f"frontier layer {li}: the accumulator needs {front} bits "
+                                   f"(range {lo}..{hi}), over fixed_point.max_acc_bits {front - 1};")
+
+
+def test_shifts_are_integers_in_the_artifact():
+    _, fp = quantized_deep()
+    for kind, net in fp["nets"].items():
+        for ly in net["layers"]:
+            assert all(type(s) is int for s in ly["shift"]), (kind, ly["shift"])
+        assert net["layers"][-1]["shift"] == [0, 0, 0]  # the linear readout: no requantizing
+    for net in fixed.nets_of(fp).values():
+        assert all(ly.shift.dtype == np.int64 for ly in net.layers)
+
+
+def test_the_frontier_reads_codes_of_the_adc_width_it_is_given():
+    c = tiny_crystal()
+    fp6 = fixed.quantize(c, fp_cfg(), 6)
+    net = fixed.nets_of(fp6)["frontier"]
+    idx = net.input_index
+    ly = c.layers[1]  # the readout, reading core layer 1 through a 6-bit ADC
+    w, b, frac = fixed.quantize_layer((ly.weights * ly.mask)[:, idx], ly.mask[:, idx], ly.bias,
+                                      adc_mod.adc_for(c, 6).lsb(0)[idx], np.zeros(len(idx)),
+                                      "linear", fp_cfg().weight_bits)
+    np.testing.assert_array_equal(net.layers[0].weights, w)
+    np.testing.assert_array_equal(net.layers[0].weight_frac, frac)
+    assert net.layers[0].in_bits == 6
+    # an 8-bit ADC's LSB is about 4x finer: other weights
+    w8 = fixed.nets_of(fixed.quantize(c, fp_cfg(), 8))["frontier"].layers[0].weights
+    assert not np.array_equal(w8, w)
+
+
+def test_a_readout_that_is_not_linear_is_refused_word_for_word():
+    import dataclasses
+
+    c = tiny_crystal()
+    c = c.replace(layers=(c.layers[0], dataclasses.replace(c.layers[1], activation="relu")))
+    with pytest.raises(FixedPointError) as e:
+        fixed.quantize(c, fp_cfg(), 8)
+    assert str(e.value) == ("crystal layer 2: activation 'relu' is not supported by the "
+                            "fixed-point stage for a readout layer (supported: 'linear'); "
+                            "retrain with 'linear'")
+
+
+def test_a_part_core_layer_is_refused_word_for_word():
+    with pytest.raises(FixedPointError) as e:
+        fixed.quantize(_with_frozen(tiny_crystal(), [[1, 0, 1, 1]]), fp_cfg(), 8)
+    assert str(e.value) == (
+        "crystal layer 1 is part core (3 frozen neuron(s)), part frontier (1 unfrozen); the "
+        "digital frontier supports whole trailing layers only (every layer from its first on "
+        "wholly unfrozen, every layer below wholly frozen, so that it reads the ADC codes of "
+        "one core layer); train until layer 1 freezes wholly, keep it wholly active with "
+        "freeze.max_layer 0, or use the all-digital net")
+
+
+def test_quantize_layer_without_inputs_scales_by_the_bias():
+    none = np.zeros((2, 0))
+    # relu: no weight, so each row is scaled by its bias: 127 / 0.5 -> frac 7 (2**7 x 0.5 =
+    # 64); 127 / 0.25 -> frac 8 (-0.25 x 256 = -64)
+    w, b, frac = fixed.quantize_layer(none, none.astype(bool), np.array([0.5, -0.25]),
+                                      np.zeros(0), np.zeros(0), "relu", 8)
+    assert (w.shape, b.tolist(), frac.tolist()) == ((2, 0), [64, -64], [7, 8])
+    # linear: the shared scale has no weight to go by: frac 0, the bias rounded as it is
+    w, b, frac = fixed.quantize_layer(none, none.astype(bool), np.array([3.0, -2.0]),
+                                      np.zeros(0), np.zeros(0), "linear", 8)
+    assert (w.shape, b.tolist(), frac.tolist()) == ((2, 0), [3, -2], [0, 0])
