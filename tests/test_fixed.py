@@ -772,3 +772,39 @@ def test_quantize_layer_without_inputs_scales_by_the_bias():
     w, b, frac = fixed.quantize_layer(none, none.astype(bool), np.array([3.0, -2.0]),
                                       np.zeros(0), np.zeros(0), "linear", 8)
     assert (w.shape, b.tolist(), frac.tolist()) == ((2, 0), [3, -2], [0, 0])
+
+
+def test_each_shift_is_the_smallest_for_the_calibration_accumulators():
+    """A relu layer's shift is requant_shift of its largest accumulator on the calibration
+    inputs, bias included (the stored bias adds the half step (1 << shift) >> 1 to it)."""
+    c, fp = quantized_deep()
+    cal_x = c.reference.calibration_x
+    for kind, net in fixed.nets_of(fp).items():
+        h = fixed.input_codes(c, net, x=cal_x)
+        checked = 0
+        for ly in net.layers:
+            if ly.activation == "relu":
+                half = (np.int64(1) << ly.shift) >> 1
+                acc = h @ ly.weights.T + (ly.bias - half)  # without the half step
+                for j in range(ly.n_out):
+                    top = max(int(acc[:, j].max()), 0)
+                    assert ly.shift[j] == fixed.requant_shift(top, ly.out_bits), (kind, j)
+                    checked += ly.shift[j] > 0
+            _, h = ly.forward(h)
+        assert checked, kind  # some neuron of the net needs a shift
+
+
+def test_the_small_net_keeps_the_pruned_masks():
+    c, fp = quantized_deep()
+    masks = fixed.prune_masks(c, fp_cfg().small_keep)
+    small = fixed.nets_of(fp)["all_digital_small"]
+    assert [ly.mask.tolist() for ly in small.layers] == [m.tolist() for m in masks]
+    assert any(not np.array_equal(m, ly.mask) for m, ly in zip(masks, c.layers))  # pruned
+
+
+def test_no_calibration_input_gives_no_shift():
+    c = tiny_deep_crystal()
+    idx = np.arange(c.layers[1].n_in)
+    net = fixed._build(c, "frontier", 2, "adc_codes", idx, np.full(len(idx), 0.01),
+                       np.zeros(len(idx)), 8, 8, 8, np.zeros((0, len(idx)), np.int64), 32)
+    assert net.layers[0].activation == "relu" and net.layers[0].shift.tolist() == [0] * 4
