@@ -342,8 +342,10 @@ def _read_meta(jpath: Path) -> dict:
     for key in ("schema_version", "name", "dataset", "n_classes", "input", "layers"):
         if key not in meta:
             raise CrystalError(f"{jpath}: missing field {key!r}")
-    if meta["schema_version"] != SCHEMA_VERSION:
-        raise CrystalError(f"{jpath}: schema_version {meta['schema_version']} is not supported "
+    # an int, not 1.0 or true: those equal 1 but hash differently in the digest
+    version = meta["schema_version"]
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise CrystalError(f"{jpath}: schema_version {version!r} is not supported "
                            f"(expected {SCHEMA_VERSION}); re-export with `crystalbench export`")
     return meta
 

@@ -78,6 +78,9 @@ def test_forward_matches_reference():
 @pytest.mark.parametrize("mutate, message", [
     (lambda meta, z: meta.pop("n_classes"), r"crystal\.json: missing field 'n_classes'"),
     (lambda meta, z: meta.update(schema_version=99), r"schema_version 99 is not supported"),
+    # 1.0 and true equal 1 in Python but would hash as other text in the digest
+    (lambda meta, z: meta.update(schema_version=1.0), r"schema_version 1\.0 is not supported"),
+    (lambda meta, z: meta.update(schema_version=True), r"schema_version True is not supported"),
     (lambda meta, z: meta["layers"][0].update(activation="tanh"),
      r"layer 1: activation 'tanh' is not supported; use one of \['relu', 'linear'\]"),
     (lambda meta, z: z.pop("layer2.bias"), r"crystal\.npz: missing array 'layer2\.bias'"),
