@@ -11,7 +11,7 @@ script stages one under build/mutate/src/crystalbench (copies; the checkout is n
 changed), runs mutmut there, and writes build/mutate/report.md: the kill rate per
 package and every surviving mutant with its diff.
 
-    python tests/mutate.py [--max-children N] [--only GLOB ...]
+    python tests/mutate.py [--max-children N] [--only GLOB ...] [--tests FILE ...]
 """
 
 from __future__ import annotations
