@@ -559,6 +559,9 @@ def report(b: Bench, nets: Netlists, errors: dict, tr: dict, mc: dict, dc_second
     # gated: every power-up also recharges the decoupling capacitors the deck leaves out
     decoupling_nj = d.decoupling_j_per_power_up * 1e9 if gated else 0.0
     energy_nj = None if window_nj is None else window_nj + decoupling_nj
+    # the power the core draws while on: gated, the on-window's energy / window; else the
+    # transient's average
+    power_mw = window_nj / (worst_s * 1e6) if gated else p.average * 1e3
     return {
         "crystal": b.c.name, "crystal_digest": digest(b.c),
         "config": config_stamp(b.acfg, b.adc.bits), "opamp": d.opamp.key,
@@ -590,12 +593,8 @@ def report(b: Bench, nets: Netlists, errors: dict, tr: dict, mc: dict, dc_second
         "gate_window_us": worst_s * 1e6 if gated else None,
         "energy_per_inference_steps_nj": ([float(e) * 1e9 for e in tr["gated_energy_j"]]
                                           if gated else None),
-        # gated: the average over the on-window (window energy / window), else over the
-        # transient; the power the core draws while it is on
-        "power_mw": window_nj / (worst_s * 1e6) if gated else p.average * 1e3,
-        "power_peak_mw": p.peak * 1e3,
-        "power_opamps_mw": p.rails_average * 1e3, "power_per_neuron_mw": (window_nj / (worst_s * 1e6) if gated
-                                                    else p.average * 1e3) / n_core,
+        "power_mw": power_mw, "power_peak_mw": p.peak * 1e3,
+        "power_opamps_mw": p.rails_average * 1e3, "power_per_neuron_mw": power_mw / n_core,
         "decoupling_energy_nj": decoupling_nj,
         "energy_per_inference_nj": energy_nj,
         "energy_per_neuron_nj": None if energy_nj is None else energy_nj / n_core,

@@ -877,7 +877,7 @@ def report(b: flow.Bench, board: Board, parsed: Parsed, rows: list, erc: Erc, rt
             # power-up: C V^2 drawn (half stored, half lost in the charging path), and the
             # stored half is lost at power-down; sim-analog adds the same term to a gated
             # core's energy (CoreDesign.decoupling_j_per_power_up), from its op-amp count
-            "decoupling_j_per_power_up": kinds["C"] * DECOUPLING[1] * (d.vcc - d.vee) ** 2},
+            "decoupling_j_per_power_up": d.decoupling_j_per_power_up},
         "passed": bool(erc.passed and rt["passed"]),
         "files": {k: str(v) for k, v in files.items()},
         "method": METHOD,

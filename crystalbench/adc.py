@@ -187,7 +187,7 @@ def check_part(part: AdcPart, bits: int, top_code_v: float) -> float:
                           f"lower adc.bits or pick another adc.part")
     vref = reference_v(top_code_v, bits)
     w = window(part, vref)
-    pin = vref * (1 << w)
+    pin = part_reference_v(part, vref)
     if not part.vref_min_v <= pin <= part.vref_max_v:
         raise ConfigError(f"analog.adc_ref_v {top_code_v:g} V needs a {pin:.4g} V reference, "
                           f"outside the {part.part}'s {part.vref_min_v:g}-{part.vref_max_v:g} V; "
