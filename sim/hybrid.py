@@ -37,6 +37,7 @@ from crystalbench.rtl import fixed
 from crystalbench.rtl import quantize as fixed_stage
 
 from . import flow as sim_flow
+from .power import ICE40
 
 NAME = "hybrid"
 WRITES = (NAME,)
@@ -51,13 +52,17 @@ METHOD = {
     "frontier": "the codes through the frontier's RTL and gate netlist (cocotb + Icarus); "
                 "bit-exact = logits and class equal the golden model (rtl/fixed.py) fed the "
                 "same codes; agreement = class equal to torch's on the same sample",
-    "energy": "core: sim-analog's energy to settle (average supply power x worst settling "
-              "time, ngspice transient; gated: the on-window's energy + the decoupling "
-              "recharge) + its on-power x the ADC's conversion time, since the core's "
-              "outputs must hold until the last channel is sampled; ADC: conversions x "
-              "the part's energy per conversion (datasheet supply and reference current "
-              "at its full rate); frontier: toggles of its gate "
-              "netlist in the steady stream of this run, iCE40 model (sim.power)",
+    "energy": "per inference at the highest throughput (one inference per interval = "
+              "max(core + ADC, frontier interval)), every part over that interval. Core: "
+              "sim-analog's energy to settle (average supply power x worst settling time, "
+              "ngspice transient; gated: the on-window's energy + the decoupling recharge) "
+              "+ its on-power x the ADC's conversion time (the outputs must hold until the "
+              "last channel is sampled) + ungated only, its on-power while it waits for a "
+              "slower frontier; ADC: conversions x the part's energy per conversion "
+              "(datasheet supply and reference current at its full rate); frontier: toggles "
+              "of its gate netlist in the steady stream of this run, iCE40 model (sim.power), "
+              "+ when the core and ADC are the slower stage, its idle cycles (clock running, "
+              "no toggles) and static power",
     "latency": "core settling (sim-analog, 0.5 LSB) + ADC: conversions per chip x the "
                "part's conversion time (chips in parallel, channels in turn) + frontier "
                "cycles at rtl.clock_mhz (the clock the energy is priced at)",
@@ -151,30 +156,47 @@ def draw_adc_errors(part: adc_mod.AdcPart, plan: adc_mod.ChannelPlan, rng) -> tu
 
 # ---- figures ---------------------------------------------------------------------------------
 def system_figures(analog: dict, plan: adc_mod.ChannelPlan, gates: dict, clock_mhz: float) -> dict:
-    """Energy per inference and latency by part, and throughput."""
+    """Energy per inference and latency by part, and throughput.
+
+    Priced at the highest throughput, one inference per interval = max(core + ADC, the
+    frontier's interval): the frontier works on one sample while the core settles and the
+    ADC converts the next. Every part pays for the whole interval: an always-on core draws
+    its on-power through it (waiting for the frontier when that is the slower stage); a
+    gated core is off outside its window; the FPGA idles with its clock running when the
+    core and ADC are the slower stage (iCE40 clock + static power, sim.power)."""
     settle_nj = analog.get("energy_per_inference_nj")
+    gated = bool(analog.get("power_gating"))
     adc_nj = plan.energy_j * 1e9
     dig_nj = gates.get("energy_per_inference_nj")
     core_us = analog.get("settling_time_us")
     adc_us = plan.latency_s * 1e6
+    p_mw = analog["power_mw"]
     # The core's outputs must hold until the ADC has sampled the last of them: a chip takes
     # its channels one after the other, so the core stays on (at its on-power) through the
     # chips' conversions. Held to the end of the last conversion: an upper bound, by less
     # than one conversion (the part's acquisition window is not modelled).
-    hold_nj = analog["power_mw"] * adc_us
-    core_nj = None if settle_nj is None else settle_nj + hold_nj
+    hold_nj = p_mw * adc_us
     dig_us = gates["latency_cycles"] / clock_mhz
-    interval_us = (gates.get("interval_cycles") or gates["latency_cycles"]) / clock_mhz
-    total_nj = None if core_nj is None or dig_nj is None else core_nj + adc_nj + dig_nj
+    frontier_us = (gates.get("interval_cycles") or gates["latency_cycles"]) / clock_mhz
+    interval_us = None if core_us is None else max(core_us + adc_us, frontier_us)
+    # an always-on core waits (on) for a slower frontier; a gated one is off by then
+    wait_nj = 0.0 if gated or interval_us is None else p_mw * (interval_us - core_us - adc_us)
+    idle_us = 0.0 if interval_us is None else interval_us - frontier_us
+    idle_nj = (idle_us * clock_mhz * ICE40["clock_j_per_cycle"] + idle_us * 1e-6 * ICE40["static_w"]) * 1e9
+    core_nj = None if settle_nj is None else settle_nj + hold_nj + wait_nj
+    frontier_nj = None if dig_nj is None else dig_nj + idle_nj
+    total_nj = None if core_nj is None or frontier_nj is None else core_nj + adc_nj + frontier_nj
     total_us = None if core_us is None else core_us + adc_us + dig_us
     return {
         "energy_per_inference_nj": total_nj,
-        "energy_nj": {"analog_nj": core_nj, "adc_nj": adc_nj, "digital_nj": dig_nj},
-        "analog_parts_nj": {"to_settle_nj": settle_nj, "held_for_adc_nj": hold_nj},
+        "energy_nj": {"analog_nj": core_nj, "adc_nj": adc_nj, "digital_nj": frontier_nj},
+        "analog_parts_nj": {"to_settle_nj": settle_nj, "held_for_adc_nj": hold_nj,
+                            "waiting_for_frontier_nj": wait_nj},
+        "digital_parts_nj": {"computing_nj": dig_nj, "idle_nj": idle_nj},
+        "inference_interval_us": interval_us,
         "latency_us": total_us,
         "latency_parts_us": {"analog_us": core_us, "adc_us": adc_us, "digital_us": dig_us},
-        "throughput_per_s": None if core_us is None
-        else 1e6 / max(core_us + adc_us, interval_us),
+        "throughput_per_s": None if interval_us is None else 1e6 / interval_us,
     }
 
 
@@ -328,11 +350,15 @@ def summary_lines(r: dict) -> list[str]:
              f"{r['class_agreement_with_torch']:.4f}, accuracy {r['test_accuracy']:.4f} "
              f"(float {r['float_test_accuracy']:.4f}), bit-exact {r['bit_exact_fraction']:.4f}"]
     if r["energy_per_inference_nj"] is not None:
-        ap = r["analog_parts_nj"]
-        lines.append(f"energy {r['energy_per_inference_nj']:.4g} nJ/inference (core "
-                     f"{e['analog_nj']:.4g} = {ap['to_settle_nj']:.4g} to settle + "
-                     f"{ap['held_for_adc_nj']:.4g} held for the ADC; ADC {e['adc_nj']:.4g}; frontier "
-                     f"{e['digital_nj']:.4g}); latency {r['latency_us']:.4g} us (settling "
+        ap, dp = r["analog_parts_nj"], r["digital_parts_nj"]
+        wait = (f" + {ap['waiting_for_frontier_nj']:.4g} waiting for the frontier"
+                if ap["waiting_for_frontier_nj"] else "")
+        idle = f" ({dp['idle_nj']:.4g} of it idle)" if dp["idle_nj"] else ""
+        lines.append(f"energy {r['energy_per_inference_nj']:.4g} nJ/inference at one inference "
+                     f"per {r['inference_interval_us']:.4g} us (core {e['analog_nj']:.4g} = "
+                     f"{ap['to_settle_nj']:.4g} to settle + {ap['held_for_adc_nj']:.4g} held "
+                     f"for the ADC{wait}; ADC {e['adc_nj']:.4g}; frontier "
+                     f"{e['digital_nj']:.4g}{idle}); latency {r['latency_us']:.4g} us (settling "
                      f"{lat['analog_us']:.3g} + ADC {lat['adc_us']:.3g} + frontier "
                      f"{lat['digital_us']:.3g})")
     else:

@@ -52,7 +52,7 @@ from crystalbench.results import Paths, atomic_write_bytes, atomic_write_json
 NAME = "sweep"
 WRITES = (NAME,)
 NEEDS_CRYSTAL = True
-VERSION = 2  # bump when what a point computes changes: every cached point is then redone
+VERSION = 3  # bump when what a point computes changes: every cached point is then redone
 # (2: the core held on through the ADC's conversions, gated cores recharge decoupling)
 VECTORS = 200  # test samples per point (hybrid) and per digital design (all-digital)
 AGREEMENT_MIN = 0.99  # class agreement with torch a point needs to be reported as a design
@@ -85,7 +85,7 @@ METHOD = {
 CSV_COLUMNS = (
     "kind", "point", "status", "label", "design", "accuracy", "agreement", "agreement_ok",
     "agreement_analog_full_split", "vectors", "energy_nj", "analog_nj", "adc_nj",
-    "digital_nj", "adc_channels", "adc_chips", "adc_nj_per_conversion", "latency_us", "analog_us",
+    "digital_nj", "analog_wait_nj", "digital_idle_nj", "interval_us", "adc_channels", "adc_chips", "adc_nj_per_conversion", "latency_us", "analog_us",
     "adc_us", "digital_us", "analog_nj_per_neuron",
     "neurons", "opamps", "resistors", "luts", "opamp", "supply_v", "power_gating", "r_min",
     "r_max", "adc_part", "adc_bits", "seconds", "error", "folder", "overrides")
@@ -311,6 +311,9 @@ def run_point(crystal_dir: str, cfg_data: dict, folder: str, digital: dict, anal
                 "agreement_analog_full_split": a["class_agreement_with_torch"],
                 "vectors": h["vectors"], "energy_nj": h["energy_per_inference_nj"],
                 "analog_nj": e["analog_nj"], "adc_nj": e["adc_nj"], "digital_nj": e["digital_nj"],
+                "analog_wait_nj": h["analog_parts_nj"]["waiting_for_frontier_nj"],
+                "digital_idle_nj": h["digital_parts_nj"]["idle_nj"],
+                "interval_us": h["inference_interval_us"],
                 "latency_us": h["latency_us"], "analog_us": lat["analog_us"],
                 "adc_us": lat["adc_us"], "digital_us": lat["digital_us"],
                 "analog_nj_per_neuron": a["energy_per_neuron_nj"], "neurons": a["neurons"],
@@ -519,6 +522,10 @@ def verdict(h: dict | None, d: dict | None) -> dict:
         why = (f"the analog core's {a:.4g} nJ exceeds the {budget:.4g} nJ left after ADC "
                f"{adc:.4g} nJ and frontier {f:.4g} nJ by {a - budget:.4g} nJ "
                f"({a / budget:.3g}x)" if budget > 0 else "")
+        wait = h.get("analog_wait_nj") or 0.0
+        if why and wait > 0:
+            why += (f"; {wait:.4g} nJ of the core's energy is its on-power while it waits for "
+                    f"the frontier (one inference per {h['interval_us']:.4g} us)")
     return {"winner": "all-digital", "ratio": eh / ed, "stopped_by": term, "text": (
         f"the all-digital net wins: {ed:.4g} nJ against the best hybrid's {eh:.4g} nJ "
         f"({eh / ed:.3g}x); what stops the hybrid: {why}")}
@@ -613,6 +620,10 @@ def _plots(out: Path, rows: list[dict], drows: list[dict]) -> dict:  # pragma: n
     return files
 
 
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
 def _row_line(r: dict) -> str:
     if r["kind"] == "all-digital":
         return (f"{r['design']}: {r['energy_nj']:.4g} nJ, {r['latency_us']:.4g} us, accuracy "
@@ -622,7 +633,9 @@ def _row_line(r: dict) -> str:
             f"{r.get('adc_chips')} x {r['adc_part']}, {r['adc_bits']} bits, {r['design']} "
             f"{r['luts']} LUT4): "
             f"{r['energy_nj']:.4g} nJ = analog {r['analog_nj']:.4g} + ADC {r['adc_nj']:.4g} + "
-            f"digital {r['digital_nj']:.4g}; {r['latency_us']:.4g} us; accuracy "
+            f"digital {r['digital_nj']:.4g}, one inference per {_num(r.get('interval_us'))} us "
+            f"(analog waiting for the frontier {_num(r.get('analog_wait_nj'))}, frontier idle "
+            f"{_num(r.get('digital_idle_nj'))}); latency {r['latency_us']:.4g} us; accuracy "
             f"{r['accuracy']:.4f}, agreement {r['agreement']:.4f} (analog, whole test split: "
             f"{r['agreement_analog_full_split']:.4f}); analog "
             + (f"{per:.3g} nJ per neuron" if per is not None else "n/a"))

@@ -122,21 +122,42 @@ def test_system_figures_by_hand():
     analog = {"energy_per_inference_nj": 100.0, "settling_time_us": 2.0, "power_mw": 50.0}
     gates = {"energy_per_inference_nj": 7.0, "latency_cycles": 24, "interval_cycles": 12}
     f = hybrid.system_figures(analog, plan, gates, 12.0)
-    # the core stays on through the 3 us of conversions: 50 mW x 3 us = 150 nJ more
-    assert f["analog_parts_nj"] == {"to_settle_nj": 100.0, "held_for_adc_nj": pytest.approx(150.0)}
+    # core + ADC (2 + 3 us) is the slow stage: one inference per 5 us. The core stays on
+    # through the 3 us of conversions: 50 mW x 3 us = 150 nJ more, and waits for nothing.
+    assert f["inference_interval_us"] == pytest.approx(5.0)
+    assert f["throughput_per_s"] == pytest.approx(1e6 / 5.0)
+    assert f["analog_parts_nj"] == {"to_settle_nj": 100.0, "held_for_adc_nj": pytest.approx(150.0),
+                                    "waiting_for_frontier_nj": pytest.approx(0.0)}
+    # the frontier computes for 12 cycles (1 us) and idles 4 us = 48 cycles at 53.6 pJ per
+    # clock cycle (iCE40 UP5K, measured) + 104 uW static x 4 us
+    idle = 48 * 53.6e-3 + 104e-6 * 4e-6 * 1e9
+    assert f["digital_parts_nj"] == {"computing_nj": 7.0, "idle_nj": pytest.approx(idle)}
     assert f["energy_nj"] == {"analog_nj": pytest.approx(250.0), "adc_nj": pytest.approx(5.0),
-                              "digital_nj": 7.0}
-    assert f["energy_per_inference_nj"] == pytest.approx(262.0)
+                              "digital_nj": pytest.approx(7.0 + idle)}
+    assert f["energy_per_inference_nj"] == pytest.approx(262.0 + idle)
     assert f["latency_parts_us"] == {"analog_us": 2.0, "adc_us": pytest.approx(3.0),
                                      "digital_us": 2.0}
     assert f["latency_us"] == pytest.approx(7.0)
-    assert f["throughput_per_s"] == pytest.approx(1e6 / 5.0)  # core + ADC is the slow stage
+    # a frontier interval of 120 cycles (10 us) is now the slow stage: an always-on core
+    # waits 10 - 5 us at 50 mW (250 nJ more), the frontier never idles
     slow = hybrid.system_figures(analog, plan, {**gates, "interval_cycles": 120}, 12.0)
-    assert slow["throughput_per_s"] == pytest.approx(1e6 / 10.0)  # now the frontier is
+    assert slow["throughput_per_s"] == pytest.approx(1e6 / 10.0)
+    assert slow["analog_parts_nj"]["waiting_for_frontier_nj"] == pytest.approx(250.0)
+    assert slow["digital_parts_nj"]["idle_nj"] == pytest.approx(0.0)
+    assert slow["energy_per_inference_nj"] == pytest.approx(100 + 150 + 250 + 5 + 7)
+    # a gated core is off while it waits
+    gated = hybrid.system_figures({**analog, "power_gating": True}, plan,
+                                  {**gates, "interval_cycles": 120}, 12.0)
+    assert gated["analog_parts_nj"]["waiting_for_frontier_nj"] == 0.0
+    assert gated["energy_per_inference_nj"] == pytest.approx(100 + 150 + 5 + 7)
+    # exactly balanced stages (core + ADC = frontier interval = 5 us): nothing waits or idles
+    even = hybrid.system_figures(analog, plan, {**gates, "interval_cycles": 60}, 12.0)
+    assert even["analog_parts_nj"]["waiting_for_frontier_nj"] == pytest.approx(0.0, abs=1e-9)
+    assert even["digital_parts_nj"]["idle_nj"] == pytest.approx(0.0, abs=1e-9)
     unsettled = hybrid.system_figures({"energy_per_inference_nj": None, "settling_time_us": None,
                                        "power_mw": 50.0}, plan, gates, 12.0)
     assert unsettled["energy_per_inference_nj"] is None and unsettled["latency_us"] is None
-    assert unsettled["throughput_per_s"] is None
+    assert unsettled["throughput_per_s"] is None and unsettled["inference_interval_us"] is None
     assert unsettled["energy_nj"]["adc_nj"] == pytest.approx(5.0)
 
 
@@ -204,10 +225,20 @@ def test_whole_chain_on_the_tiny_crystal(tmp_path, make):
     # the core settles, then stays on through the k conversions of 5 us (one chip)
     hold_nj = analog["power_mw"] * 5.0 * k
     assert res["analog_parts_nj"]["held_for_adc_nj"] == pytest.approx(hold_nj)
+    # at one inference per max(core + ADC, frontier interval), an always-on core waits for a
+    # slower frontier; a faster one idles (iCE40: 53.6 pJ per clock cycle + 104 uW static)
+    core_adc_us = analog["settling_time_us"] + 5.0 * k
+    frontier_us = res["frontier"]["interval_cycles"] / cfg.rtl.clock_mhz
+    interval_us = max(core_adc_us, frontier_us)
+    assert res["inference_interval_us"] == pytest.approx(interval_us)
+    wait_nj = 0.0 if analog["power_gating"] else analog["power_mw"] * (interval_us - core_adc_us)
     assert res["energy_nj"]["analog_nj"] == pytest.approx(analog["energy_per_inference_nj"]
-                                                          + hold_nj)
+                                                          + hold_nj + wait_nj)
+    idle_us = interval_us - frontier_us
+    assert res["energy_nj"]["digital_nj"] == pytest.approx(
+        res["frontier"]["energy_per_inference_nj"]
+        + idle_us * cfg.rtl.clock_mhz * 53.6e-3 + idle_us * 104e-6 * 1e3)
     assert res["latency_parts_us"]["analog_us"] == analog["settling_time_us"]
-    assert res["energy_nj"]["digital_nj"] == res["frontier"]["energy_per_inference_nj"]
     assert res["latency_parts_us"]["digital_us"] == pytest.approx(
         res["frontier"]["latency_cycles"] / cfg.rtl.clock_mhz)
     assert res["energy_per_inference_nj"] == pytest.approx(sum(res["energy_nj"].values()))

@@ -111,6 +111,12 @@ def test_verdict_by_hand():
     # 30 - 5 - 10 = 15 nJ left for the core; it takes 45: 30 nJ over, 3x
     assert v["stopped_by"] == "analog core"
     assert "exceeds the 15 nJ left after ADC 5 nJ and frontier 10 nJ by 30 nJ (3x)" in v["text"]
+    assert "waits" not in v["text"]
+    # an always-on core that spends 40 of its 45 nJ waiting for a slow frontier says so
+    v = sweep.verdict({**row(60.0, 45.0, 5.0, 10.0), "analog_wait_nj": 40.0,
+                       "interval_us": 12.5}, row(30.0))
+    assert v["text"].endswith("(3x); 40 nJ of the core's energy is its on-power while it waits "
+                              "for the frontier (one inference per 12.5 us)")
     v = sweep.verdict(row(20.0, 5.0, 5.0, 10.0), row(30.0))
     assert v["winner"] == "hybrid" and v["ratio"] == 1.5
     assert sweep.verdict(None, row(30.0))["winner"] is None
