@@ -85,7 +85,8 @@ METHOD = {
 CSV_COLUMNS = (
     "kind", "point", "status", "label", "design", "accuracy", "agreement", "agreement_ok",
     "agreement_analog_full_split", "vectors", "energy_nj", "analog_nj", "adc_nj",
-    "digital_nj", "analog_wait_nj", "digital_idle_nj", "interval_us", "adc_channels", "adc_chips", "adc_nj_per_conversion", "latency_us", "analog_us",
+    "digital_nj", "analog_wait_nj", "digital_idle_nj", "interval_us", "adc_channels",
+    "adc_chips", "adc_nj_per_conversion", "latency_us", "analog_us",
     "adc_us", "digital_us", "analog_nj_per_neuron",
     "neurons", "opamps", "resistors", "luts", "opamp", "supply_v", "power_gating", "r_min",
     "r_max", "adc_part", "adc_bits", "seconds", "error", "folder", "overrides")
