@@ -901,6 +901,48 @@ def test_transient_on_a_synthetic_run(monkeypatch):
     np.testing.assert_allclose(tr["power"].trace, np.where(t >= step, 7.25e-3, 6e-3), rtol=1e-12)
 
 
+
+def test_transient_gated_on_a_synthetic_run(monkeypatch):
+    """Power gating, one neuron, three 1 us steps each on for 0.5 us: the rails ramp (their
+    vectors enter the power), each step's end is judged in its on-window's last 1% and the
+    window energy is taken from every step; an unsettled step leaves it None."""
+    step, gate, lsb = 1e-6, 0.5e-6, 0.01
+    d = synthetic_design([nl.Neuron(0, 0, 1.0, 1e4, [(0, False, 1e3)], None)])
+    b = flow.Bench(c=None, acfg=None, adc=None, design=d, x=None, sizes=[1], masks=None,
+                   gains=None, lsb_v=lsb, torch_mu=None, torch_v=None, torch_cls=None)
+    nets = flow.Netlists(dc=None, tran=Path("core_tran.cir"), n_tr=3, step_s=step,
+                         t_stop=3 * step, gate_s=gate)
+    # per step i: i, +0.01 (ramped up), +0.25, +0.497 (inside the last 1% of the on-time),
+    # +0.5 (off from here), +0.75 us
+    t = (np.arange(3)[:, None] + np.array([0, 0.01, 0.25, 0.497, 0.5, 0.75])).ravel() * step
+    vcc = np.tile([0.0, 2.5, 2.5, 2.5, 2.5, 0.0], 3)
+    out = np.array([0, 0.1, 0.3, 0.301, 0.3, 0, 0, 0.4, 0.8, 0.803, 0.8, 0,
+                    0, 0.25, 0.5, 0.504, 0.5, 0])
+    n = len(t)
+    tv = {"time": t, "h1_0": out, "vcc": vcc, "vee": -vcc, "i(vcc)": np.full(n, -1e-3),
+          "i(vee)": np.full(n, 1e-3), "i(vrefp)": np.full(n, -0.2e-3),
+          "i(vrefn)": np.full(n, 0.2e-3), "x0": np.zeros(n), "s1_0": np.zeros(n)}
+    monkeypatch.setattr(spice, "run_file", lambda path, **kw: (tv, 0.25))
+    finals = [np.array([[0.3], [0.8], [0.5]])]
+    tr = flow.transient(b, nets, finals)
+    # band 5 mV. Step 1: 0.8, 0.4 V off at 1, 1.01 us, in the band at 1.25 us: crossing at
+    # 1.01 + 0.24 x (0.4 - 0.005) / 0.4 = 1.247 us; step 2: 2.01 + 0.24 x 0.245 / 0.25
+    np.testing.assert_allclose(tr["settle_s"], [0.247e-6, 0.2452e-6], rtol=1e-9)
+    assert tr["unsettled"] == 0
+    # ends (0.497 us into each step) vs DC: 1, 3, 4 mV: the last step's is the worst
+    assert tr["end_vs_dc_max_lsb"] == pytest.approx(0.4, rel=1e-9)
+    # rails at the ramping voltage: vcc x 1 mA from each rail, the references vcc x 0.4 mA
+    np.testing.assert_allclose(tr["power"].trace, 2.4e-3 * vcc, rtol=1e-12, atol=1e-18)
+    # window 0.247 us from each power-on: the rails reach 2.5 V (6 mW) 0.01 us in, so
+    # 6 mW x (0.247 - 0.01 / 2) us = 1.452 nJ, both steps
+    np.testing.assert_allclose(tr["gated_energy_j"], [1.452e-9, 1.452e-9], rtol=1e-9)
+    # step 2 still 10 mV off at its last point: unsettled, no window energy
+    tv["h1_0"] = np.where(np.isclose(t, 2.497 * step), 0.51, out)
+    tr = flow.transient(b, nets, finals)
+    assert tr["unsettled"] == 1 and tr["gated_energy_j"] is None
+    assert tr["end_vs_dc_max_lsb"] == pytest.approx(1.0, rel=1e-9)
+
+
 # ---- the stage ------------------------------------------------------------------------------
 @pytest.fixture(scope=shared_scope)
 def settled_run(tmp_path_factory):
@@ -1321,6 +1363,26 @@ def test_summary_lines_by_hand():
         "did not settle within analog.step_us = 0.1 us in 3 of 15 steps; raise analog.step_us "
         "(power 149.2 mW avg / 166.2 mW peak; no settling time or energy; ngspice 167.8 "
         "samples/s)", "netlist build/digits/analog/core.cir (17 s)"]
+
+
+def test_summary_line_of_a_gated_run_by_hand():
+    res = {"neurons": 4, "opamps": 6, "opamp_part": "TI OPA835", "resistors": 20,
+           "e_series": "E96", "clipped_weights": {"below_r_min": 0},
+           "class_agreement_with_torch": 1.0, "class_agreement_resistors_only": 1.0,
+           "class_agreement_adc_only": 1.0, "rms_error_lsb": 0.1, "max_error_lsb": 0.2,
+           "power_mw": 4.5, "power_peak_mw": 5.5, "samples_per_second": 100.0,
+           "settling_time_us": 0.25, "energy_per_inference_nj": 3001.2, "step_us": 10.0,
+           "unsettled_steps": 0, "transient_steps": 3, "power_gating": True,
+           "decoupling_energy_nj": 2700.0, "monte_carlo": {"runs": 0},
+           "files": {"netlist": "core.cir"}, "wall_seconds": 3.0}
+    assert flow.summary_lines(res)[2] == (
+        "settling 0.25 us (worst step), power 4.5 mW avg / 5.5 mW peak, 3001.2 nJ per "
+        "inference (of which 2700.0 nJ recharging the decoupling capacitors at power-up); "
+        "ngspice 100.0 samples/s")
+    res["power_gating"] = False
+    assert flow.summary_lines(res)[2] == (
+        "settling 0.25 us (worst step), power 4.5 mW avg / 5.5 mW peak, 3001.2 nJ per "
+        "inference; ngspice 100.0 samples/s")
 
 
 @pytest.mark.parametrize("ohms, label", [

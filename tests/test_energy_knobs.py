@@ -83,6 +83,25 @@ def test_window_energy_by_hand():
     np.testing.assert_allclose(flow.window_energy(t, p, [1.0], 0.25), [0.5], rtol=1e-12)
 
 
+
+# A trace with a jump at t = 1 (two time points there): 0 W before, 10 W after.
+JUMP_T, JUMP_P = np.array([0.0, 1.0, 1.0, 2.0]), np.array([0.0, 0.0, 10.0, 10.0])
+
+
+def test_window_energy_from_a_jump_at_its_start():
+    # [1, 2] lies after the jump: 10 W x 1 s; [0.5, 1.5]: 0.5 s at 0 W, 0.5 s at 10 W
+    np.testing.assert_allclose(flow.window_energy(JUMP_T, JUMP_P, [1.0, 0.5], 1.0), [10.0, 5.0],
+                               rtol=1e-12)
+
+
+@pytest.mark.xfail(strict=True, reason="window_energy takes the trace after a jump at the "
+                   "window's end (np.interp gives the last of repeated time points): "
+                   "inside = (t > s) & (t <= e) would take the value before it")
+def test_window_energy_to_a_jump_at_its_end():
+    # [0, 1] ends where the trace jumps: 0 W throughout, 0 J
+    np.testing.assert_allclose(flow.window_energy(JUMP_T, JUMP_P, [0.0], 1.0), [0.0], atol=1e-12)
+
+
 def test_gate_points_and_their_limits():
     pts = nl.gate_points(2, 1.0, 0.5, 0.1, 3.0)
     assert pts == [(0.0, 0.0), (0.1, 3.0), (0.5, 3.0), (0.6, 0.0),
