@@ -199,6 +199,10 @@ def test_two_point_sweep_on_a_local_cluster_equals_the_stages(tmp_path):
     assert p["energy_nj"] == pytest.approx(h["energy_per_inference_nj"], rel=1e-9)
     assert p["digital_nj"] == pytest.approx(h["energy_nj"]["digital_nj"], rel=1e-9)
     assert p["latency_us"] == pytest.approx(h["latency_us"], rel=1e-9)
+    assert p["interval_us"] == pytest.approx(h["inference_interval_us"], rel=1e-9)
+    assert p["analog_wait_nj"] == 0.0  # gated: off while it waits
+    # the one agreeing hybrid point: its core's whole share per neuron
+    assert res["lowest_core_nj_per_neuron"] == pytest.approx(p["analog_nj"] / p["neurons"])
     assert (p["accuracy"], p["agreement"]) == (h["test_accuracy"], h["class_agreement_with_torch"])
     # the ADC by hand: 4 boundary neurons on one MCP3008, VREF = 0.5 V x 256/255, each
     # conversion (5 V x 425 uA + VREF x 100 uA) over 5 us
