@@ -396,11 +396,13 @@ def supply_power(t: np.ndarray, i_vcc: np.ndarray, i_vee: np.ndarray, vcc: float
 
 def window_energy(t: np.ndarray, p: np.ndarray, starts, width: float) -> np.ndarray:
     """Energy (J) of the power trace p over [s, s + width] for each start s: trapezoids
-    on the time points inside, the trace interpolated at both ends of the window."""
+    on the time points inside, the trace interpolated at both ends of the window. At a
+    jump (a repeated time point) on either end, only the part inside counts: np.interp
+    gives the value after it, so the points at the end itself are kept."""
     out = []
     for s in starts:
         e = s + width
-        inside = (t > s) & (t < e)
+        inside = (t > s) & (t <= e)
         tt = np.concatenate([[s], t[inside], [e]])
         pp = np.concatenate([[np.interp(s, t, p)], p[inside], [np.interp(e, t, p)]])
         out.append(float(np.sum(0.5 * (pp[1:] + pp[:-1]) * np.diff(tt))))

@@ -94,9 +94,6 @@ def test_window_energy_from_a_jump_at_its_start():
                                rtol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="window_energy takes the trace after a jump at the "
-                   "window's end (np.interp gives the last of repeated time points): "
-                   "inside = (t > s) & (t <= e) would take the value before it")
 def test_window_energy_to_a_jump_at_its_end():
     # [0, 1] ends where the trace jumps: 0 W throughout, 0 J
     np.testing.assert_allclose(flow.window_energy(JUMP_T, JUMP_P, [0.0], 1.0), [0.0], atol=1e-12)
