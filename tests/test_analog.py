@@ -788,6 +788,15 @@ def test_written_netlists_analyses_and_print_lines(tmp_path):
     assert "tanh(" in nets.tran.read_text()  # the transient keeps the slew limit
 
 
+def test_written_netlists_gated_for_half_of_each_step(tmp_path):
+    b = flow.prepare(wide_crystal(), acfg(transient_samples=3, step_us=60.0, power_gating=True), 8)
+    nets = flow.write_netlists(b, tmp_path)
+    assert nets.step_s == pytest.approx(60e-6, rel=1e-12)
+    assert nets.gate_s == pytest.approx(30e-6, rel=1e-12)  # on for the first half of each step
+    saves = " ".join(ln for ln in nets.tran.read_text().splitlines() if ln.startswith(".save"))
+    assert " v(vcc) v(vee) " in f" {saves} "  # the ramping rails are read back
+
+
 def test_dc_sweep_checks_the_point_count(tmp_path):
     c = tiny_crystal()
     b = flow.prepare(c, acfg(opamp="ideal"), 8)
@@ -859,6 +868,16 @@ def test_transient_vectors_by_hand():
     assert flow.transient_vectors(d) == [
         "v(h1_0)", "v(h1_1)", "v(h1_2)", "v(h2_0)", "i(vcc)", "i(vee)", "i(vrefp)", "i(vrefn)",
         "v(s1_0)", "v(s1_2)", "v(x0)", "v(x1)", "v(x3)", "v(x4)"]
+
+def test_transient_vectors_gated_by_hand():
+    d = synthetic_design([
+        nl.Neuron(0, 0, 1.0, 1e4, [(0, False, 1e3)], None),
+        nl.Neuron(1, 0, 1.0, 1e4, [(0, False, 1e3)], None)])  # reads h1_0
+    # gated, the rail voltages too (they ramp), after the four currents
+    assert flow.transient_vectors(d, True) == [
+        "v(h1_0)", "v(h2_0)", "i(vcc)", "i(vee)", "i(vrefp)", "i(vrefn)", "v(vcc)", "v(vee)",
+        "v(s1_0)", "v(x0)"]
+
 
 def test_transient_on_a_synthetic_run(monkeypatch):
     """One neuron, three 1 us steps; ngspice's vectors made by hand (lsb 10 mV)."""
