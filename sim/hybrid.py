@@ -55,7 +55,8 @@ METHOD = {
     "energy": "per inference at the highest throughput (one inference per interval = "
               "max(core + ADC, frontier interval)), every part over that interval. Core: "
               "sim-analog's energy to settle (average supply power x worst settling time, "
-              "ngspice transient; gated: the on-window's energy + the decoupling recharge) "
+              "ngspice transient; gated: the on-window's energy + the decoupling recharge, "
+              "the lesser of C x V^2 and the on-power x the off-time) "
               "+ its on-power x the ADC's conversion time (the outputs must hold until the "
               "last channel is sampled) + ungated only, its on-power while it waits for a "
               "slower frontier; ADC: conversions x the part's energy per conversion "
@@ -162,7 +163,8 @@ def system_figures(analog: dict, plan: adc_mod.ChannelPlan, gates: dict, clock_m
     frontier's interval): the frontier works on one sample while the core settles and the
     ADC converts the next. Every part pays for the whole interval: an always-on core draws
     its on-power through it (waiting for the frontier when that is the slower stage); a
-    gated core is off outside its window; the FPGA idles with its clock running when the
+    gated core is off outside its window and recharges its decoupling capacitors at
+    power-up; the FPGA idles with its clock running when the
     core and ADC are the slower stage (iCE40 clock + static power, sim.power)."""
     settle_nj = analog.get("energy_per_inference_nj")
     gated = bool(analog.get("power_gating"))
@@ -179,11 +181,19 @@ def system_figures(analog: dict, plan: adc_mod.ChannelPlan, gates: dict, clock_m
     dig_us = gates["latency_cycles"] / clock_mhz
     frontier_us = (gates.get("interval_cycles") or gates["latency_cycles"]) / clock_mhz
     interval_us = None if core_us is None else max(core_us + adc_us, frontier_us)
+    off_us = 0.0 if interval_us is None else interval_us - core_us - adc_us
     # an always-on core waits (on) for a slower frontier; a gated one is off by then
-    wait_nj = 0.0 if gated or interval_us is None else p_mw * (interval_us - core_us - adc_us)
+    wait_nj = 0.0 if gated else p_mw * off_us
+    # A gated core's decoupling capacitors lose, while it is off, at most their charge and
+    # at most what the core would have drawn (its on-current for the off-time; after the
+    # switch opens the op-amps run from them): the supply restores that at each power-up.
+    # sim-analog counts the full charge (C x V^2), the bound for a long off-time.
+    full_nj = analog.get("decoupling_energy_nj") or 0.0
+    recharge_nj = min(full_nj, p_mw * off_us) if gated else 0.0
+    settle_nj = None if settle_nj is None else settle_nj - full_nj  # the on-window alone
     idle_us = 0.0 if interval_us is None else interval_us - frontier_us
     idle_nj = (idle_us * clock_mhz * ICE40["clock_j_per_cycle"] + idle_us * 1e-6 * ICE40["static_w"]) * 1e9
-    core_nj = None if settle_nj is None else settle_nj + hold_nj + wait_nj
+    core_nj = None if settle_nj is None else settle_nj + recharge_nj + hold_nj + wait_nj
     frontier_nj = None if dig_nj is None else dig_nj + idle_nj
     total_nj = None if core_nj is None or frontier_nj is None else core_nj + adc_nj + frontier_nj
     total_us = None if core_us is None else core_us + adc_us + dig_us
@@ -191,7 +201,8 @@ def system_figures(analog: dict, plan: adc_mod.ChannelPlan, gates: dict, clock_m
         "energy_per_inference_nj": total_nj,
         "energy_nj": {"analog_nj": core_nj, "adc_nj": adc_nj, "digital_nj": frontier_nj},
         "analog_parts_nj": {"to_settle_nj": settle_nj, "held_for_adc_nj": hold_nj,
-                            "waiting_for_frontier_nj": wait_nj},
+                            "waiting_for_frontier_nj": wait_nj,
+                            "decoupling_recharge_nj": recharge_nj},
         "digital_parts_nj": {"computing_nj": dig_nj, "idle_nj": idle_nj},
         "inference_interval_us": interval_us,
         "latency_us": total_us,
@@ -353,6 +364,8 @@ def summary_lines(r: dict) -> list[str]:
         ap, dp = r["analog_parts_nj"], r["digital_parts_nj"]
         wait = (f" + {ap['waiting_for_frontier_nj']:.4g} waiting for the frontier"
                 if ap["waiting_for_frontier_nj"] else "")
+        if ap.get("decoupling_recharge_nj"):
+            wait += f" + {ap['decoupling_recharge_nj']:.4g} recharging its decoupling"
         idle = f" ({dp['idle_nj']:.4g} of it idle)" if dp["idle_nj"] else ""
         lines.append(f"energy {r['energy_per_inference_nj']:.4g} nJ/inference at one inference "
                      f"per {r['inference_interval_us']:.4g} us (core {e['analog_nj']:.4g} = "

@@ -52,7 +52,7 @@ from crystalbench.results import Paths, atomic_write_bytes, atomic_write_json
 NAME = "sweep"
 WRITES = (NAME,)
 NEEDS_CRYSTAL = True
-VERSION = 3  # bump when what a point computes changes: every cached point is then redone
+VERSION = 4  # bump when what a point computes changes: every cached point is then redone
 # (2: the core held on through the ADC's conversions, gated cores recharge decoupling)
 VECTORS = 200  # test samples per point (hybrid) and per digital design (all-digital)
 AGREEMENT_MIN = 0.99  # class agreement with torch a point needs to be reported as a design

@@ -127,7 +127,8 @@ def test_system_figures_by_hand():
     assert f["inference_interval_us"] == pytest.approx(5.0)
     assert f["throughput_per_s"] == pytest.approx(1e6 / 5.0)
     assert f["analog_parts_nj"] == {"to_settle_nj": 100.0, "held_for_adc_nj": pytest.approx(150.0),
-                                    "waiting_for_frontier_nj": pytest.approx(0.0)}
+                                    "waiting_for_frontier_nj": pytest.approx(0.0),
+                                    "decoupling_recharge_nj": 0.0}
     # the frontier computes for 12 cycles (1 us) and idles 4 us = 48 cycles at 53.6 pJ per
     # clock cycle (iCE40 UP5K, measured) + 104 uW static x 4 us
     idle = 48 * 53.6e-3 + 104e-6 * 4e-6 * 1e9
@@ -145,11 +146,24 @@ def test_system_figures_by_hand():
     assert slow["analog_parts_nj"]["waiting_for_frontier_nj"] == pytest.approx(250.0)
     assert slow["digital_parts_nj"]["idle_nj"] == pytest.approx(0.0)
     assert slow["energy_per_inference_nj"] == pytest.approx(100 + 150 + 250 + 5 + 7)
-    # a gated core is off while it waits
-    gated = hybrid.system_figures({**analog, "power_gating": True}, plan,
-                                  {**gates, "interval_cycles": 120}, 12.0)
-    assert gated["analog_parts_nj"]["waiting_for_frontier_nj"] == 0.0
-    assert gated["energy_per_inference_nj"] == pytest.approx(100 + 150 + 5 + 7)
+    # a gated core is off while it waits, and recharges its decoupling at power-up:
+    # sim-analog's 1000 nJ (a full C x V^2) at most, and at most what it would have drawn
+    # while off: 50 mW x the 5 us off = 250 nJ
+    gated_analog = {**analog, "power_gating": True, "energy_per_inference_nj": 1100.0,
+                    "decoupling_energy_nj": 1000.0}
+    gated = hybrid.system_figures(gated_analog, plan, {**gates, "interval_cycles": 120}, 12.0)
+    assert gated["analog_parts_nj"] == {
+        "to_settle_nj": pytest.approx(100.0), "held_for_adc_nj": pytest.approx(150.0),
+        "waiting_for_frontier_nj": 0.0, "decoupling_recharge_nj": pytest.approx(250.0)}
+    assert gated["energy_per_inference_nj"] == pytest.approx(100 + 250 + 150 + 5 + 7)
+    # off for 1000 - 5 us: the capacitors lose all their charge, 1000 nJ
+    long_off = hybrid.system_figures(gated_analog, plan, {**gates, "interval_cycles": 12000}, 12.0)
+    assert long_off["analog_parts_nj"]["decoupling_recharge_nj"] == pytest.approx(1000.0)
+    assert long_off["energy_per_inference_nj"] == pytest.approx(100 + 1000 + 150 + 5 + 7)
+    # never off (core + ADC is the slow stage): nothing to recharge
+    busy = hybrid.system_figures(gated_analog, plan, gates, 12.0)
+    assert busy["analog_parts_nj"]["decoupling_recharge_nj"] == pytest.approx(0.0)
+    assert busy["energy_nj"]["analog_nj"] == pytest.approx(100 + 150)
     # exactly balanced stages (core + ADC = frontier interval = 5 us): nothing waits or idles
     even = hybrid.system_figures(analog, plan, {**gates, "interval_cycles": 60}, 12.0)
     assert even["analog_parts_nj"]["waiting_for_frontier_nj"] == pytest.approx(0.0, abs=1e-9)
@@ -231,9 +245,14 @@ def test_whole_chain_on_the_tiny_crystal(tmp_path, make):
     frontier_us = res["frontier"]["interval_cycles"] / cfg.rtl.clock_mhz
     interval_us = max(core_adc_us, frontier_us)
     assert res["inference_interval_us"] == pytest.approx(interval_us)
-    wait_nj = 0.0 if analog["power_gating"] else analog["power_mw"] * (interval_us - core_adc_us)
-    assert res["energy_nj"]["analog_nj"] == pytest.approx(analog["energy_per_inference_nj"]
-                                                          + hold_nj + wait_nj)
+    off_us = interval_us - core_adc_us
+    wait_nj = 0.0 if analog["power_gating"] else analog["power_mw"] * off_us
+    # gated: the decoupling recharge is at most sim-analog's C x V^2 and at most the
+    # on-power over the off-time
+    full_nj = analog["decoupling_energy_nj"]
+    recharge_nj = min(full_nj, analog["power_mw"] * off_us) if analog["power_gating"] else 0.0
+    assert res["energy_nj"]["analog_nj"] == pytest.approx(
+        analog["energy_per_inference_nj"] - full_nj + recharge_nj + hold_nj + wait_nj)
     idle_us = interval_us - frontier_us
     assert res["energy_nj"]["digital_nj"] == pytest.approx(
         res["frontier"]["energy_per_inference_nj"]
