@@ -53,7 +53,8 @@ NAME = "sweep"
 WRITES = (NAME,)
 NEEDS_CRYSTAL = True
 VERSION = 4  # bump when what a point computes changes: every cached point is then redone
-# (2: the core held on through the ADC's conversions, gated cores recharge decoupling)
+# (2: the core held on through the ADC's conversions, gated cores recharge decoupling;
+# 3: every part over one inference interval; 4: the recharge bounded by the off-time)
 VECTORS = 200  # test samples per point (hybrid) and per digital design (all-digital)
 AGREEMENT_MIN = 0.99  # class agreement with torch a point needs to be reported as a design
 DIGITAL_SECTIONS = ("seed", "fixed_point", "rtl", "sim")
@@ -71,7 +72,8 @@ METHOD = {
               "frontier's gate netlist under cocotb + Icarus, on the first `vectors` test "
               "samples); energy per inference at the highest throughput (one inference per "
               "max(core + ADC, frontier interval)) = analog (ngspice supply: to settle, held "
-              "for the ADC, and, not gated, on while it waits for the frontier) + ADC "
+              "for the ADC, and, not gated, on while it waits for the frontier; gated, "
+              "the decoupling recharge) + ADC "
               "(datasheet energy per conversion) + frontier (gate-level toggles, iCE40 model, "
               "+ idle clock cycles when it waits for the core); latency = settling "
               "+ conversions + frontier cycles at rtl.clock_mhz (crystalbench.sim.hybrid)",
