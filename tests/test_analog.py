@@ -313,6 +313,15 @@ def test_headroom_bottom_rail_edges():
     _headroom(op, vcc=2.5, vee=-1.5, vref_v=0.875, input_v=0.875, adc_ref_v=0.375)
 
 
+def test_headroom_inverted_inputs_at_the_bottom_rail():
+    # the inverted inputs swing to -input_v: with the bottom binding (usable -1.875 V, as
+    # above) input_v 1.875 V fits and one step more is refused though the top (2.125 V) holds
+    op = dataclasses.replace(OPAMPS["mcp6002"], swing_high_v=0.125, swing_low_v=0.375)
+    _headroom(op, input_v=1.875)
+    assert _refusal(op, input_v=float(np.nextafter(1.875, 2.0))) == _swing_msg(
+        "analog.input_v (inverted inputs)", 1.875, op.part, "-1.88..2.12")
+
+
 def test_headroom_diode_drop_only_where_the_design_has_the_rectifier():
     # 3 V supply, 0.1 V swing limits (OPA835-like), 0.2 V headroom: usable -1.2 .. 1.2 V
     op = dataclasses.replace(OPAMPS["mcp6002"], swing_high_v=0.1, swing_low_v=0.1)
