@@ -254,3 +254,84 @@ def test_two_point_sweep_on_a_local_cluster_equals_the_stages(tmp_path):
     np.testing.assert_equal(sorted(r["point"] for r in sweep.read_points(out) if r["kind"] == "hybrid"),
                             sorted(json.loads(f.read_text())["point"]
                                    for f in (out / "points").glob("*/point.json")))
+
+
+# ---- the verdict's exact texts (mutation run at d451a97) -------------------------------------
+def test_verdict_no_comparison_texts():
+    assert sweep.verdict(None, row(30.0)) == {
+        "winner": None, "text": "no comparison: no hybrid point reached agreement >= 0.99"}
+    assert sweep.verdict(row(30.0), None) == {
+        "winner": None, "text": "no comparison: no all-digital design reached agreement >= 0.99"}
+
+
+def test_verdict_hybrid_wins_text_and_equal_energies():
+    assert sweep.verdict(row(20.0, 5.0, 5.0, 10.0), row(30.0)) == {
+        "winner": "hybrid", "ratio": 1.5,
+        "text": "the hybrid wins: 20 nJ against 30 nJ per inference (1.5x less)"}
+    # equal energies: the hybrid does not win; 30 - 10 - 10 = 10 nJ left, the core takes 10
+    v = sweep.verdict(row(30.0, 10.0, 10.0, 10.0), row(30.0))
+    assert v == {"winner": "all-digital", "ratio": 1.0, "stopped_by": "analog core", "text": (
+        "the all-digital net wins: 30 nJ against the best hybrid's 30 nJ (1x); what stops the "
+        "hybrid: the analog core's 10 nJ exceeds the 10 nJ left after ADC 10 nJ and frontier "
+        "10 nJ by 0 nJ (1x)")}
+
+
+def test_verdict_adc_case_full_text():
+    v = sweep.verdict({**row(60.0, 10.0, 40.0, 10.0), "adc_channels": 8, "adc_part": "mcp3008",
+                       "adc_nj_per_conversion": 5.0}, row(30.0))
+    assert v == {"winner": "all-digital", "ratio": 2.0, "stopped_by": "ADC", "text": (
+        "the all-digital net wins: 30 nJ against the best hybrid's 60 nJ (2x); what stops the "
+        "hybrid: ADC 40 nJ + frontier 10 nJ = 50 nJ already exceed the all-digital 30 nJ by "
+        "20 nJ, so no analog core can win with this converter and frontier; the ADC is the "
+        "largest of the two; even with a core of 0 nJ, the 8 conversions would have to cost at "
+        "most 2.5 nJ each, against the mcp3008's 5 nJ")}
+
+
+def test_verdict_adc_and_frontier_boundaries():
+    # 25 + 10 = 35 >= 30 although 25 - 10 < 30: still the converter and frontier
+    v = sweep.verdict(row(60.0, 25.0, 25.0, 10.0), row(30.0))
+    assert v["stopped_by"] == "ADC"
+    assert "ADC 25 nJ + frontier 10 nJ = 35 nJ already exceed the all-digital 30 nJ by 5 nJ" in v["text"]
+    # ADC + frontier exactly the all-digital energy: already no room for a core
+    v = sweep.verdict(row(60.0, 30.0, 20.0, 10.0), row(30.0))
+    assert v["stopped_by"] == "ADC"
+    assert v["text"].endswith("ADC 20 nJ + frontier 10 nJ = 30 nJ already exceed the all-digital "
+                              "30 nJ by 0 nJ, so no analog core can win with this converter and "
+                              "frontier; the ADC is the largest of the two")
+    # the frontier larger than the ADC names the frontier
+    v = sweep.verdict({**row(60.0, 25.0, 10.0, 25.0), "adc_channels": 8, "adc_part": "mcp3008",
+                       "adc_nj_per_conversion": 5.0}, row(30.0))
+    assert v["stopped_by"] == "digital frontier"
+    assert v["text"].endswith("by 5 nJ, so no analog core can win with this converter and "
+                              "frontier; the digital frontier is the largest of the two")
+    # ADC equal to the frontier names the ADC
+    v = sweep.verdict(row(60.0, 20.0, 20.0, 20.0), row(30.0))
+    assert v["stopped_by"] == "ADC"
+    # a frontier that alone takes all of the all-digital energy leaves no per-conversion budget
+    v = sweep.verdict({**row(90.0, 30.0, 30.0, 30.0), "adc_channels": 8, "adc_part": "mcp3008",
+                       "adc_nj_per_conversion": 5.0}, row(30.0))
+    assert v["text"].endswith("; the ADC is the largest of the two")
+
+
+def test_verdict_analog_core_small_budget_and_short_wait():
+    # 30 - 14.5 - 15 = 0.5 nJ left; the core takes 30.5: 30 nJ over, 61x; 0.5 nJ of it waiting
+    v = sweep.verdict({**row(60.0, 30.5, 14.5, 15.0), "analog_wait_nj": 0.5,
+                       "interval_us": 12.5}, row(30.0))
+    assert v["text"].endswith(
+        "what stops the hybrid: the analog core's 30.5 nJ exceeds the 0.5 nJ left after ADC "
+        "14.5 nJ and frontier 15 nJ by 30 nJ (61x); 0.5 nJ of the core's energy is its on-power "
+        "while it waits for the frontier (one inference per 12.5 us)")
+    # an undefined (NaN) converter energy leaves no budget to name
+    v = sweep.verdict(row(60.0, 10.0, float("nan"), 10.0), row(30.0))
+    assert v["stopped_by"] == "analog core"
+    assert v["text"].endswith("(2x); what stops the hybrid: ")
+
+
+def test_verdict_analog_core_budget_rounded_to_zero():
+    # in floats 16.77... + 46.31... < 63.09... and yet 63.09... - 16.77... - 46.31... == 0:
+    # no budget left to divide by, so no sentence (and no ZeroDivisionError)
+    ed, adc, f = 63.095428902086205, 16.778794411542226, 46.316634490543976
+    assert adc + f < ed and ed - adc - f == 0.0
+    v = sweep.verdict(row(100.0, 50.0, adc, f), row(ed))
+    assert v["stopped_by"] == "analog core"
+    assert v["text"].endswith("what stops the hybrid: ")
