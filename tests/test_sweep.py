@@ -335,3 +335,54 @@ def test_verdict_analog_core_budget_rounded_to_zero():
     v = sweep.verdict(row(100.0, 50.0, adc, f), row(ed))
     assert v["stopped_by"] == "analog core"
     assert v["text"].endswith("what stops the hybrid: ")
+
+
+# ---- the grid's messages, labels, task keys and the front (mutation run at d451a97) ---------
+DOTTED = "must map dotted config keys to values, e.g. {analog.opamp: opa835}"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("axes: [1, 2]\n", "axes must map a key (or a label) to a list of values"),
+    ("base: {opamp: opa835}\naxes: {analog.supply_v: [3.0]}\n", f"base {DOTTED}"),
+    ("axes: {part: [{analog.opamp: opa835}, {opamp: opa835}]}\n", f"axes.part[1] {DOTTED}"),
+    ("axes: {opamp: [opa835]}\n", f"axes.opamp[0] {DOTTED}"),
+    ("points: [{analog.opamp: opa835}, {opamp: opa835}]\n", f"points[1] {DOTTED}"),
+])
+def test_grid_error_messages_exact(tmp_path, text, message):
+    g = write(tmp_path / "g.yaml", text)
+    with pytest.raises(ConfigError) as e:
+        sweep.load_grid(g)
+    assert str(e.value) == f"{g}: {message}"
+
+
+def test_grid_not_yaml_names_the_file(tmp_path):
+    g = write(tmp_path / "g.yaml", "axes: [1, 2\n")
+    with pytest.raises(ConfigError) as e:
+        sweep.load_grid(g)
+    assert str(e.value).startswith(f"{g}: the grid is not valid YAML: ")
+
+
+def test_label_last_part_of_the_key_and_base():
+    assert sweep.label({"analog.adc.bits": 6, "analog.opamp": "opa835"},
+                       {"analog.opamp": "opa835"}) == "bits=6"
+    assert sweep.label({"analog.opamp": "opa835"}, {"analog.opamp": "opa835"}) == "base"
+    assert sweep.label({}, {}) == "base"
+
+
+def test_task_key_exact_and_independent_of_order():
+    import hashlib
+    cfg = {"analog": {"opamp": "opa835"}, "adc": {"bits": 6}, "training": {"epochs": 3}}
+    stamp = {"adc": {"bits": 6}, "analog": {"opamp": "opa835"}, "crystal": "abc", "mode": "x",
+             "vectors": 10, "version": sweep.VERSION}
+    want = hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
+    assert sweep.task_key("abc", cfg, ("analog", "adc"), 10, mode="x") == want
+    assert len(want) == 16
+    # the same task whatever the order of the sections and of the extras
+    assert (sweep.task_key("abc", cfg, ("analog", "adc"), 10, a=1, b=2)
+            == sweep.task_key("abc", cfg, ("adc", "analog"), 10, b=2, a=1))
+
+
+def test_pareto_front_ties():
+    # equal x: only the higher y; equal y: only the lower x
+    assert sweep._front([1, 1], [0.5, 0.9]) == [1]
+    assert sweep._front([1, 2], [0.5, 0.5]) == [0]
