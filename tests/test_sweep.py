@@ -386,3 +386,35 @@ def test_pareto_front_ties():
     # equal x: only the higher y; equal y: only the lower x
     assert sweep._front([1, 1], [0.5, 0.9]) == [1]
     assert sweep._front([1, 2], [0.5, 0.5]) == [0]
+
+
+# ---- the plan's folders, keys and point facts (mutation run at d451a97) ----------------------
+def test_plan_exact_keys_folders_and_info(tmp_path):
+    from crystalbench import crystal as cm
+    cfg_path = write(tmp_path / "c.yaml", "experiment: tiny\n")
+    c = tiny_crystal()
+    pts = [{"analog.supply_v": 3.0, "analog.opamp": "opa835"},
+           {"analog.supply_v": 3.0, "analog.opamp": "opa837"}]
+    dig, todo = sweep.plan(c, cfg_path, pts, tmp_path, 10)
+    assert len(todo) == 2 and len(dig) == 1
+    for over, (pkey, data, folder, dkey, info, akey) in zip(pts, todo):
+        cfg = cfgmod.load(cfg_path, sweep.set_args(over))
+        want = json.loads(json.dumps(cfg))
+        assert data == want and data is not None
+        bits = cfg.adc.bits
+        assert dkey == sweep.task_key(cm.digest(c), cfg, sweep.DIGITAL_SECTIONS, 10, adc_bits=bits)
+        assert pkey == sweep.task_key(cm.digest(c), cfg, sweep.POINT_SECTIONS, 10)
+        assert akey == sweep.task_key(cm.digest(c), cfg, sweep.ANALOG_SECTIONS, 0, adc_bits=bits)
+        assert folder == tmp_path / "points" / pkey
+        # one digital design: the first point's config data in out/digital/<digital key>
+        assert dig == {dkey: (todo[0][1], tmp_path / "digital" / dkey)}
+        a = cfg.analog
+        assert info == {"kind": "hybrid", "point": pkey, "label": f"opamp={over['analog.opamp']}",
+                        "overrides": json.dumps(over, sort_keys=True), "opamp": over["analog.opamp"],
+                        "supply_v": 3.0, "power_gating": a.power_gating, "r_min": a.r_min,
+                        "r_max": a.r_max, "adc_part": cfg.adc.part, "adc_bits": bits}
+    # the overrides are written sorted, whatever their order in the grid
+    assert todo[0][4]["overrides"] == '{"analog.opamp": "opa835", "analog.supply_v": 3.0}'
+    # a single point is its own base
+    _, one = sweep.plan(c, cfg_path, pts[:1], tmp_path, 10)
+    assert one[0][4]["label"] == "base"
