@@ -166,7 +166,6 @@ def system_figures(analog: dict, plan: adc_mod.ChannelPlan, gates: dict, clock_m
     gated core is off outside its window and recharges its decoupling capacitors at
     power-up; the FPGA idles with its clock running when the
     core and ADC are the slower stage (iCE40 clock + static power, sim.power)."""
-    settle_nj = analog.get("energy_per_inference_nj")
     gated = bool(analog.get("power_gating"))
     adc_nj = plan.energy_j * 1e9
     dig_nj = gates.get("energy_per_inference_nj")
@@ -190,7 +189,9 @@ def system_figures(analog: dict, plan: adc_mod.ChannelPlan, gates: dict, clock_m
     # sim-analog counts the full charge (C x V^2), the bound for a long off-time.
     full_nj = analog.get("decoupling_energy_nj") or 0.0
     recharge_nj = min(full_nj, p_mw * off_us) if gated else 0.0
-    settle_nj = None if settle_nj is None else settle_nj - full_nj  # the on-window alone
+    # sim-analog's energy per inference less its full recharge: the on-window alone
+    epi_nj = analog.get("energy_per_inference_nj")
+    settle_nj = None if epi_nj is None else epi_nj - full_nj
     idle_us = 0.0 if interval_us is None else interval_us - frontier_us
     idle_nj = (idle_us * clock_mhz * ICE40["clock_j_per_cycle"] + idle_us * 1e-6 * ICE40["static_w"]) * 1e9
     core_nj = None if settle_nj is None else settle_nj + recharge_nj + hold_nj + wait_nj

@@ -70,13 +70,10 @@ METHOD = {
               "over analog.transient_samples for settling and supply energy, Monte Carlo "
               "as analog.monte_carlo_runs) then sim-hybrid (ngspice core -> ADC part -> the "
               "frontier's gate netlist under cocotb + Icarus, on the first `vectors` test "
-              "samples); energy per inference at the highest throughput (one inference per "
-              "max(core + ADC, frontier interval)) = analog (ngspice supply: to settle, held "
-              "for the ADC, and, not gated, on while it waits for the frontier; gated, "
-              "the decoupling recharge) + ADC "
-              "(datasheet energy per conversion) + frontier (gate-level toggles, iCE40 model, "
-              "+ idle clock cycles when it waits for the core); latency = settling "
-              "+ conversions + frontier cycles at rtl.clock_mhz (crystalbench.sim.hybrid)",
+              "samples); energy per inference = analog + ADC + frontier and latency = "
+              "settling + conversions + frontier cycles at rtl.clock_mhz, as sim-hybrid "
+              "prices them (the method.energy of each point's hybrid result.json; "
+              "crystalbench.sim.hybrid)",
     "all_digital": "per digital design: sim's gate-level run of every all-digital design "
                    "synth built (rtl.digital_shapes), on the same first `vectors` test "
                    "samples; energy from the same iCE40 toggle model at rtl.clock_mhz, latency "
