@@ -113,6 +113,16 @@ def frontier_design(c: Crystal, cfg, paths: Paths) -> tuple[str, dict, fixed.Int
     return name, sres["designs"][name], net, sres
 
 
+def check_clock(clock_mhz: float, name: str, d: dict) -> None:
+    """The frontier's time and energy are priced at rtl.clock_mhz: refuse a clock above the
+    fmax nextpnr measured for it (no fmax measured: nothing to check against)."""
+    fmax = d.get("fmax_mhz")
+    if fmax is not None and clock_mhz > fmax:
+        raise SimError(f"rtl.clock_mhz = {clock_mhz:g} exceeds the {fmax:.2f} MHz fmax nextpnr "
+                       f"measured for the frontier {name}; set rtl.clock_mhz to at most "
+                       f"{fmax:.2f} (and re-run `crystalbench synth`)")
+
+
 def all_digital_results(paths: Paths, sres: dict) -> dict | None:
     """The all-digital net's gate-level figures from `sim`, if sim ran on these designs."""
     path = paths.result(sim_flow.NAME)
@@ -290,6 +300,7 @@ def run(c: Crystal, cfg, paths: Paths, log: stage.Log = stage.quiet,
     vref = adc_mod.check_part(part, cfg.adc.bits, cfg.analog.adc_ref_v)
     analog = analog_results(c, cfg, paths)
     name, d, net, sres = frontier_design(c, cfg, paths)
+    check_clock(cfg.rtl.clock_mhz, name, d)
     n_all = len(c.reference.y)
     n = min(vectors or cfg.hybrid.vectors or n_all, n_all)
     boards = cfg.hybrid.boards if boards is None else boards

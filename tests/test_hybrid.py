@@ -184,6 +184,17 @@ def tiny_cfg(**hyb):
         "hybrid": {"boards": 3, **hyb}}, "<test>")
 
 
+def test_a_clock_above_the_frontiers_fmax_is_refused():
+    d = {"fmax_mhz": 31.17}
+    hybrid.check_clock(31.17, "frontier_serial", d)  # at fmax: priced as asked
+    hybrid.check_clock(12.0, "frontier_serial", {"fmax_mhz": None})  # none measured
+    with pytest.raises(SimError) as e:
+        hybrid.check_clock(31.18, "frontier_serial", d)
+    assert str(e.value) == ("rtl.clock_mhz = 31.18 exceeds the 31.17 MHz fmax nextpnr measured "
+                            "for the frontier frontier_serial; set rtl.clock_mhz to at most "
+                            "31.17 (and re-run `crystalbench synth`)")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("make", [tiny_crystal, tiny_deep_crystal])
 def test_whole_chain_on_the_tiny_crystal(tmp_path, make):
