@@ -1,0 +1,670 @@
+"""The sweep's outputs (sim/sweep.py) by hand, without Dask, ngspice or Yosys: the rows of the
+all-digital designs, which points count and which one is best, the CSV, the summary lines and
+report.md, each figure and line pinned to values worked out here on small synthetic rows shaped
+like run_point's (sim-hybrid's system_figures) and run_digital's."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from crystalbench.sim import sweep
+
+# ---- synthetic rows, shaped like run_point's and run_digital's ---------------------------------
+OVER_A = '{"adc.part": "mcp3008", "analog.opamp": "opa835", "rtl.clock_mhz": 24}'
+
+
+def hybrid_a() -> dict:
+    """An always-on opa835 point at exactly the agreement threshold (the best hybrid)."""
+    return {"kind": "hybrid", "point": "p1", "label": "opamp=opa835", "overrides": OVER_A,
+            "opamp": "opa835", "supply_v": 3.0, "power_gating": False, "r_min": 1000.0,
+            "r_max": 100000.0, "adc_part": "mcp3008", "adc_bits": 8, "folder": "/b/points/p1",
+            "status": "ok", "design": "frontier_serial", "accuracy": 0.955, "agreement": 0.99,
+            "agreement_analog_full_split": 0.9875, "vectors": 200, "energy_nj": 425.6789,
+            "analog_nj": 300.5, "adc_nj": 100.125, "digital_nj": 25.0539, "analog_wait_nj": 2.75,
+            "digital_idle_nj": 1.5, "interval_us": 42.25, "latency_us": 57.5, "analog_us": 12.25,
+            "adc_us": 20.0, "digital_us": 25.25, "analog_nj_per_neuron": 0.875, "neurons": 24,
+            "opamps": 12, "resistors": 96, "luts": 310, "clipped_weights": 3, "bit_exact": 1.0,
+            "adc_chips": 1, "adc_channels": 4, "adc_nj_per_conversion": 25.03, "seconds": 41.2}
+
+
+def hybrid_rows() -> list[dict]:
+    a = hybrid_a()
+    # lower energy and per-neuron energy than a, but agreement just below the threshold
+    b = {**a, "point": "p2", "label": "opamp=mcp6002", "opamp": "mcp6002", "agreement": 0.9899,
+         "energy_nj": 100.0, "analog_nj": 60.0, "adc_nj": 30.0, "digital_nj": 10.0,
+         "analog_nj_per_neuron": 0.125, "folder": "/b/points/p2",
+         "overrides": '{"analog.opamp": "mcp6002"}'}
+    # agreeing, more energy than a, but the lowest core share per neuron: 240 / 24 = 10 nJ
+    c = {**a, "point": "p3", "label": "opamp=opa2333", "opamp": "opa2333", "agreement": 1.0,
+         "energy_nj": 900.0, "analog_nj": 240.0, "analog_nj_per_neuron": 2.5,
+         "folder": "/b/points/p3", "overrides": '{"analog.opamp": "opa2333"}'}
+    # failed in sim-analog: only its plan facts, the error and the log
+    d = {"kind": "hybrid", "point": "p4", "label": "opamp=lm358",
+         "overrides": '{"analog.opamp": "lm358"}', "opamp": "lm358", "supply_v": 3.0,
+         "power_gating": False, "r_min": 1000.0, "r_max": 100000.0, "adc_part": "mcp3008",
+         "adc_bits": 8, "folder": "/b/points/p4", "status": "failed",
+         "error": 'CrystalbenchError: sim-analog failed: AnalogError: 1.2 V, "rail"',
+         "traceback": ["Traceback (most recent call last):", "AnalogError"],
+         "log": "/b/points/p4/log.txt", "seconds": 0.4}
+    # ok and agreeing but without a frontier energy: no design (and tiny per-neuron figures)
+    e = {**a, "point": "p5", "label": "opamp=tlv9062", "opamp": "tlv9062", "agreement": 1.0,
+         "energy_nj": None, "digital_nj": None, "analog_nj": 1.0, "analog_nj_per_neuron": 0.01,
+         "folder": "/b/points/p5", "overrides": '{"analog.opamp": "tlv9062"}'}
+    return [a, b, c, d, e]
+
+
+def digital() -> dict:
+    """Two digital designs, the one sorted first failed (in synth)."""
+    return {
+        "dk2": {"status": "ok", "folder": "/b/digital/dk2", "vectors": 200,
+                "frontier": "frontier_serial", "seconds": 95.4, "designs": [
+                    {"design": "frontier_serial", "kind": "frontier", "lut4": 310, "accuracy": 0.955,
+                     "agreement": 1.0, "bit_exact": 1.0, "energy_nj": 20.0, "latency_us": 25.25,
+                     "latency_cycles": 303},
+                    {"design": "all_digital_serial", "kind": "all_digital", "lut4": 1900,
+                     "accuracy": 0.96, "agreement": 1.0, "bit_exact": 1.0, "energy_nj": 1384.0,
+                     "latency_us": 1000 / 12, "latency_cycles": 1000},
+                    {"design": "all_digital_small_serial", "kind": "all_digital_small", "lut4": 700,
+                     "accuracy": 0.93, "agreement": 0.985, "bit_exact": 0.97, "energy_nj": 131.0,
+                     "latency_us": 40.0, "latency_cycles": 480}]},
+        "dk1": {"status": "failed", "folder": "/b/digital/dk1", "error": "YosysError: abc failed",
+                "traceback": ["Traceback"], "log": "/b/digital/dk1/log.txt", "seconds": 3.0},
+    }
+
+
+AD_SERIAL = {"kind": "all-digital", "point": "dk2", "status": "ok", "label": "all_digital_serial",
+             "design": "all_digital_serial", "accuracy": 0.96, "agreement": 1.0, "vectors": 200,
+             "energy_nj": 1384.0, "digital_nj": 1384.0, "latency_us": 1000 / 12,
+             "digital_us": 1000 / 12, "luts": 1900, "seconds": 95.4, "folder": "/b/digital/dk2"}
+AD_SMALL = {"kind": "all-digital", "point": "dk2", "status": "ok",
+            "label": "all_digital_small_serial", "design": "all_digital_small_serial",
+            "accuracy": 0.93, "agreement": 0.985, "vectors": 200, "energy_nj": 131.0,
+            "digital_nj": 131.0, "latency_us": 40.0, "digital_us": 40.0, "luts": 700,
+            "seconds": 95.4, "folder": "/b/digital/dk2"}
+AD_FAILED = {"kind": "all-digital", "point": "dk1", "status": "failed",
+             "error": "YosysError: abc failed", "folder": "/b/digital/dk1"}
+
+
+def ok_row(e, agreement=1.0, **extra):
+    return {"status": "ok", "energy_nj": e, "analog_nj": 0.0, "adc_nj": 0.0, "digital_nj": 0.0,
+            "agreement": agreement, **extra}
+
+
+@pytest.fixture
+def no_plots(monkeypatch):
+    """summarize's plots (matplotlib, no mutants: `pragma: no mutate`; drawn in the slow
+    LocalCluster test) replaced by a recorder that names the files as _plots does."""
+    calls = []
+
+    def fake(out, rows, drows):
+        calls.append((out, rows, drows))
+        return {"pareto_energy_accuracy": str(out / "pareto_energy_accuracy.png"),
+                "pareto_latency_energy": str(out / "pareto_latency_energy.png")}
+
+    monkeypatch.setattr(sweep, "_plots", fake)
+    return calls
+
+
+# ---- digital_rows ------------------------------------------------------------------------------
+def test_digital_rows_sorted_by_key_failed_kept_frontier_left_out():
+    assert sweep.digital_rows(digital()) == [AD_FAILED, AD_SERIAL, AD_SMALL]
+    # a failed design sorted before an ok one does not stop the ok one's rows
+    assert sweep.digital_rows({"a": {"status": "failed"}, "b": digital()["dk2"]}) == [
+        {"kind": "all-digital", "point": "a", "status": "failed", "error": None, "folder": None},
+        {**AD_SERIAL, "point": "b"}, {**AD_SMALL, "point": "b"}]
+    # no status at all is not ok
+    assert sweep.digital_rows({"k": {"error": "E", "folder": "/f"}}) == [
+        {"kind": "all-digital", "point": "k", "status": "failed", "error": "E", "folder": "/f"}]
+    assert sweep.digital_rows({}) == []
+    only_frontier = {**digital()["dk2"], "designs": digital()["dk2"]["designs"][:1]}
+    assert sweep.digital_rows({"k": only_frontier}) == []
+
+
+# ---- _ok and best ------------------------------------------------------------------------------
+@pytest.mark.parametrize("r,want", [
+    (ok_row(10.0, 0.99), True),  # exactly at the threshold
+    (ok_row(10.0, math.nextafter(0.99, 0.0)), False),  # the float just below
+    (ok_row(10.0, 0.9899), False),
+    (ok_row(10.0, 1.0), True),
+    (ok_row(0.0, 1.0), True),  # zero energy is an energy
+    (ok_row(10.0, 0.0), False),
+    (ok_row(None, 1.0), False),
+    (ok_row(10.0, None), False),
+    ({**ok_row(10.0), "status": "failed"}, False),
+    ({"energy_nj": 10.0, "agreement": 1.0}, False),  # no status
+    ({"status": "ok", "agreement": 1.0}, False),  # no energy
+    ({"status": "ok", "energy_nj": 10.0}, False),  # no agreement
+    ({"status": "failed"}, False),
+])
+def test_ok_needs_status_energy_and_agreement_at_threshold(r, want):
+    assert sweep._ok(r) is want
+
+
+def test_best_lowest_agreeing_energy_first_of_a_tie():
+    first, second = ok_row(425.7, label="first"), ok_row(425.7, label="second")
+    assert sweep.best([first, second]) is first
+    assert sweep.best([second, first]) is second
+    # lower energies that do not count: below the threshold, failed, no agreement
+    below = ok_row(1.0, math.nextafter(0.99, 0.0))
+    failed = {**ok_row(2.0), "status": "failed"}
+    unknown = ok_row(3.0, None)
+    at = ok_row(500.0, 0.99)
+    higher = ok_row(600.0)
+    assert sweep.best([higher, below, failed, unknown, at]) is at
+    assert sweep.best([below, failed, unknown]) is None
+    assert sweep.best([]) is None
+
+
+# ---- verdict: what test_sweep.py's verdict tests leave open ---------------------------------
+def test_verdict_hybrid_wins_ratio_to_three_digits():
+    v = sweep.verdict(ok_row(4.0), ok_row(13.0))
+    assert v == {"winner": "hybrid", "ratio": 3.25,
+                 "text": "the hybrid wins: 4 nJ against 13 nJ per inference (3.25x less)"}
+    v = sweep.verdict(ok_row(425.6789), ok_row(1384.0))
+    assert v == {"winner": "hybrid", "ratio": 1384.0 / 425.6789,
+                 "text": "the hybrid wins: 425.7 nJ against 1384 nJ per inference (3.25x less)"}
+
+
+def test_verdict_no_channels_no_per_conversion_budget():
+    h = {**ok_row(60.0), "analog_nj": 10.0, "adc_nj": 40.0, "digital_nj": 10.0, "adc_channels": 0,
+         "adc_part": "mcp3008", "adc_nj_per_conversion": 5.0}
+    v = sweep.verdict(h, ok_row(30.0))
+    assert v["stopped_by"] == "ADC"
+    assert v["text"].endswith("with this converter and frontier; the ADC is the largest of the two")
+
+
+def test_verdict_wait_not_named_without_a_budget():
+    # a NaN converter energy leaves no budget sentence; the wait is not appended to nothing
+    h = {**ok_row(60.0), "analog_nj": 10.0, "adc_nj": float("nan"), "digital_nj": 10.0,
+         "analog_wait_nj": 5.0, "interval_us": 12.5}
+    v = sweep.verdict(h, ok_row(30.0))
+    assert v == {"winner": "all-digital", "ratio": 2.0, "stopped_by": "analog core",
+                 "text": "the all-digital net wins: 30 nJ against the best hybrid's 60 nJ (2x); "
+                         "what stops the hybrid: "}
+
+
+def test_verdict_all_digital_wins_ratio_and_wait_figures():
+    # 131 - 30 - 10 = 91 nJ left; the core takes 385.6789: 294.6789 over, 4.238x; 2.75 waiting
+    h = {**ok_row(425.6789), "analog_nj": 385.6789, "adc_nj": 30.0, "digital_nj": 10.0,
+         "analog_wait_nj": 2.75, "interval_us": 42.25}
+    v = sweep.verdict(h, ok_row(131.0))
+    assert v == {"winner": "all-digital", "ratio": 425.6789 / 131.0, "stopped_by": "analog core",
+                 "text": "the all-digital net wins: 131 nJ against the best hybrid's 425.7 nJ "
+                         "(3.25x); what stops the hybrid: the analog core's 385.7 nJ exceeds the "
+                         "91 nJ left after ADC 30 nJ and frontier 10 nJ by 294.7 nJ (4.24x); "
+                         "2.75 nJ of the core's energy is its on-power while it waits for the "
+                         "frontier (one inference per 42.25 us)"}
+
+
+# ---- _cell and _num ----------------------------------------------------------------------------
+@pytest.mark.parametrize("v,want", [
+    (None, ""), (float("nan"), ""), (float("inf"), ""), (float("-inf"), ""),
+    (0.0, "0"), (425.6789, "425.679"), (1000 / 12, "83.3333"), (1e-7, "1e-07"),
+    (123456789.0, "1.23457e+08"), (-2.5, "-2.5"), (3.0, "3"),
+    (0, 0), (200, 200), ("opa835", "opa835"), ("", ""),
+])
+def test_cell(v, want):
+    got = sweep._cell(v)
+    assert got == want and type(got) is type(want)
+
+
+def test_cell_keeps_booleans():
+    assert sweep._cell(True) is True and sweep._cell(False) is False
+
+
+@pytest.mark.parametrize("v,want", [
+    (None, "n/a"), (425.6789, "425.7"), (0.0, "0"), (0, "0"), (2.75, "2.75"), (1000 / 12, "83.33"),
+    (12345.6, "1.235e+04"), (float("nan"), "nan"),
+])
+def test_num(v, want):
+    assert sweep._num(v) == want
+
+
+# ---- _row_line ---------------------------------------------------------------------------------
+LINE_A = ("opamp=opa835 (opa835, 12 op-amps, 96 resistors, 1 x mcp3008, 8 bits, frontier_serial "
+          "310 LUT4): 425.7 nJ = analog 300.5 + ADC 100.1 + digital 25.05, one inference per "
+          "42.25 us (analog waiting for the frontier 2.75, frontier idle 1.5); latency 57.5 us; "
+          "accuracy 0.9550, agreement 0.9900 (analog, whole test split: 0.9875); analog 0.875 nJ "
+          "per neuron")
+LINE_SERIAL = "all_digital_serial: 1384 nJ, 83.33 us, accuracy 0.9600, agreement 1.0000, 1900 LUT4"
+
+
+def test_row_line_hybrid_and_all_digital():
+    assert sweep._row_line(hybrid_a()) == LINE_A
+    assert sweep._row_line(AD_SERIAL) == LINE_SERIAL
+    assert sweep._row_line({**AD_SMALL, "luts": None}) == (
+        "all_digital_small_serial: 131 nJ, 40 us, accuracy 0.9300, agreement 0.9850, None LUT4")
+
+
+def test_row_line_hybrid_missing_figures_read_n_a():
+    r = {**hybrid_a(), "analog_nj_per_neuron": None, "interval_us": None, "analog_wait_nj": None,
+         "digital_idle_nj": None}
+    del r["adc_chips"]
+    assert sweep._row_line(r) == (
+        "opamp=opa835 (opa835, 12 op-amps, 96 resistors, None x mcp3008, 8 bits, frontier_serial "
+        "310 LUT4): 425.7 nJ = analog 300.5 + ADC 100.1 + digital 25.05, one inference per n/a us "
+        "(analog waiting for the frontier n/a, frontier idle n/a); latency 57.5 us; accuracy "
+        "0.9550, agreement 0.9900 (analog, whole test split: 0.9875); analog n/a")
+    # a per-neuron energy of 0 is a figure, not n/a
+    assert sweep._row_line({**hybrid_a(), "analog_nj_per_neuron": 0.0}).endswith(
+        "analog 0 nJ per neuron")
+
+
+# ---- _manufacture_line and _machine_text -------------------------------------------------------
+def test_manufacture_line_analog_and_adc_overrides_only():
+    assert sweep._manufacture_line(hybrid_a()) == [
+        "Build it as a board (CONFIG, and any --crystal and --set, as given to the sweep):", "",
+        "    crystalbench manufacture --config CONFIG --set 'adc.part=\"mcp3008\"' "
+        "--set 'analog.opamp=\"opa835\"'", "",
+        "Its op-amp `opa835` has no orderable dual in analog/manufacture.py OPAMP_PARTS yet: "
+        "manufacture refuses it.", ""]
+    # an orderable op-amp; keys that only start like a section are not its overrides
+    r = {"opamp": "mcp6002", "overrides": json.dumps(
+        {"analog.opamp": "mcp6002", "analog.supply_v": 3.0, "analogue.x": 1, "adcx.bits": 6,
+         "adc.bits": 6, "hybrid.boards": 0})}
+    assert sweep._manufacture_line(r) == [
+        "Build it as a board (CONFIG, and any --crystal and --set, as given to the sweep):", "",
+        "    crystalbench manufacture --config CONFIG --set 'analog.opamp=\"mcp6002\"' "
+        "--set analog.supply_v=3.0 --set adc.bits=6", ""]
+    # no overrides (the base point): the config as it is
+    assert sweep._manufacture_line({"opamp": "lm358", "overrides": None}) == [
+        "Build it as a board (CONFIG, and any --crystal and --set, as given to the sweep):", "",
+        "    crystalbench manufacture --config CONFIG", ""]
+    assert sweep._manufacture_line({})[2:] == [
+        "    crystalbench manufacture --config CONFIG", "",
+        "Its op-amp `None` has no orderable dual in analog/manufacture.py OPAMP_PARTS yet: "
+        "manufacture refuses it.", ""]
+
+
+MACHINE = {"host": "host1", "cpus": 8, "date_utc": "2025-01-02 03:04 UTC",
+           "load_average": [0.5, 1.25, 2.0], "load_average_end": [3.5, 2.25, 2.0]}
+MACHINE_TEXT = (" Started 2025-01-02 03:04 UTC on host1 (8 CPUs), load average (1/5/15 min) "
+                "0.5/1.25/2.0 at the start, 3.5/2.25/2.0 at the end.")
+
+
+def test_machine_text():
+    assert sweep._machine_text(MACHINE) == MACHINE_TEXT
+    assert sweep._machine_text(None) == ""
+    assert sweep._machine_text({}) == ""
+
+
+# ---- summarize: the CSV, the figures; summary_lines and report.md on them ----------------------
+HEADER = ("kind,point,status,label,design,accuracy,agreement,agreement_ok,"
+          "agreement_analog_full_split,vectors,energy_nj,analog_nj,adc_nj,digital_nj,analog_wait_nj,"
+          "digital_idle_nj,interval_us,adc_channels,adc_chips,adc_nj_per_conversion,latency_us,"
+          "analog_us,adc_us,digital_us,analog_nj_per_neuron,neurons,opamps,resistors,luts,opamp,"
+          "supply_v,power_gating,r_min,r_max,adc_part,adc_bits,seconds,error,folder,overrides")
+
+
+def csv_row(**cells) -> dict:
+    cols = HEADER.split(",")
+    assert set(cells) <= set(cols)
+    return {c: cells.get(c, "") for c in cols}
+
+
+PLAN_A = dict(opamp="opa835", supply_v="3", power_gating="False", r_min="1000", r_max="100000",
+              adc_part="mcp3008", adc_bits="8")
+CSV_A = csv_row(
+    kind="hybrid", point="p1", status="ok", label="opamp=opa835", design="frontier_serial",
+    accuracy="0.955", agreement="0.99", agreement_ok="True", agreement_analog_full_split="0.9875",
+    vectors="200", energy_nj="425.679", analog_nj="300.5", adc_nj="100.125", digital_nj="25.0539",
+    analog_wait_nj="2.75", digital_idle_nj="1.5", interval_us="42.25", adc_channels="4",
+    adc_chips="1", adc_nj_per_conversion="25.03", latency_us="57.5", analog_us="12.25",
+    adc_us="20", digital_us="25.25", analog_nj_per_neuron="0.875", neurons="24", opamps="12",
+    resistors="96", luts="310", seconds="41.2", folder="/b/points/p1", overrides=OVER_A, **PLAN_A)
+CSV_TABLE = [
+    CSV_A,
+    {**CSV_A, "point": "p2", "label": "opamp=mcp6002", "opamp": "mcp6002", "agreement": "0.9899",
+     "agreement_ok": "False", "energy_nj": "100", "analog_nj": "60", "adc_nj": "30",
+     "digital_nj": "10", "analog_nj_per_neuron": "0.125", "folder": "/b/points/p2",
+     "overrides": '{"analog.opamp": "mcp6002"}'},
+    {**CSV_A, "point": "p3", "label": "opamp=opa2333", "opamp": "opa2333", "agreement": "1",
+     "energy_nj": "900", "analog_nj": "240", "analog_nj_per_neuron": "2.5",
+     "folder": "/b/points/p3", "overrides": '{"analog.opamp": "opa2333"}'},
+    csv_row(kind="hybrid", point="p4", status="failed", label="opamp=lm358", seconds="0.4",
+            error='CrystalbenchError: sim-analog failed: AnalogError: 1.2 V, "rail"',
+            folder="/b/points/p4", overrides='{"analog.opamp": "lm358"}',
+            **{**PLAN_A, "opamp": "lm358"}),
+    {**CSV_A, "point": "p5", "label": "opamp=tlv9062", "opamp": "tlv9062", "agreement": "1",
+     "energy_nj": "", "digital_nj": "", "analog_nj": "1", "analog_nj_per_neuron": "0.01",
+     "folder": "/b/points/p5", "overrides": '{"analog.opamp": "tlv9062"}'},
+    csv_row(kind="all-digital", point="dk1", status="failed", error="YosysError: abc failed",
+            folder="/b/digital/dk1"),
+    csv_row(kind="all-digital", point="dk2", status="ok", label="all_digital_serial",
+            design="all_digital_serial", accuracy="0.96", agreement="1", agreement_ok="True",
+            vectors="200", energy_nj="1384", digital_nj="1384", latency_us="83.3333",
+            digital_us="83.3333", luts="1900", seconds="95.4", folder="/b/digital/dk2"),
+    csv_row(kind="all-digital", point="dk2", status="ok", label="all_digital_small_serial",
+            design="all_digital_small_serial", accuracy="0.93", agreement="0.985",
+            agreement_ok="False", vectors="200", energy_nj="131", digital_nj="131",
+            latency_us="40", digital_us="40", luts="700", seconds="95.4", folder="/b/digital/dk2"),
+]
+VERDICT = "the hybrid wins: 425.7 nJ against 1384 nJ per inference (3.25x less)"
+
+
+def test_summarize_figures_and_csv(tmp_path, no_plots):
+    rows, dig = hybrid_rows(), digital()
+    res = sweep.summarize(rows, dig, tmp_path, 200, Path("grids/g.yaml"), "LocalCluster(2)")
+    out = tmp_path
+    assert res == {
+        "grid": "grids/g.yaml", "vectors": 200, "engine": "LocalCluster(2)",
+        "points": 5, "points_ok": 4,
+        "points_failed": [{"point": "p4", "label": "opamp=lm358",
+                           "error": 'CrystalbenchError: sim-analog failed: AnalogError: 1.2 V, "rail"',
+                           "log": "/b/points/p4/log.txt"}],
+        "points_agreeing": 2, "digital_designs": 2, "all_digital_rows": 3,
+        "best_hybrid": {**hybrid_a(), "agreement_ok": True},
+        "best_all_digital": {**AD_SERIAL, "agreement_ok": True},
+        "verdict": {"winner": "hybrid", "ratio": 1384.0 / 425.6789, "text": VERDICT},
+        # 0.875 (p1): p2's 0.125 is below the agreement threshold, p5's 0.01 has no energy
+        "lowest_analog_nj_per_neuron": 0.875,
+        # p3's 240 / 24 = 10 below p1's 300.5 / 24; p2's 60 / 24 and p5's 1 / 24 do not count
+        "lowest_core_nj_per_neuron": 10.0,
+        "agreement_min": 0.99,
+        "files": {"table": str(out / "points.csv"),
+                  "pareto_energy_accuracy": str(out / "pareto_energy_accuracy.png"),
+                  "pareto_latency_energy": str(out / "pareto_latency_energy.png")},
+        "method": sweep.METHOD}
+    assert res["best_hybrid"] is rows[0]
+    # every row gets its agreement flag: at the threshold yes, just below no, failed none
+    assert [r["agreement_ok"] for r in rows] == [True, False, True, None, True]
+    # the plots see the hybrid rows and the all-digital rows
+    ((pout, prows, pdrows),) = no_plots
+    assert pout == out and prows is rows and pdrows == [
+        {**AD_FAILED, "agreement_ok": None}, {**AD_SERIAL, "agreement_ok": True},
+        {**AD_SMALL, "agreement_ok": False}]
+
+    text = (out / "points.csv").read_text()
+    assert text.startswith(HEADER + "\n") and text.endswith("\n") and "\r" not in text
+    assert len(text.splitlines()) == 1 + 8
+    # the failed point's error, with its comma and quotes, quoted as CSV does
+    assert text.splitlines()[4] == (
+        'hybrid,p4,failed,opamp=lm358,,,,,,,,,,,,,,,,,,,,,,,,,,lm358,3,False,1000,100000,mcp3008,8,0.4,'
+        '"CrystalbenchError: sim-analog failed: AnalogError: 1.2 V, ""rail""",/b/points/p4,'
+        '"{""analog.opamp"": ""lm358""}"')
+    assert sweep.read_points(out) == CSV_TABLE
+    assert sweep.read_points(str(out)) == CSV_TABLE
+
+
+def test_summarize_per_neuron_skips_rows_without_figures(tmp_path, no_plots):
+    rows = [ok_row(5.0, analog_nj_per_neuron=None, analog_nj=None, neurons=4),
+            ok_row(6.0, analog_nj_per_neuron=0.5, analog_nj=8.0, neurons=0),
+            ok_row(7.0, analog_nj_per_neuron=0.75, analog_nj=9.0, neurons=None),
+            ok_row(8.0, analog_nj_per_neuron=0.0, analog_nj=6.0, neurons=4)]
+    res = sweep.summarize(rows, {}, tmp_path, 2, "g", "e")
+    # 0.0 is the lowest settle energy (a figure, not missing); the core share 6 / 4 = 1.5 is
+    # the only one (no energy, zero and no neurons skipped)
+    assert res["lowest_analog_nj_per_neuron"] == 0.0
+    assert res["lowest_core_nj_per_neuron"] == 1.5
+    assert res["points_agreeing"] == 4 and res["best_hybrid"] is rows[0]
+    assert res["best_all_digital"] is None
+    assert res["verdict"]["text"] == "no comparison: no all-digital design reached agreement >= 0.99"
+    rows = [ok_row(5.0, analog_nj_per_neuron=None, analog_nj=None, neurons=4)]
+    res = sweep.summarize(rows, {}, tmp_path, 2, "g", "e")
+    assert res["lowest_analog_nj_per_neuron"] is None and res["lowest_core_nj_per_neuron"] is None
+
+
+def full_res(tmp_path) -> dict:
+    res = sweep.summarize(hybrid_rows(), digital(), tmp_path, 200, "grids/g.yaml", "LocalCluster(2)")
+    return {**res, "wall_seconds": 73.6, "computed_points": 3, "machine": MACHINE}
+
+
+def test_summary_lines(tmp_path, no_plots):
+    assert sweep.summary_lines(full_res(tmp_path)) == [
+        "5 points (4 ok, 1 failed, 2 with agreement >= 0.99), 3 computed now; 2 digital design(s); "
+        "200 vectors; 74 s on LocalCluster(2)",
+        "best hybrid: " + LINE_A,
+        "best all-digital: " + LINE_SERIAL,
+        VERDICT,
+        "lowest analog energy per neuron among agreeing points: 0.875 nJ to settle (sim-analog), "
+        "10 nJ for the whole inference",
+        f"table {tmp_path / 'points.csv'}"]
+
+
+def test_summary_lines_without_best_or_core_share():
+    res = {"points": 2, "points_ok": 0, "points_failed": [{}, {}], "points_agreeing": 0,
+           "agreement_min": 0.99, "computed_points": 2, "digital_designs": 1, "vectors": 10,
+           "wall_seconds": 2.5, "engine": "scheduler tcp://h:8786", "best_hybrid": None,
+           "best_all_digital": AD_SERIAL, "verdict": {"text": "V"},
+           "lowest_analog_nj_per_neuron": None, "lowest_core_nj_per_neuron": 1.0,
+           "files": {"table": "/t/points.csv"}}
+    assert sweep.summary_lines(res) == [
+        "2 points (0 ok, 2 failed, 0 with agreement >= 0.99), 2 computed now; 1 digital design(s); "
+        "10 vectors; 2 s on scheduler tcp://h:8786",
+        "best all-digital: " + LINE_SERIAL, "V", "table /t/points.csv"]
+    res.update(best_hybrid=hybrid_a(), best_all_digital=None, lowest_analog_nj_per_neuron=0.0,
+               lowest_core_nj_per_neuron=None, wall_seconds=0.6)
+    assert sweep.summary_lines(res) == [
+        "2 points (0 ok, 2 failed, 0 with agreement >= 0.99), 2 computed now; 1 digital design(s); "
+        "10 vectors; 1 s on scheduler tcp://h:8786",
+        "best hybrid: " + LINE_A, "V",
+        "lowest analog energy per neuron among agreeing points: 0 nJ to settle (sim-analog), "
+        "n/a nJ for the whole inference",
+        "table /t/points.csv"]
+
+
+COLS = ("| kind | label | status | energy_nj | analog_nj | adc_nj | digital_nj | latency_us | "
+        "accuracy | agreement | opamps | resistors | adc_part | adc_chips | luts |")
+SEP = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+
+
+def method_lines() -> list[str]:
+    lines = [f"- {k}: {v}" for k, v in sweep.METHOD.items()]
+    assert lines[3] == ("- agreement: class agreement with torch on the same samples; a design "
+                        "counts as a candidate when it is >= 0.99")
+    return lines
+
+
+def test_report_md_full_text(tmp_path, no_plots):
+    sweep.report_md(full_res(tmp_path), tmp_path)
+    want = [
+        "# Co-design sweep", "",
+        "Grid `grids/g.yaml`; 200 test vectors per point; engine LocalCluster(2); 3 of 5 points "
+        "computed by this run (the rest from the cache) in 74 s wall time (this machine, as loaded "
+        "at the time; not an idle-machine figure)." + MACHINE_TEXT, "",
+        "## Verdict", "", VERDICT, "",
+        "Best hybrid point (lowest energy with agreement >= 0.99):", "", "- " + LINE_A, "",
+        "Build it as a board (CONFIG, and any --crystal and --set, as given to the sweep):", "",
+        "    crystalbench manufacture --config CONFIG --set 'adc.part=\"mcp3008\"' "
+        "--set 'analog.opamp=\"opa835\"'", "",
+        "Its op-amp `opa835` has no orderable dual in analog/manufacture.py OPAMP_PARTS yet: "
+        "manufacture refuses it.", "",
+        "Best all-digital design:", "", "- " + LINE_SERIAL, "",
+        "Lowest analog energy per neuron per inference among agreeing points: 0.875 nJ to settle "
+        "(sim-analog; target 0.33 nJ); 10 nJ with the hold for the ADC and the wait for the "
+        "frontier (sim-hybrid's core share).", "",
+        "## Every point", "", COLS, SEP,
+        # by energy; rows without one (as inf) after, in table order
+        "| hybrid | opamp=mcp6002 | ok | 100 | 60 | 30 | 10 | 57.5 | 0.955 | 0.9899 | 12 | 96 "
+        "| mcp3008 | 1 | 310 |",
+        "| all-digital | all_digital_small_serial | ok | 131 |  |  | 131 | 40 | 0.93 | 0.985 |  "
+        "|  |  |  | 700 |",
+        "| hybrid | opamp=opa835 | ok | 425.679 | 300.5 | 100.125 | 25.0539 | 57.5 | 0.955 | 0.99 "
+        "| 12 | 96 | mcp3008 | 1 | 310 |",
+        "| hybrid | opamp=opa2333 | ok | 900 | 240 | 100.125 | 25.0539 | 57.5 | 0.955 | 1 | 12 "
+        "| 96 | mcp3008 | 1 | 310 |",
+        "| all-digital | all_digital_serial | ok | 1384 |  |  | 1384 | 83.3333 | 0.96 | 1 |  |  "
+        "|  |  | 1900 |",
+        "| hybrid | opamp=lm358 | failed |  |  |  |  |  |  |  |  |  | mcp3008 |  |  |",
+        "| hybrid | opamp=tlv9062 | ok |  | 1 | 100.125 |  | 57.5 | 0.955 | 1 | 12 | 96 "
+        "| mcp3008 | 1 | 310 |",
+        "| all-digital |  | failed |  |  |  |  |  |  |  |  |  |  |  |  |",
+        "", "## Failed points", "",
+        '- opamp=lm358: CrystalbenchError: sim-analog failed: AnalogError: 1.2 V, "rail" '
+        "(log /b/points/p4/log.txt)",
+        "", "## Method", "", *method_lines(),
+        "", "Plots: pareto_energy_accuracy.png, pareto_latency_energy.png", ""]
+    assert (tmp_path / "report.md").read_text() == "\n".join(want)
+
+
+def test_summarize_and_report_of_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "_plots", lambda out, rows, drows: {})
+    res = sweep.summarize([], {}, tmp_path, 10, "g.yaml", "scheduler tcp://h:8786")
+    assert res == {
+        "grid": "g.yaml", "vectors": 10, "engine": "scheduler tcp://h:8786", "points": 0,
+        "points_ok": 0, "points_failed": [], "points_agreeing": 0, "digital_designs": 0,
+        "all_digital_rows": 0, "best_hybrid": None, "best_all_digital": None,
+        "verdict": {"winner": None,
+                    "text": "no comparison: no hybrid point reached agreement >= 0.99"},
+        "lowest_analog_nj_per_neuron": None, "lowest_core_nj_per_neuron": None,
+        "agreement_min": 0.99, "files": {"table": str(tmp_path / "points.csv")},
+        "method": sweep.METHOD}
+    assert (tmp_path / "points.csv").read_text() == HEADER + "\n"
+    assert sweep.read_points(tmp_path) == []
+    res.update(wall_seconds=0.4, computed_points=0)
+    sweep.report_md(res, tmp_path)
+    assert (tmp_path / "report.md").read_text() == "\n".join([
+        "# Co-design sweep", "",
+        "Grid `g.yaml`; 10 test vectors per point; engine scheduler tcp://h:8786; 0 of 0 points "
+        "computed by this run (the rest from the cache) in 0 s wall time (this machine, as loaded "
+        "at the time; not an idle-machine figure).", "",
+        "## Verdict", "", "no comparison: no hybrid point reached agreement >= 0.99", "",
+        "## Every point", "", COLS, SEP,
+        "", "## Method", "", *method_lines(), "", "Plots: ", ""])
+
+
+def test_report_md_all_digital_only_and_ties_in_table_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "_plots", lambda out, rows, drows: {})
+    failed = {"kind": "hybrid", "point": "p9", "label": "opamp=lm358", "status": "failed",
+              "error": "E", "log": "/l"}
+    d = {"dk": {**digital()["dk2"], "designs": [
+        {**digital()["dk2"]["designs"][1], "design": "all_digital_a", "energy_nj": 50.0},
+        {**digital()["dk2"]["designs"][1], "design": "all_digital_b", "energy_nj": 50.0}]}}
+    res = sweep.summarize([failed], d, tmp_path, 10, "g", "e")
+    assert res["best_all_digital"]["design"] == "all_digital_a"  # the first of a tie
+    res.update(wall_seconds=1.0, computed_points=1, machine={})
+    sweep.report_md(res, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "not an idle-machine figure).\n\n## Verdict\n\n" in text  # no machine text
+    assert "Best hybrid" not in text and "Lowest analog energy" not in text
+    assert ("\n\nBest all-digital design:\n\n- all_digital_a: 50 nJ, 83.33 us, accuracy 0.9600, "
+            "agreement 1.0000, 1900 LUT4\n\n## Every point\n\n") in text
+    assert (SEP + "\n| all-digital | all_digital_a | ok | 50 |  |  | 50 | 83.3333 | 0.96 | 1 |  |  |  "
+            "|  | 1900 |\n| all-digital | all_digital_b | ok | 50 |  |  | 50 | 83.3333 | 0.96 | 1 |  "
+            "|  |  |  | 1900 |\n| hybrid | opamp=lm358 | failed |  |  |  |  |  |  |  |  |  |  |  |  |"
+            "\n\n## Failed points\n\n- opamp=lm358: E (log /l)\n\n## Method\n\n") in text
+
+
+def test_read_points_round_trip_of_a_hand_written_table(tmp_path):
+    (tmp_path / "points.csv").write_text(
+        'kind,label,error\nhybrid,"a, b","say ""x"""\nall-digital,,\n')
+    assert sweep.read_points(str(tmp_path)) == [
+        {"kind": "hybrid", "label": "a, b", "error": 'say "x"'},
+        {"kind": "all-digital", "label": "", "error": ""}]
+
+
+# ---- run_point: sim-hybrid's and sim-analog's results into a row (stages stubbed) --------------
+A_RESULT = {"class_agreement_with_torch": 0.9875, "energy_per_neuron_nj": 0.875, "neurons": 24,
+            "opamps": 12, "resistors": 96, "clipped_weights": {"layer0": 2, "layer1": 1, "worst": 7}}
+H_RESULT = {"frontier_design": "frontier_serial", "test_accuracy": 0.955,
+            "class_agreement_with_torch": 0.99, "vectors": 200, "bit_exact_fraction": 0.995,
+            "energy_per_inference_nj": 425.6789,
+            "energy_nj": {"analog_nj": 300.5, "adc_nj": 100.125, "digital_nj": 25.0539},
+            "analog_parts_nj": {"to_settle_nj": 290.0, "held_for_adc_nj": 7.75,
+                                "waiting_for_frontier_nj": 2.75, "decoupling_recharge_nj": 0.0},
+            "digital_parts_nj": {"computing_nj": 23.5539, "idle_nj": 1.5},
+            "inference_interval_us": 42.25, "latency_us": 57.5,
+            "latency_parts_us": {"analog_us": 12.25, "adc_us": 20.0, "digital_us": 25.25},
+            "adc": {"chips": 1, "channels": 4, "energy_per_conversion_nj": 25.03}}
+INFO = {"kind": "hybrid", "point": "p1", "label": "opamp=opa835", "overrides": OVER_A,
+        "opamp": "opa835", "supply_v": 3.0, "power_gating": False, "r_min": 1000.0,
+        "r_max": 100000.0, "adc_part": "mcp3008", "adc_bits": 8}
+
+
+@pytest.fixture
+def stages(monkeypatch, tmp_path):
+    """sweep._load and sim-hybrid's run replaced: a fake Crystal named tiny, a config with
+    hybrid.boards = 3, sim-hybrid returning H_RESULT; their calls recorded."""
+    import sys
+    from types import SimpleNamespace
+
+    import crystalbench.sim as simpkg
+    from crystalbench.results import Paths
+
+    calls = {"load": [], "hybrid": []}
+    c = SimpleNamespace(name="tiny")
+    cfg = SimpleNamespace(hybrid=SimpleNamespace(boards=3))
+
+    def load(crystal_dir, data, folder):
+        calls["load"].append((crystal_dir, data, folder))
+        return c, cfg, Paths(folder, "tiny")
+
+    def run(c_, cfg_, paths, log, vectors, boards):
+        calls["hybrid"].append((c_, cfg_, paths.base, vectors, boards))
+        log("sim-hybrid stub ran")  # the task's log
+        return H_RESULT
+
+    fake = SimpleNamespace(run=run)
+    monkeypatch.setattr(sweep, "_load", load)
+    monkeypatch.setattr(simpkg, "hybrid", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "crystalbench.sim.hybrid", fake)
+    (tmp_path / "a.json").write_text(json.dumps(A_RESULT))
+    return SimpleNamespace(calls=calls, c=c, cfg=cfg)
+
+
+def test_run_point_row_links_and_cache(tmp_path, stages):
+    folder = tmp_path / "points" / "p1"
+    dig = {"status": "ok", "folder": str(tmp_path / "dig"), "designs": [
+        {"design": "all_digital_serial", "lut4": 1900}, {"design": "frontier_serial", "lut4": 310}]}
+    ana = {"status": "ok", "folder": str(tmp_path / "ana"), "result": str(tmp_path / "a.json")}
+    r = sweep.run_point("/cr", {"k": 1}, str(folder), dig, ana, 200, INFO)
+    assert 0.0 <= r["seconds"] < 5.0
+    assert r == {"folder": str(folder), **INFO, "status": "ok", "design": "frontier_serial",
+                 "accuracy": 0.955, "agreement": 0.99, "agreement_analog_full_split": 0.9875,
+                 "vectors": 200, "energy_nj": 425.6789, "analog_nj": 300.5, "adc_nj": 100.125,
+                 "digital_nj": 25.0539, "analog_wait_nj": 2.75, "digital_idle_nj": 1.5,
+                 "interval_us": 42.25, "latency_us": 57.5, "analog_us": 12.25, "adc_us": 20.0,
+                 "digital_us": 25.25, "analog_nj_per_neuron": 0.875, "neurons": 24, "opamps": 12,
+                 "resistors": 96, "luts": 310, "clipped_weights": 3, "bit_exact": 0.995,
+                 "adc_chips": 1, "seconds": r["seconds"]}
+    assert stages.calls["load"] == [("/cr", {"k": 1}, folder)]
+    assert stages.calls["hybrid"] == [(stages.c, stages.cfg, folder / "tiny", 200, 3)]
+    # the digital design's folders and the analog design's, linked into the point's
+    for name, target in (("fixed", "dig"), ("synth", "dig"), ("sim", "dig"), ("analog", "ana")):
+        link = folder / "tiny" / name
+        assert link.is_symlink() and link.resolve() == (tmp_path / target / "tiny" / name).resolve()
+    assert json.loads((folder / "point.json").read_text()) == r
+    log = (folder / "log.txt").read_text()
+    assert " sim-hybrid stub ran\n" in log and " point done in " in log
+    # cached: the same row, without running the stages again
+    assert sweep.run_point("/cr", {"k": 1}, str(folder), dig, ana, 200, INFO) == r
+    assert len(stages.calls["hybrid"]) == 1
+
+
+def test_run_point_frontier_not_among_designs_and_analog_in_place(tmp_path, stages):
+    folder = tmp_path / "p"
+    # left from an earlier run: a link elsewhere, the right link, a file in a link's place
+    (folder / "tiny").mkdir(parents=True)
+    (folder / "tiny" / "fixed").symlink_to(tmp_path / "old" / "tiny" / "fixed")
+    (folder / "tiny" / "synth").symlink_to(tmp_path / "dig" / "tiny" / "synth")
+    (folder / "tiny" / "sim").write_text("stale")
+    dig = {"status": "ok", "folder": str(tmp_path / "dig"),
+           "designs": [{"design": "all_digital_serial", "lut4": 1900}]}
+    ana = {"status": "ok", "result": str(tmp_path / "a.json")}  # no folder: in the point's own
+    r = sweep.run_point("/cr", {}, str(folder), dig, ana, 10, INFO)
+    assert r["status"] == "ok" and r["luts"] is None
+    assert not (folder / "tiny" / "analog").exists()
+    for name in ("fixed", "synth", "sim"):
+        link = folder / "tiny" / name
+        assert link.is_symlink() and link.resolve() == (tmp_path / "dig" / "tiny" / name).resolve()
+
+
+@pytest.mark.parametrize("dig,ana,error", [
+    ({"status": "failed", "error": "E", "log": "/l"},
+     {"status": "failed", "error": "AnalogError: does\n   not   fit"},
+     "CrystalbenchError: sim-analog failed: AnalogError: does not fit"),
+    ({"status": "failed", "error": "YosysError: abc", "log": "/d/log.txt"}, {"status": "ok"},
+     "CrystalbenchError: its digital design failed (YosysError: abc); see /d/log.txt"),
+])
+def test_run_point_failed_design_recorded(tmp_path, stages, dig, ana, error):
+    folder = tmp_path / "p"
+    r = sweep.run_point("/cr", {}, str(folder), dig, ana, 10, INFO)
+    assert r == {"folder": str(folder), **INFO, "status": "failed", "error": error,
+                 "traceback": r["traceback"], "log": str(folder / "log.txt"),
+                 "seconds": r["seconds"]}
+    assert r["traceback"][0] == "Traceback (most recent call last):"
+    assert any(line.startswith("crystalbench.errors.CrystalbenchError: ") for line in r["traceback"])
+    assert len(r["traceback"]) <= 12 and 0.0 <= r["seconds"] < 5.0
+    assert json.loads((folder / "point.json").read_text()) == r
+    assert stages.calls == {"load": [], "hybrid": []}
