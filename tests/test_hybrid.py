@@ -1,8 +1,10 @@
 """The hybrid as one system (sim/hybrid.py): the ADC part by hand, the system figures by
 hand, and the whole chain on the tiny crystal (ngspice core -> ADC -> gate netlist)."""
+import dataclasses
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,13 +12,17 @@ import pytest
 from crystalbench import adc
 from crystalbench import config as cfgmod
 from crystalbench import crystal as cm
+from crystalbench.analog import flow as analog_flow
+from crystalbench.analog import netlist as nl
 from crystalbench.analog import spice
-from crystalbench.errors import ConfigError, CrystalbenchError, SimError
-from crystalbench.results import Paths
+from crystalbench.errors import ConfigError, CrystalbenchError, SimError, SpiceRunError
+from crystalbench.results import Paths, write_result
+from crystalbench.rtl import fixed
 from crystalbench.sim import hybrid
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hw_tiny import tiny_crystal, tiny_deep_crystal  # noqa: E402
+from test_sim_units import parallel_stand_in  # noqa: E402
 
 
 def part(bits=4, channels=8, **kw):
@@ -331,3 +337,379 @@ def test_all_digital_figures_come_from_sim_on_the_same_formats(tmp_path):
     del sim["all_digital"]
     write_result(paths.stage("sim"), sim)
     assert hybrid.all_digital_results(paths, sres) is None  # sim built no all-digital net
+
+
+# ---- the stage's steps one by one, fast (ngspice on the tiny core; Icarus on an RTL stand-in) --
+def test_adc_errors_are_the_rngs_draws_chip_by_chip():
+    """One offset per chip, then one gain per chip, in that order, each uniform over the
+    whole -max..+max range; channels take their chip's pair."""
+    p = part(channels=8, offset_error_lsb=1.5, gain_error_lsb=1.0)
+    plan = adc.channel_plan(p, 10, 1.0)  # 2 chips of 5 channels
+    rng = np.random.default_rng(3)
+    want_off, want_gain = rng.uniform(-1.5, 1.5, 2), rng.uniform(-1.0, 1.0, 2)
+    off, gain = hybrid.draw_adc_errors(p, plan, np.random.default_rng(3))
+    np.testing.assert_array_equal(off, want_off[[0] * 5 + [1] * 5])
+    np.testing.assert_array_equal(gain, want_gain[[0] * 5 + [1] * 5])
+    # the draws reach below zero as far as above it
+    many = hybrid.draw_adc_errors(p, adc.channel_plan(p, 8 * 400, 1.0), np.random.default_rng(0))
+    assert many[0].min() < -1.4 and many[1].min() < -0.9
+    # one channel per chip: every channel its own chip
+    one = part(channels=1)
+    plan1 = adc.channel_plan(one, 3, 1.0)
+    assert (plan1.chips, plan1.conversions_per_chip) == (3, 1)
+    off1, gain1 = hybrid.draw_adc_errors(one, plan1, np.random.default_rng(4))
+    rng = np.random.default_rng(4)
+    np.testing.assert_array_equal(off1, rng.uniform(-1.5, 1.5, 3))
+    np.testing.assert_array_equal(gain1, rng.uniform(-1.0, 1.0, 3))
+    # no channels: nothing drawn per channel
+    none = hybrid.draw_adc_errors(p, adc.channel_plan(p, 0, 1.0), np.random.default_rng(0))
+    assert none[0].shape == none[1].shape == (0,)
+
+
+def test_system_figures_every_field_to_rounding():
+    """The by-hand case above, every figure to 1e-12 (a constant off by one part in 1e9,
+    e.g. 1e9 + 1 nJ per J, shows), and the frontier's interval falling back to its
+    latency when synth measured none."""
+    plan = adc.ChannelPlan(channels=4, chips=1, conversions_per_chip=4, latency_s=3e-6,
+                           energy_j=5e-9)
+    analog = {"energy_per_inference_nj": 100.0, "settling_time_us": 2.0, "power_mw": 50.0}
+    gates = {"energy_per_inference_nj": 7.0, "latency_cycles": 24, "interval_cycles": 12}
+
+    def near(x):
+        return pytest.approx(x, rel=1e-12, abs=1e-12)
+
+    idle = 48 * 53.6e-3 + 104e-6 * 4e-6 * 1e9  # 4 us idle at 12 MHz (see above)
+    f = hybrid.system_figures(analog, plan, gates, 12.0)
+    assert f == {
+        "energy_per_inference_nj": near(262.0 + idle),
+        "energy_nj": {"analog_nj": near(250.0), "adc_nj": near(5.0), "digital_nj": near(7.0 + idle)},
+        "analog_parts_nj": {"to_settle_nj": near(100.0), "held_for_adc_nj": near(150.0),
+                            "waiting_for_frontier_nj": near(0.0),
+                            "decoupling_recharge_nj": 0.0},
+        "digital_parts_nj": {"computing_nj": 7.0, "idle_nj": near(idle)},
+        "inference_interval_us": near(5.0), "latency_us": near(7.0),
+        "latency_parts_us": {"analog_us": 2.0, "adc_us": near(3.0), "digital_us": near(2.0)},
+        "throughput_per_s": near(2e5)}
+    # no interval measured: the frontier takes a new sample every latency (24 cycles, 2 us),
+    # so it idles 3 us of the 5 us interval
+    no_iv = hybrid.system_figures(analog, plan, {**gates, "interval_cycles": None}, 12.0)
+    idle3 = 36 * 53.6e-3 + 104e-6 * 3e-6 * 1e9
+    assert no_iv["digital_parts_nj"] == {"computing_nj": 7.0, "idle_nj": near(idle3)}
+    assert no_iv["inference_interval_us"] == near(5.0)
+    nokey = {k: v for k, v in gates.items() if k != "interval_cycles"}
+    assert hybrid.system_figures(analog, plan, nokey, 12.0) == no_iv
+    # a frontier without an energy figure: no frontier or total energy, the rest stands
+    dark = hybrid.system_figures(analog, plan, {**gates, "energy_per_inference_nj": None}, 12.0)
+    assert dark["energy_per_inference_nj"] is None and dark["energy_nj"]["digital_nj"] is None
+    assert dark["energy_nj"]["analog_nj"] == near(250.0)
+    assert dark["digital_parts_nj"] == {"computing_nj": None, "idle_nj": near(idle)}
+
+
+def test_system_figures_of_a_core_that_did_not_settle():
+    """No settling time: no interval, so nothing waits, idles or recharges (not even a
+    gated core's decoupling); the ADC and frontier figures stand."""
+    plan = adc.ChannelPlan(channels=4, chips=1, conversions_per_chip=4, latency_s=3e-6,
+                           energy_j=5e-9)
+    gates = {"energy_per_inference_nj": 7.0, "latency_cycles": 24, "interval_cycles": 12}
+    for gated in (False, True):
+        analog = {"energy_per_inference_nj": None, "settling_time_us": None, "power_mw": 50.0,
+                  "power_gating": gated, "decoupling_energy_nj": 1000.0}
+        f = hybrid.system_figures(analog, plan, gates, 12.0)
+        assert f == {
+            "energy_per_inference_nj": None,
+            "energy_nj": {"analog_nj": None, "adc_nj": pytest.approx(5.0, rel=1e-12),
+                          "digital_nj": 7.0},
+            "analog_parts_nj": {"to_settle_nj": None,
+                                "held_for_adc_nj": pytest.approx(150.0, rel=1e-12),
+                                "waiting_for_frontier_nj": 0.0, "decoupling_recharge_nj": 0.0},
+            "digital_parts_nj": {"computing_nj": 7.0, "idle_nj": 0.0},
+            "inference_interval_us": None, "latency_us": None,
+            "latency_parts_us": {"analog_us": None, "adc_us": pytest.approx(3.0, rel=1e-12),
+                                 "digital_us": 2.0},
+            "throughput_per_s": None}
+
+
+def test_all_digital_figures_every_field_from_its_key(tmp_path):
+    paths = Paths(tmp_path, "tiny")
+    sres = {"fixed_digest": "abc"}
+    sim = {"fixed_digest": "abc", "clock_mhz": 16.0, "vectors": 40,
+           "measured": {"machine": {"cores": 7}},
+           "all_digital": {"design": "all_digital_serial", "class_agreement_with_torch": 0.91,
+                           "fixed_point_test_accuracy": 0.82, "bit_exact_fraction": 0.73,
+                           "energy_per_inference_nj": 87.5, "latency_cycles": 1000}}
+    path = write_result(paths.stage("sim"), sim)
+    assert hybrid.all_digital_results(paths, sres) == {
+        "design": "all_digital_serial", "vectors": 40, "class_agreement_with_torch": 0.91,
+        "test_accuracy": 0.82, "bit_exact_fraction": 0.73, "energy_per_inference_nj": 87.5,
+        "latency_us": 62.5, "latency_cycles": 1000, "source": str(path),
+        "measured": {"machine": {"cores": 7}}}
+    # sim ran on formats synth did not stamp, or synth stamped none that sim did: stale
+    assert hybrid.all_digital_results(paths, {}) is None
+    write_result(paths.stage("sim"), {k: v for k, v in sim.items() if k != "fixed_digest"})
+    assert hybrid.all_digital_results(paths, sres) is None
+    # neither stamped: the same (absent) formats
+    assert hybrid.all_digital_results(paths, {})["latency_us"] == 62.5
+    # a stale digest, even with every figure there; a damaged file is an error naming it
+    write_result(paths.stage("sim"), {**sim, "fixed_digest": "abd"})
+    assert hybrid.all_digital_results(paths, sres) is None
+    path.write_text("{")
+    with pytest.raises(CrystalbenchError, match=r"sim result is not valid JSON"):
+        hybrid.all_digital_results(paths, sres)
+
+
+def test_boundary_volts_are_the_frontiers_layer_and_columns():
+    """The frontier reads hidden layer input_layer (1-based: layer 1 is volts[0]) at
+    input_index, in that order."""
+    volts = [np.arange(6.0).reshape(2, 3), 10 + np.arange(8.0).reshape(2, 4),
+             100 + np.arange(10.0).reshape(2, 5)]
+    net = SimpleNamespace(input_layer=2, input_index=np.array([3, 0, 2]))
+    got = hybrid.boundary_volts(volts, net)
+    np.testing.assert_array_equal(got, [[13.0, 10.0, 12.0], [17.0, 14.0, 16.0]])
+    first = hybrid.boundary_volts(volts, SimpleNamespace(input_layer=1, input_index=[1]))
+    np.testing.assert_array_equal(first, [[1.0], [4.0]])
+
+
+def mc_setup(n_test=20, **analog):
+    """The tiny crystal with some labels changed (so accuracy differs from agreement with
+    torch), its core designed (analog_flow.prepare), its frontier net (8-bit codes), the
+    MCP3008 and its channel plan: (crystal, config, bench, net, part, vref, plan)."""
+    cfg = cfgmod.validate({
+        "experiment": "tiny", "sim": {"power_vectors": 2},
+        "analog": {"monte_carlo_runs": 1, "transient_samples": 3, **analog}}, "<test>")
+    c = tiny_crystal(n_test=n_test)
+    y = c.reference.y.copy()
+    y[::3] = (y[::3] + 1) % 3
+    c = dataclasses.replace(c, reference=dataclasses.replace(c.reference, y=y))
+    b = analog_flow.prepare(c, cfg.analog, cfg.adc.bits)
+    net = fixed.nets_of(fixed.quantize(c, cfg.fixed_point, cfg.adc.bits))["frontier"]
+    assert net.input_layer == 1 and net.input_index.tolist() == [0, 1, 2, 3]
+    p = adc.part_for(cfg.adc.part)
+    vref = adc.check_part(p, cfg.adc.bits, cfg.analog.adc_ref_v)
+    return c, cfg, b, net, p, vref, adc.channel_plan(p, 4, vref)
+
+
+def test_monte_carlo_without_boards():
+    c, cfg, b, net, p, vref, plan = mc_setup()
+    assert hybrid.monte_carlo(b, net, p, plan, vref, 8, 0, 5, 15) == ({"boards": 0}, None)
+    assert hybrid.monte_carlo(b, net, p, plan, vref, 8, -1, 5, 15) == ({"boards": 0}, None)
+
+
+def test_monte_carlo_recomputed_board_by_board():
+    """Every board redrawn here from the same seed in the same order (the core's resistors
+    and offsets, then the ADC chip's errors), through the exact numpy core, the ADC and the
+    golden model; the yield threshold set to one board's agreement exactly (it counts)."""
+    tol, seed, n, boards = 0.2, 5, 15, 8
+    c, cfg, b, net, p, vref, plan = mc_setup(tolerances=[tol, 0.01], yield_threshold=14 / 15)
+    rng = np.random.default_rng(seed)
+    torch_cls = c.reference.outputs[-1].argmax(1)[:n]
+    agree, acc, first = [], [], None
+    for _ in range(boards):
+        r_scale, vos = analog_flow.draw_board(b.design, tol, True, rng)
+        off, gain = hybrid.draw_adc_errors(p, plan, rng)
+        v = nl.realized_forward(b.design, c.reference.x[:n], r_scale, vos)[0]
+        codes = adc.convert(p, v, vref, 8, off, gain)
+        cls = net.forward(codes)["cls"]
+        agree.append(np.count_nonzero(cls == torch_cls) / n)
+        acc.append(np.count_nonzero(cls == c.reference.y[:n]) / n)
+        first = first or {"r_scale": r_scale, "vos": vos, "offset_lsb": off, "gain_lsb": gain,
+                          "numpy_codes": codes}
+    # the case is what the test needs: boards below, at and above the threshold
+    assert min(agree) < 14 / 15 < max(agree) and agree.count(14 / 15) >= 1
+    assert agree != acc and len(set(agree)) > 2 and min(acc) < sum(acc) / boards
+    mc, draws = hybrid.monte_carlo(b, net, p, plan, vref, 8, boards, seed, n)
+    assert mc == {"boards": boards, "tolerance": tol, "opamp_offset": True,
+                  "mean_agreement": pytest.approx(sum(agree) / boards, rel=1e-12),
+                  "min_agreement": min(agree),
+                  "mean_accuracy": pytest.approx(sum(acc) / boards, rel=1e-12),
+                  "min_accuracy": min(acc),
+                  "yield": sum(a >= 14 / 15 for a in agree) / boards,
+                  "yield_threshold": 14 / 15,
+                  "agreements": [round(a, 5) for a in agree],
+                  "accuracies": [round(a, 5) for a in acc]}
+    assert mc["agreements"] != agree  # fifteenths, rounded to 5 digits
+    assert draws.keys() == first.keys()
+    assert draws["r_scale"] == first["r_scale"] and draws["vos"] == first["vos"]
+    for k in ("offset_lsb", "gain_lsb", "numpy_codes"):
+        np.testing.assert_array_equal(draws[k], first[k])
+    assert draws["numpy_codes"].shape == (n, 4)
+    # without op-amp offsets: the summary says so
+    b0 = mc_setup(tolerances=[tol], opamp_offset=False)[2]
+    assert hybrid.monte_carlo(b0, net, p, plan, vref, 8, 1, seed, n)[0]["opamp_offset"] is False
+
+
+def ngspice_tolerance_v(b):
+    """ngspice with the MCP6002 macro-model (A_OL 112 dB) against the exact ideal-op-amp
+    model: the finite gain and the model's input stage leave well under 0.1 ADC LSB at
+    1 V full scale (tests/test_analog.py pins the same bound); a wrong sample, column or
+    layer is off by whole volts' fractions far above it."""
+    return 0.1 * b.lsb_v
+
+
+def test_ngspice_core_runs_a_copy_and_keeps_the_first_samples(tmp_path):
+    c, cfg, b, net, p, vref, plan = mc_setup(n_test=10)
+    (tmp_path / "analog").mkdir()
+    (tmp_path / "hybrid").mkdir()
+    dc = analog_flow.write_netlists(b, tmp_path / "analog").dc
+    volts = hybrid.ngspice_core(b, dc, tmp_path / "hybrid", 7)
+    assert (tmp_path / "hybrid" / "core.cir").read_bytes() == dc.read_bytes()
+    assert (tmp_path / "hybrid" / "core.raw").exists()  # run there, beside the copy
+    assert not (tmp_path / "analog" / "core.raw").exists()  # sim-analog's own left alone
+    want = nl.realized_forward(b.design, b.x)[0][:7]
+    assert len(volts) == 1 and volts[0].shape == (7, 4)
+    np.testing.assert_allclose(volts[0], want, rtol=0, atol=ngspice_tolerance_v(b))
+    assert volts[0].max() > 0.3  # the neurons fire: the comparison means something
+    # a netlist that sweeps fewer samples than the bench has: ngspice stopped short
+    longer = dataclasses.replace(b, x=np.concatenate([b.x, b.x[:1]]))
+    with pytest.raises(SpiceRunError, match=r"stopped after 10 of 11 sweep points"):
+        hybrid.ngspice_core(longer, dc, tmp_path / "hybrid", 7)
+
+
+def test_board_volts_and_codes_through_ngspice(tmp_path):
+    """One board (resistors up to 5 % off, op-amp offsets) in ngspice over the first 5
+    samples: the boundary volts equal the exact model with the same draw, the netlist is
+    the board's own, and its codes are the ADC's with the board's per-channel errors.
+    (At 20 % an inverting input buffer's gain can reach 1.5 and drive its op-amp past the
+    rail, where ngspice clips and the ideal model does not.)"""
+    c, cfg, b, net, p, vref, plan = mc_setup(n_test=10, tolerances=[0.05])
+    rng = np.random.default_rng(1)
+    r_scale, vos = analog_flow.draw_board(b.design, 0.05, True, rng)
+    draw = {"r_scale": r_scale, "vos": vos}
+    x = b.x[:5]
+    v = hybrid.board_volts(b, net, x, draw, tmp_path / "b.cir")
+    want = nl.realized_forward(b.design, x, r_scale, vos)[0]
+    assert v.shape == (5, 4)
+    np.testing.assert_allclose(v, want, rtol=0, atol=ngspice_tolerance_v(b))
+    # the board's resistors moved the outputs by far more than the tolerance
+    assert np.abs(want - nl.realized_forward(b.design, x)[0]).max() > 10 * ngspice_tolerance_v(b)
+    cir = nl.build_circuit(b.design, x, slew=False, r_scale=r_scale, vos=vos)
+    assert (tmp_path / "b.cir").read_text() == analog_flow.netlist_text(
+        cir, ".dc Vidx 0 4 1", "dc", b.out_nodes, b.out_nodes)
+    # per-channel offset and gain errors large enough that each shows in the codes
+    draw.update(offset_lsb=np.array([6.0, -5.0, 0.0, 9.0]),
+                gain_lsb=np.array([-40.0, 60.0, 25.0, 0.0]))
+    codes = hybrid.board_codes(b, net, p, vref, 6, x, draw, tmp_path / "c.cir")
+    v2 = hybrid.board_volts(b, net, x, draw, tmp_path / "d.cir")
+    np.testing.assert_array_equal(v2, v)  # ngspice is deterministic
+    np.testing.assert_array_equal(codes, adc.convert(p, v, vref, 6, draw["offset_lsb"],
+                                                     draw["gain_lsb"]))
+    assert (tmp_path / "c.cir").read_text() == (tmp_path / "b.cir").read_text()
+    assert not np.array_equal(codes, adc.convert(p, v, vref, 6))
+    assert not np.array_equal(codes, adc.convert(p, v, vref, 8, draw["offset_lsb"],
+                                                 draw["gain_lsb"]))
+    assert not np.array_equal(codes, adc.convert(p, v, vref, 6, draw["gain_lsb"],
+                                                 draw["offset_lsb"]))
+
+
+def test_board0_through_ngspice_and_the_gate_netlist(tmp_path):
+    """Board 0 of the Monte Carlo through ngspice (the netlist board0.cir, every sample, the
+    first n kept) and a gate netlist (the parallel frontier's RTL stands in: no synthesis);
+    numpy's codes for the board made to differ from ngspice's in two places, by 3 and 1."""
+    c, cfg, b, net, p, vref, plan = mc_setup(n_test=12, tolerances=[0.05])
+    n = 9
+    _, draws = hybrid.monte_carlo(b, net, p, plan, vref, 8, 1, 2, n)
+    draws["offset_lsb"] = np.array([6.0, -5.0, 0.0, 9.0])
+    # the board's codes, from a run of ngspice here on the board's own netlist
+    mine = tmp_path / "mine.cir"
+    mine.write_text(analog_flow.netlist_text(
+        nl.build_circuit(b.design, b.x, slew=False, r_scale=draws["r_scale"], vos=draws["vos"]),
+        ".dc Vidx 0 11 1", "dc", b.out_nodes, b.out_nodes))
+    vec, _ = spice.run_file(mine, points=12)
+    volts = np.stack([np.maximum(vec[f"h1_{j}"], 0.0) for j in range(4)], 1)[:n]
+    codes = adc.convert(p, volts, vref, 8, draws["offset_lsb"], draws["gain_lsb"])
+    numpy_codes = codes.copy()
+    numpy_codes[2, 1] += 3
+    numpy_codes[5, 3] -= 1
+    draws["numpy_codes"] = numpy_codes
+    out = tmp_path / "hybrid"
+    out.mkdir()
+    d = parallel_stand_in(tmp_path, net, "baked", 2)
+    lines = []
+    got = hybrid.board0_through_gates(c, cfg, b, net, "fp", d, p, vref, draws, out, n,
+                                      lines.append)
+    assert len(spice.read_raw(out / "board0.raw")["h1_0"]) == 12
+    g = net.forward(codes)["cls"]
+    torch_cls = c.reference.outputs[-1].argmax(1)[:n]
+    assert got == {"ngspice_vs_numpy_codes_max": 3,
+                   "ngspice_vs_numpy_codes_equal": (4 * n - 2) / (4 * n),
+                   "gates_bit_exact_fraction": 1.0,
+                   "class_agreement_with_torch": float((g == torch_cls).mean()),
+                   "test_accuracy": float((g == c.reference.y[:n]).mean()),
+                   "netlist": str(out / "board0.cir")}
+    assert got["class_agreement_with_torch"] != got["test_accuracy"]
+    assert type(got["ngspice_vs_numpy_codes_max"]) is int
+    assert len(lines) == 1 and lines[0].startswith("board 0: fp_gates: 9 vectors, bit-exact 1.0000")
+    assert (out / "board0" / "fp_gates" / "job.json").exists()  # gates only, in board0/
+    assert not (out / "board0" / "fp_rtl").exists()
+    assert "waves" not in lines[0] and not list(out.rglob("*.vcd"))  # no waves kept
+
+
+def summary_result(**over):
+    """A result as `run` writes it (the keys summary_lines reads), every figure with more
+    digits than its line shows."""
+    r = {"vectors": 40, "adc": {"part": "Microchip MCP3008"}, "frontier_design": "frontier_serial",
+         "class_agreement_with_torch": 0.987654, "test_accuracy": 0.912345,
+         "float_test_accuracy": 0.923456, "bit_exact_fraction": 1.0,
+         "energy_per_inference_nj": 1234.5678, "inference_interval_us": 45.6789,
+         "energy_nj": {"analog_nj": 987.654321, "adc_nj": 123.456789, "digital_nj": 12.3456789},
+         "analog_parts_nj": {"to_settle_nj": 500.123, "held_for_adc_nj": 400.456,
+                             "waiting_for_frontier_nj": 0.0, "decoupling_recharge_nj": 0.0},
+         "digital_parts_nj": {"computing_nj": 10.0, "idle_nj": 0.0},
+         "latency_us": 67.891234,
+         "latency_parts_us": {"analog_us": 12.3456, "adc_us": 40.0, "digital_us": 15.54321},
+         "monte_carlo": {"boards": 0}, "all_digital": None}
+    return {**r, **over}
+
+
+HEAD = ("hybrid (40 samples: ngspice core -> Microchip MCP3008 -> frontier_serial gate netlist): "
+        "agreement with torch 0.9877, accuracy 0.9123 (float 0.9235), bit-exact 1.0000")
+NO_SIM = "all-digital: no figures (run `crystalbench sim` for them)"
+
+
+def energy_line(core_extra="", frontier_extra=""):
+    return ("energy 1235 nJ/inference at one inference per 45.68 us (core 987.7 = 500.1 to "
+            f"settle + 400.5 held for the ADC{core_extra}; ADC 123.5; frontier "
+            f"12.35{frontier_extra}); latency 67.89 us (settling 12.3 + ADC 40 + frontier 15.5)")
+
+
+def test_summary_lines_by_hand():
+    r = summary_result()
+    assert hybrid.summary_lines(r) == [HEAD, energy_line(), NO_SIM]
+    # the core waits for the frontier; the frontier idles
+    ap = {**r["analog_parts_nj"], "waiting_for_frontier_nj": 7.891234}
+    dp = {**r["digital_parts_nj"], "idle_nj": 2.345678}
+    assert hybrid.summary_lines({**r, "analog_parts_nj": ap, "digital_parts_nj": dp})[1] == \
+        energy_line(" + 7.891 waiting for the frontier", " (2.346 of it idle)")
+    # a gated core recharges its decoupling (with and without a wait before it)
+    gated = {**r["analog_parts_nj"], "decoupling_recharge_nj": 3.210987}
+    assert hybrid.summary_lines({**r, "analog_parts_nj": gated})[1] == \
+        energy_line(" + 3.211 recharging its decoupling")
+    both = {**ap, "decoupling_recharge_nj": 3.210987}
+    assert hybrid.summary_lines({**r, "analog_parts_nj": both})[1] == energy_line(
+        " + 7.891 waiting for the frontier + 3.211 recharging its decoupling")
+    # an older result without the recharge figure
+    old = {k: v for k, v in r["analog_parts_nj"].items() if k != "decoupling_recharge_nj"}
+    assert hybrid.summary_lines({**r, "analog_parts_nj": old})[1] == energy_line()
+    # the core did not settle: no energy or latency
+    assert hybrid.summary_lines({**r, "energy_per_inference_nj": None})[1] == (
+        "energy and latency: n/a (the core did not settle in sim-analog's transient; raise "
+        "analog.step_us)")
+
+
+def test_summary_lines_monte_carlo_and_all_digital():
+    mc = {"boards": 3, "tolerance": 0.01, "mean_agreement": 0.987654, "min_agreement": 0.912345,
+          "mean_accuracy": 0.956789, "min_accuracy": 0.5, "yield": 0.666667}
+    mc_line = ("Monte Carlo 3 boards (tol 0.01): agreement mean 0.9877 min 0.9123, accuracy "
+               "mean 0.9568, yield 0.67; board 0 gate level bit-exact ")
+    r = summary_result(monte_carlo={**mc, "board0_gate_level": {"gates_bit_exact_fraction": 0.97531}})
+    assert hybrid.summary_lines(r) == [HEAD, energy_line(), mc_line + "0.9753", NO_SIM]
+    # no board 0 gate-level run: not a number
+    assert hybrid.summary_lines(summary_result(monte_carlo=mc))[2] == mc_line + "nan"
+    a = {"design": "all_digital_serial", "energy_per_inference_nj": 87.54321,
+         "latency_us": 90.666667, "class_agreement_with_torch": 0.993333}
+    lines = hybrid.summary_lines(summary_result(all_digital=a))
+    assert lines == [HEAD, energy_line(), "all-digital (all_digital_serial, sim): 87.54 "
+                     "nJ/inference, 90.67 us, agreement 0.9933"]
+    assert hybrid.summary_lines(summary_result(all_digital={}))[-1] == NO_SIM
+    # the energy-less line with the Monte Carlo and all-digital lines after it
+    r = summary_result(energy_per_inference_nj=None, monte_carlo=mc, all_digital=a)
+    assert len(hybrid.summary_lines(r)) == 4
