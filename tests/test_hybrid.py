@@ -201,28 +201,67 @@ def test_a_clock_above_the_frontiers_fmax_is_refused():
                             "31.17 (and re-run `crystalbench synth`)")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("make", [tiny_crystal, tiny_deep_crystal])
-def test_whole_chain_on_the_tiny_crystal(tmp_path, make):
-    """The readout-only frontier, and one with a hidden layer of its own (tiny_deep)."""
+def stand_in_synth(c, cfg, paths) -> None:
+    """synth's result for the serial frontier with its RTL standing in for the gate netlist
+    (no Yosys/nextpnr: fast enough for mutation runs); the figures are test_sim_units'."""
+    from test_sim_units import FIG
+
+    from crystalbench.results import write_result
+    from crystalbench.rtl import design, fixed, quantize
+
+    quantize.run(c, cfg, paths)
+    fp = fixed.load(paths.stage("fixed"), c, cfg)
+    dut = design.build(fixed.nets_of(fp)["frontier"], "serial", "baked")
+    src = paths.stage("synth") / "frontier_serial.v"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_text(design.to_verilog(dut))
+    write_result(paths.stage("synth"), {
+        "crystal_digest": fp["crystal"]["digest"], "fixed_digest": fixed.artifact_digest(fp),
+        "designs": {"frontier_serial": {
+            "verilog": str(src), "gate_netlist": str(src), "weights": "baked",
+            "kind": "frontier", "design_latency_cycles": dut.latency, **FIG}},
+        "frontier": {"design": "frontier_serial"}})
+
+
+def whole_chain(tmp_path, make, synth):
+    """sim-hybrid refused until sim-analog and synth ran, then run: what the checks read."""
     from crystalbench.analog import flow as analog_flow
-    from crystalbench.rtl import fixed
-    from crystalbench.rtl import flow as synth_stage
 
     c = make(n_test=10)
     cm.save(c, tmp_path / c.name / "crystal")
     paths = Paths(tmp_path, c.name)
-    out = tmp_path / c.name / "hybrid"
     cfg = tiny_cfg()
     with pytest.raises(SimError, match=r"run `crystalbench sim-analog`"):
         hybrid.run(c, cfg, paths)
     analog = analog_flow.run(c, cfg, paths)
     with pytest.raises(CrystalbenchError, match=r"run `crystalbench synth`"):
         hybrid.run(c, cfg, paths)
-    synth_stage.run(c, cfg, paths)
+    synth(c, cfg, paths)
     lines = []
     res = hybrid.run(c, cfg, paths, lines.append)
+    check_whole_chain(c, cfg, paths, analog, res, lines)
 
+
+def test_whole_chain_on_an_rtl_stand_in(tmp_path):
+    """The chain with the frontier's RTL as its gate netlist: fast, so mutation runs reach
+    sim-hybrid's stage code."""
+    whole_chain(tmp_path, tiny_crystal, stand_in_synth)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [tiny_crystal, tiny_deep_crystal])
+def test_whole_chain_on_the_tiny_crystal(tmp_path, make):
+    """Through synth's real gate netlist: the readout-only frontier, and one with a hidden
+    layer of its own (tiny_deep)."""
+    from crystalbench.rtl import flow as synth_stage
+
+    whole_chain(tmp_path, make, lambda c, cfg, paths: synth_stage.run(c, cfg, paths))
+
+
+def check_whole_chain(c, cfg, paths, analog, res, lines):
+    from crystalbench.rtl import fixed
+
+    out = paths.stage("hybrid")
     assert res["vectors"] == 10 and res["frontier_design"] == "frontier_serial"
     assert res["bit_exact_fraction"] == 1.0 and res["rtl_bit_exact_fraction"] == 1.0
     assert res["passed"]
