@@ -375,7 +375,7 @@ def test_summarize_figures_and_csv(tmp_path, no_plots):
         {**AD_FAILED, "agreement_ok": None}, {**AD_SERIAL, "agreement_ok": True},
         {**AD_SMALL, "agreement_ok": False}]
 
-    text = (out / "points.csv").read_text()
+    text = (out / "points.csv").read_bytes().decode()  # bytes: "\r\n" would show
     assert text.startswith(HEADER + "\n") and text.endswith("\n") and "\r" not in text
     assert len(text.splitlines()) == 1 + 8
     # the failed point's error, with its comma and quotes, quoted as CSV does
@@ -668,3 +668,68 @@ def test_run_point_failed_design_recorded(tmp_path, stages, dig, ana, error):
     assert len(r["traceback"]) <= 12 and 0.0 <= r["seconds"] < 5.0
     assert json.loads((folder / "point.json").read_text()) == r
     assert stages.calls == {"load": [], "hybrid": []}
+
+
+# ---- one task: its clock, its log, its failure record -------------------------------------------
+def scripted_clock(monkeypatch):
+    """perf_counter reads 0 at the task's start and 12.345 at every later reading;
+    strftime stays the real one."""
+    import time as real_time
+    from types import SimpleNamespace
+
+    readings = iter([0.0])
+    monkeypatch.setattr(sweep, "time", SimpleNamespace(
+        perf_counter=lambda: next(readings, 12.345), strftime=real_time.strftime))
+
+
+STAMP = r"\d\d:\d\d:\d\d "  # every log line starts with the wall-clock time, HH:MM:SS
+
+
+def test_task_records_its_seconds_to_a_tenth_and_logs_each_line_with_the_time(tmp_path,
+                                                                             monkeypatch):
+    import re
+
+    scripted_clock(monkeypatch)
+    folder = tmp_path / "t"
+
+    def body(log):
+        log("working")
+        return {"status": "ok", "x": 1}
+
+    res = sweep._task(folder, "t.json", "the thing", body)
+    assert res == {"status": "ok", "x": 1, "seconds": 12.3}
+    assert json.loads((folder / "t.json").read_text()) == res
+    lines = (folder / "log.txt").read_bytes().decode().split("\n")
+    assert [re.sub(f"^{STAMP}", "", ln) for ln in lines] == [
+        "working", "the thing done in 12.3 s", ""]
+    assert all(re.match(STAMP, ln) for ln in lines[:2])
+
+
+def test_a_failing_task_records_its_error_last_12_traceback_lines_and_log(tmp_path,
+                                                                         monkeypatch):
+    import re
+
+    scripted_clock(monkeypatch)
+    folder = tmp_path / "t"
+
+    def deep(k):  # a traceback of more than 12 lines
+        if k == 0:
+            raise ValueError("does\n   not   fit")
+        deep(k - 1)
+
+    res = sweep._task(folder, "t.json", "the thing", lambda log: deep(8))
+    tb = res["traceback"]
+    assert res == {"folder": str(folder), "status": "failed",
+                   "error": "ValueError: does not fit", "traceback": tb,
+                   "log": str(folder / "log.txt"), "seconds": 12.3}
+    text = (folder / "log.txt").read_text()
+    # the last 12 lines of the whole traceback, which the log holds
+    assert len(tb) == 12 and tb == text.rstrip("\n").splitlines()[-12:]
+    assert tb[-2:] == ["ValueError: does", "   not   fit"]
+    assert re.match(f"^{STAMP}FAILED: ValueError: does\n   not   fit\n{STAMP}Traceback "
+                    r"\(most recent call last\):\n", text)
+    assert len(text.splitlines()) > 2 + 12  # the whole traceback is in the log
+    assert json.loads((folder / "t.json").read_text()) == res
+    # with extra facts, those stand in for the folder
+    again = sweep._task(tmp_path / "u", "t.json", "x", lambda log: deep(0), {"point": "p9"})
+    assert again["point"] == "p9" and "folder" not in again
