@@ -100,6 +100,31 @@ def test_synth_results_are_refused_when_missing_damaged_or_stale(tmp_path):
     assert flow.synth_results(c, cfg, paths)["designs"] == {}
 
 
+def test_synth_results_are_refused_when_built_from_another_qat_net(tmp_path, monkeypatch):
+    """synth stamps the QAT artifact's digest (None without qat.shapes); sim compares it
+    with the artifact that synth's own qat_net reads for this crystal, config and folders."""
+    from crystalbench.rtl import flow as synth_stage
+
+    c = tiny_crystal()
+    cfg = cfgmod.validate({"experiment": "tiny"}, "<t>")
+    paths = Paths(tmp_path, "tiny")
+    quantize.run(c, cfg, paths)
+    fp = fixed.load(paths.stage("fixed"), c, cfg)
+    asked = []
+    monkeypatch.setattr(synth_stage, "qat_net",
+                        lambda *a: (asked.append(a), ("0123456789abcdef", {}))[1])
+    write_result(paths.stage("synth"), {"fixed_digest": fixed.artifact_digest(fp), "designs": {}})
+    with pytest.raises(SimError) as e:
+        flow.synth_results(c, cfg, paths)
+    assert str(e.value) == (f"{paths.result('synth')}: the designs were built from another QAT "
+                            f"net than {paths.stage('qat')} holds (or qat.shapes changed); "
+                            "re-run `crystalbench synth`")
+    assert asked == [(c, cfg, paths)]
+    write_result(paths.stage("synth"), {"fixed_digest": fixed.artifact_digest(fp), "designs": {},
+                                        "qat_digest": "0123456789abcdef"})
+    assert flow.synth_results(c, cfg, paths)["qat_digest"] == "0123456789abcdef"
+
+
 def parallel_stand_in(tmp_path, net, weights: str, latency: int) -> dict:
     """A design entry as synth writes it, with the parallel design's Verilog standing in
     for both levels (no synthesis needed)."""
@@ -171,6 +196,7 @@ def test_the_stage_end_to_end_on_rtl_stand_ins(tmp_path, monkeypatch):
         "all_digital": {"design": "all_digital_small_serial"}})
     res = flow.run(c, cfg, paths)
     assert res["vectors"] == 5 and res["passed"] and res["all_bit_exact"]
+    assert not list(paths.stage("sim").rglob("*.vcd"))  # no waves unless asked: counted, removed
     assert set(res["runs"]) == {f"{d}_{lvl}" for d in designs for lvl in ("rtl", "gates")}
     torch_cls = c.reference.outputs[-1].argmax(1)[:5]
     assert res["float_test_accuracy"] == float((torch_cls == c.reference.y[:5]).mean())
