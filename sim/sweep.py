@@ -380,7 +380,7 @@ def run(c, cfg, paths: Paths, log: stage.Log = stage.quiet, grid: str | None = N
                "load_average": [round(x, 2) for x in os.getloadavg()]}
     if not grid or not config_path:
         raise ConfigError("sweep needs --grid FILE (a YAML grid of --set overrides) and --config")
-    vectors = int(vectors or VECTORS)
+    vectors = VECTORS if vectors is None else int(vectors)  # 0 is refused, not the default
     if vectors < 2:
         raise ConfigError(f"--vectors {vectors}: need at least 2 (energy is measured between results)")
     if workers < 1:

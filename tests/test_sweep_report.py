@@ -4,11 +4,15 @@ report.md, each figure and line pinned to values worked out here on small synthe
 like run_point's (sim-hybrid's system_figures) and run_digital's."""
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
 
 from crystalbench.sim import sweep
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hw_tiny import tiny_crystal  # noqa: E402
 
 # ---- synthetic rows, shaped like run_point's and run_digital's ---------------------------------
 OVER_A = '{"adc.part": "mcp3008", "analog.opamp": "opa835", "rtl.clock_mhz": 24}'
@@ -733,3 +737,565 @@ def test_a_failing_task_records_its_error_last_12_traceback_lines_and_log(tmp_pa
     # with extra facts, those stand in for the folder
     again = sweep._task(tmp_path / "u", "t.json", "x", lambda log: deep(0), {"point": "p9"})
     assert again["point"] == "p9" and "folder" not in again
+
+
+# ---- the tasks' stage calls: run_digital and run_analog (stages and _load stubbed) --------------
+SYNTH = {"designs": {"frontier_serial": {"kind": "frontier", "lut4": 310},
+                     "all_digital_serial": {"kind": "all_digital", "lut4": 1900},
+                     "all_digital_small_serial": {"kind": "all_digital_small"}},  # no lut4
+         "frontier": {"design": "frontier_serial", "lut4": 310}}
+SIM = {"vectors": 6, "runs": {
+    "frontier_serial": {"latency_cycles": 1},  # the fixed-point model's run: not the gates'
+    "frontier_serial_gates": {"fixed_point_test_accuracy": 0.955, "class_agreement_with_torch": 1.0,
+                              "bit_exact_fraction": 0.995, "energy_per_inference_nj": 20.5,
+                              "latency_cycles": 483},
+    "all_digital_serial_gates": {"fixed_point_test_accuracy": 0.96,
+                                 "class_agreement_with_torch": 0.985, "bit_exact_fraction": 1.0,
+                                 "energy_per_inference_nj": 1384.0, "latency_cycles": 2300},
+    "all_digital_small_serial_gates": {"fixed_point_test_accuracy": 0.93,  # no energy
+                                       "class_agreement_with_torch": 0.99,
+                                       "bit_exact_fraction": 0.97, "latency_cycles": 115}}}
+# at rtl.clock_mhz = 23: 483 / 23 = 21 us, 2300 / 23 = 100 us, 115 / 23 = 5 us
+DESIGNS = [
+    {"design": "frontier_serial", "kind": "frontier", "lut4": 310, "accuracy": 0.955,
+     "agreement": 1.0, "bit_exact": 0.995, "energy_nj": 20.5, "latency_us": 21.0,
+     "latency_cycles": 483},
+    {"design": "all_digital_serial", "kind": "all_digital", "lut4": 1900, "accuracy": 0.96,
+     "agreement": 0.985, "bit_exact": 1.0, "energy_nj": 1384.0, "latency_us": 100.0,
+     "latency_cycles": 2300},
+    {"design": "all_digital_small_serial", "kind": "all_digital_small", "lut4": None,
+     "accuracy": 0.93, "agreement": 0.99, "bit_exact": 0.97, "energy_nj": None, "latency_us": 5.0,
+     "latency_cycles": 115}]
+
+
+@pytest.fixture
+def flows(monkeypatch):
+    """sweep._load and the synth, sim and sim-analog stages replaced by recorders: a fake
+    Crystal named tiny, a config at rtl.clock_mhz = 23, the stages returning st.synth, st.sim
+    and st.analog (or raising them when they are exceptions)."""
+    from types import SimpleNamespace
+
+    from crystalbench.analog import flow as analog_flow
+    from crystalbench.results import Paths
+    from crystalbench.rtl import flow as synth_flow
+    from crystalbench.sim import flow as sim_flow
+
+    calls = {"load": [], "synth": [], "sim": [], "analog": []}
+    st = SimpleNamespace(calls=calls, c=SimpleNamespace(name="tiny"),
+                         cfg=SimpleNamespace(rtl=SimpleNamespace(clock_mhz=23.0)),
+                         synth=SYNTH, sim=SIM, analog={"result_file": "/a/sim-analog/result.json"})
+
+    def load(crystal_dir, data, folder):
+        calls["load"].append((crystal_dir, data, folder))
+        return st.c, st.cfg, Paths(folder, "tiny")
+
+    def answer(what):
+        res = getattr(st, what)
+        if isinstance(res, Exception):
+            raise res
+        return res
+
+    def synth(c, cfg, paths, log):
+        calls["synth"].append((c, cfg, paths, log))
+        log("synth stub ran")
+        return answer("synth")
+
+    def sim(c, cfg, paths, log, *, vectors):
+        calls["sim"].append((c, cfg, paths, log, vectors))
+        log("sim stub ran")
+        return answer("sim")
+
+    def analog(c, cfg, paths, log):
+        calls["analog"].append((c, cfg, paths, log))
+        log("sim-analog stub ran")
+        return answer("analog")
+
+    monkeypatch.setattr(sweep, "_load", load)
+    monkeypatch.setattr(synth_flow, "run", synth)
+    monkeypatch.setattr(sim_flow, "run", sim)
+    monkeypatch.setattr(analog_flow, "run", analog)
+    return st
+
+
+def log_lines(folder: Path) -> list[str]:
+    import re
+
+    return [re.sub(f"^{STAMP}", "", ln) for ln in (folder / "log.txt").read_text().splitlines()]
+
+
+def test_run_digital_designs_from_synth_and_sims_gate_runs(tmp_path, flows, monkeypatch):
+    from crystalbench.results import Paths
+
+    scripted_clock(monkeypatch)
+    folder = tmp_path / "digital" / "d1"
+    # the folder as given (a trailing slash) is written as a path
+    res = sweep.run_digital("/cr", {"k": 1}, str(folder) + "/", 7)
+    assert res == {"status": "ok", "folder": str(folder), "vectors": 6,
+                   "frontier": "frontier_serial", "designs": DESIGNS, "seconds": 12.3}
+    assert [type(d["latency_us"]) for d in res["designs"]] == [float] * 3
+    paths = Paths(folder, "tiny")
+    assert flows.calls["load"] == [("/cr", {"k": 1}, folder)]
+    assert isinstance(flows.calls["load"][0][2], Path)
+    ((c, cfg, p, log),) = flows.calls["synth"]
+    assert (c, cfg, p) == (flows.c, flows.cfg, paths) and callable(log)
+    # sim runs on the vectors asked for (it answers with the count it ran) and the same log
+    assert flows.calls["sim"] == [(flows.c, flows.cfg, paths, log, 7)]
+    assert flows.calls["analog"] == []
+    assert json.loads((folder / "digital.json").read_text()) == res
+    assert log_lines(folder) == ["synth stub ran", "sim stub ran", "digital design done in 12.3 s"]
+    # cached: the same result, the stages not run again
+    assert sweep.run_digital("/cr", {"k": 1}, str(folder), 7) == res
+    assert len(flows.calls["synth"]) == 1 and len(flows.calls["sim"]) == 1
+
+
+def test_run_digital_without_a_frontier_and_a_failure_recorded_then_retried(tmp_path, flows,
+                                                                           monkeypatch):
+    from crystalbench.errors import CrystalbenchError
+
+    scripted_clock(monkeypatch)
+    flows.synth = {"designs": {"all_digital_serial": SYNTH["designs"]["all_digital_serial"]}}
+    res = sweep.run_digital("/cr", {}, str(tmp_path / "a"), 3)
+    assert res == {"status": "ok", "folder": str(tmp_path / "a"), "vectors": 6, "frontier": None,
+                   "designs": [DESIGNS[1]], "seconds": 12.3}
+
+    scripted_clock(monkeypatch)
+    flows.synth = CrystalbenchError("abc\n   failed")
+    folder = tmp_path / "b"
+    res = sweep.run_digital("/cr", {}, str(folder), 3)
+    assert res == {"folder": str(folder), "status": "failed",
+                   "error": "CrystalbenchError: abc failed", "traceback": res["traceback"],
+                   "log": str(folder / "log.txt"), "seconds": 12.3}
+    assert res["traceback"][-2:] == ["crystalbench.errors.CrystalbenchError: abc", "   failed"]
+    assert json.loads((folder / "digital.json").read_text()) == res
+    assert len(flows.calls["sim"]) == 1  # not after synth failed
+    # a failure is not a cached result: the next run retries it
+    flows.synth = SYNTH
+    assert sweep.run_digital("/cr", {}, str(folder), 3)["status"] == "ok"
+    assert json.loads((folder / "digital.json").read_text())["status"] == "ok"
+    # sim's failure too
+    flows.sim = ValueError("no gates")
+    res = sweep.run_digital("/cr", {}, str(tmp_path / "c"), 3)
+    assert res["status"] == "failed" and res["error"] == "ValueError: no gates"
+
+
+def test_run_analog_result_file_cache_and_failure(tmp_path, flows, monkeypatch):
+    from crystalbench.errors import AnalogError
+    from crystalbench.results import Paths
+
+    scripted_clock(monkeypatch)
+    folder = tmp_path / "analog" / "a1"
+    res = sweep.run_analog("/cr", {"k": 2}, str(folder) + "/")
+    assert res == {"status": "ok", "folder": str(folder), "result": "/a/sim-analog/result.json",
+                   "seconds": 12.3}
+    assert flows.calls["load"] == [("/cr", {"k": 2}, folder)]
+    assert isinstance(flows.calls["load"][0][2], Path)
+    ((c, cfg, p, log),) = flows.calls["analog"]
+    assert (c, cfg, p) == (flows.c, flows.cfg, Paths(folder, "tiny")) and callable(log)
+    assert flows.calls["synth"] == [] and flows.calls["sim"] == []
+    assert json.loads((folder / "analog.json").read_text()) == res
+    assert log_lines(folder) == ["sim-analog stub ran", "sim-analog done in 12.3 s"]
+    assert sweep.run_analog("/cr", {"k": 2}, str(folder)) == res  # cached
+    assert len(flows.calls["analog"]) == 1
+
+    scripted_clock(monkeypatch)
+    flows.analog = AnalogError("rail")
+    folder = tmp_path / "analog" / "a2"
+    res = sweep.run_analog("/cr", {}, str(folder))
+    assert res == {"folder": str(folder), "status": "failed", "error": "AnalogError: rail",
+                   "traceback": res["traceback"], "log": str(folder / "log.txt"), "seconds": 12.3}
+    assert json.loads((folder / "analog.json").read_text()) == res
+    assert log_lines(folder)[:2] == ["sim-analog stub ran", "FAILED: AnalogError: rail"]
+
+
+# ---- _load and _client ---------------------------------------------------------------------------
+def test_load_crystal_validated_config_and_paths(tmp_path):
+    from crystalbench import config as cfgmod
+    from crystalbench import crystal as cm
+    from crystalbench.errors import ConfigError
+    from crystalbench.results import Paths
+
+    c = tiny_crystal()
+    cm.save(c, tmp_path / "crystal")
+    folder = tmp_path / "points" / "p1"
+    data = {"experiment": "tiny", "rtl": {"clock_mhz": 23.0}}
+    c2, cfg, paths = sweep._load(str(tmp_path / "crystal"), data, folder)
+    assert c2.name == "tiny" and cm.digest(c2) == cm.digest(c)
+    assert cfg.rtl.clock_mhz == 23.0
+    assert json.loads(json.dumps(cfg)) == json.loads(json.dumps(cfgmod.validate(data, "x")))
+    assert paths == Paths(folder, "tiny")
+    with pytest.raises(ConfigError) as e:
+        sweep._load(str(tmp_path / "crystal"), {"analog": {"opamp": "ua741"}}, folder)
+    assert str(e.value) == (f"{folder}: config: analog.opamp: 'ua741' is not allowed; choose one "
+                            "of ideal, mcp6002, opa2333, tlv9062, lm358, opa835, opa837")
+
+
+def test_client_on_a_scheduler_or_a_local_cluster_of_processes(monkeypatch):
+    import dask.distributed as dd
+
+    made = []
+
+    class Cluster:
+        def __init__(self, *args, **kwargs):
+            made.append(("cluster", args, kwargs))
+
+    class Client:
+        def __init__(self, *args, **kwargs):
+            made.append(("client", args, kwargs))
+
+    monkeypatch.setattr(dd, "Client", Client)
+    monkeypatch.setattr(dd, "LocalCluster", Cluster)
+    client, cluster = sweep._client("tcp://h:8786", 5)
+    assert cluster is None and isinstance(client, Client)
+    assert made == [("client", ("tcp://h:8786",), {})]
+    for scheduler in (None, ""):
+        made.clear()
+        client, cluster = sweep._client(scheduler, 3)
+        assert isinstance(client, Client) and isinstance(cluster, Cluster)
+        assert made == [("cluster", (), {"n_workers": 3, "threads_per_worker": 1,
+                                         "processes": True, "dashboard_address": ":0"}),
+                        ("client", (cluster,), {})]
+
+
+# ---- _compute on an in-process Dask cluster ------------------------------------------------------
+# Dask pickles a task's function, a closure by value (its recorder would be a copy): the fake
+# tasks live here at module level (pickled by reference) and share DASK. A result that is an
+# exception is raised.
+DASK = {"calls": [], "results": {}}
+
+
+def _answer(key):
+    res = DASK["results"][key]
+    if isinstance(res, Exception):
+        raise res
+    return res
+
+
+def fake_run_digital(crystal_dir, data, folder, vectors):
+    DASK["calls"].append(("digital", crystal_dir, data, folder, vectors))
+    return _answer(Path(folder).name)
+
+
+def fake_run_analog(crystal_dir, data, folder):
+    DASK["calls"].append(("analog", crystal_dir, data, folder))
+    return _answer(Path(folder).name)
+
+
+def fake_run_point(crystal_dir, data, folder, digital, analog, vectors, info):
+    DASK["calls"].append(("point", crystal_dir, data, folder, digital, analog, vectors, info))
+    return _answer(Path(folder).name)
+
+
+def dask_calls(kind):
+    return sorted((c[1:] for c in DASK["calls"] if c[0] == kind), key=lambda c: c[2])
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    """sweep._client -> a client of a LocalCluster of one in-process worker thread (started in
+    ~0.1 s; the slow test runs worker processes); the tasks -> the fakes above. Yields the
+    _client calls as [scheduler, workers, client, cluster]; st.own_cluster = False hands out
+    (client, None) as for a scheduler."""
+    from types import SimpleNamespace
+
+    from dask.distributed import Client, LocalCluster
+
+    DASK["calls"].clear()
+    DASK["results"].clear()
+    st = SimpleNamespace(made=[], own_cluster=True)
+
+    def client(scheduler, workers):
+        cluster = LocalCluster(n_workers=1, processes=False, threads_per_worker=1,
+                               dashboard_address=":0")
+        cl = Client(cluster)
+        st.made.append([scheduler, workers, cl, cluster])
+        return cl, (cluster if st.own_cluster else None)
+
+    monkeypatch.setattr(sweep, "_client", client)
+    monkeypatch.setattr(sweep, "run_digital", fake_run_digital)
+    monkeypatch.setattr(sweep, "run_analog", fake_run_analog)
+    monkeypatch.setattr(sweep, "run_point", fake_run_point)
+    yield st
+    for _s, _w, cl, cluster in st.made:
+        cl.close()
+        cluster.close()
+
+
+def ok(name, **extra):
+    return {"status": "ok", "name": name, **extra}
+
+
+def test_compute_one_task_per_design_and_point_rows_and_failures(tmp_path, in_process, capsys):
+    out, cr = tmp_path / "sweep", tmp_path / "sweep" / "crystal"
+    info = {p: {"kind": "hybrid", "point": p} for p in ("p1", "p2", "p3")}
+    todo = [("p1", {"pt": 1}, out / "points" / "p1", "d1", info["p1"], "a1"),
+            ("p2", {"pt": 2}, out / "points" / "p2", "d1", info["p2"], "a1"),  # p1's analog
+            ("p3", {"pt": 3}, out / "points" / "p3", "d2", info["p3"], "a3")]
+    dig = {"d1": ({"dg": 1}, out / "digital" / "d1"), "d2": ({"dg": 2}, out / "digital" / "d2")}
+    DASK["results"].update({
+        "d1": ok("d1"), "d2": {"status": "failed", "error": "YosysError: abc", "log": "/d2/log"},
+        "a1": ok("a1"), "a3": {"status": "failed", "error": "AnalogError: rail", "log": "/a3/log"},
+        "p1": ok("p1", point="p1"), "p2": ok("p2", point="p2"),
+        "p3": {"point": "p3", "status": "failed", "error": "E3", "log": "/p3/log"}})
+    digital = {"d0": ok("d0"), "d1": None}
+    rows = sweep._compute(todo, dig, digital, cr, 7, None, 2, True)
+
+    assert dask_calls("digital") == [(str(cr), {"dg": 1}, str(out / "digital" / "d1"), 7),
+                                     (str(cr), {"dg": 2}, str(out / "digital" / "d2"), 7)]
+    # one sim-analog per analog design, on its first point's config, in out/analog/<key>
+    assert dask_calls("analog") == [(str(cr), {"pt": 1}, str(out / "analog" / "a1")),
+                                    (str(cr), {"pt": 3}, str(out / "analog" / "a3"))]
+    # each point after (and with the results of) its digital and analog designs
+    R = DASK["results"]
+    assert dask_calls("point") == [
+        (str(cr), {"pt": 1}, str(out / "points" / "p1"), R["d1"], R["a1"], 7, info["p1"]),
+        (str(cr), {"pt": 2}, str(out / "points" / "p2"), R["d1"], R["a1"], 7, info["p2"]),
+        (str(cr), {"pt": 3}, str(out / "points" / "p3"), R["d2"], R["a3"], 7, info["p3"])]
+    # the rows: the points' results only, as they finish
+    assert sorted(rows, key=lambda r: r["point"]) == [R["p1"], R["p2"], R["p3"]]
+    assert digital == {"d0": ok("d0"), "d1": R["d1"], "d2": R["d2"]}
+    # a failed digital design and a failed point are named; a failed analog design is not (its
+    # points say so)
+    cap = capsys.readouterr()
+    assert sorted(cap.out.splitlines()) == [
+        "sweep: digital-d2 failed: YosysError: abc (log /d2/log)",
+        "sweep: point-p3 failed: E3 (log /p3/log)"]
+    # the progress bar: 7 tasks, 2 failed
+    assert "sweep: 100%" in cap.err and "7/7" in cap.err and "task" in cap.err
+    assert "failed=2]" in cap.err
+    ((scheduler, workers, client, cluster),) = in_process.made
+    assert (scheduler, workers) == (None, 2)
+    assert client.status == "closed" and cluster.status.name == "closed"
+
+
+def test_compute_digital_only_quiet_on_a_scheduler(tmp_path, in_process, capsys):
+    in_process.own_cluster = False  # a scheduler's client: no cluster of ours to close
+    DASK["results"]["d1"] = {"status": "failed", "error": "E", "log": "/l"}
+    digital = {}
+    rows = sweep._compute([], {"d1": ({}, tmp_path / "d1")}, digital, tmp_path / "cr", 3,
+                          "tcp://h:8786", 4, False)
+    assert rows == [] and digital == {"d1": DASK["results"]["d1"]}
+    assert [c[0] for c in DASK["calls"]] == ["digital"]
+    cap = capsys.readouterr()
+    assert cap.out == "sweep: digital-d1 failed: E (log /l)\n"
+    assert "sweep" not in cap.err  # no bar
+    ((scheduler, workers, client, cluster),) = in_process.made
+    assert (scheduler, workers) == ("tcp://h:8786", 4)
+    assert client.status == "closed" and cluster.status.name == "running"
+
+
+def test_compute_closes_the_client_and_cluster_when_a_task_raises(tmp_path, in_process):
+    DASK["results"].update({"d1": ok("d1"), "a1": ok("a1"), "p1": RuntimeError("boom")})
+    todo = [("p1", {}, tmp_path / "points" / "p1", "d1", {"point": "p1"}, "a1")]
+    with pytest.raises(RuntimeError, match="boom"):
+        sweep._compute(todo, {"d1": ({}, tmp_path / "d1")}, {}, tmp_path / "cr", 3, None, 1,
+                       False)
+    ((_s, _w, client, cluster),) = in_process.made
+    assert client.status == "closed" and cluster.status.name == "closed"
+
+
+# ---- run: the checks, the plan's cached/now split, the rows, the machine, the stage result -----
+RUN_GRID = """points:
+  - {analog.opamp: opa835}
+  - {analog.opamp: opa835, adc.part: ad7091r}
+  - {analog.opamp: opa835, adc.bits: 6}
+  - {analog.opamp: opa837}
+"""
+NEEDS = "sweep needs --grid FILE (a YAML grid of --set overrides) and --config"
+FEW = "need at least 2 (energy is measured between results)"
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"grid": None}, NEEDS), ({"grid": ""}, NEEDS), ({"config_path": None}, NEEDS),
+    ({"grid": None, "config_path": None}, NEEDS), ({"grid": None, "vectors": 1}, NEEDS),
+    ({"vectors": 1}, f"--vectors 1: {FEW}"), ({"vectors": -3}, f"--vectors -3: {FEW}"),
+    ({"vectors": 0}, f"--vectors 0: {FEW}"),  # 0 is no default: it is refused
+    ({"workers": 0}, "--workers 0: need at least 1"), ({"workers": -1}, "--workers -1: need at least 1"),
+    ({"vectors": 1, "workers": 0}, f"--vectors 1: {FEW}"),
+])
+def test_run_refuses_before_any_work(tmp_path, monkeypatch, kw, message):
+    from crystalbench.errors import ConfigError
+    from crystalbench.results import Paths
+
+    monkeypatch.setattr(sweep, "load_grid", lambda g: pytest.fail("reached the grid"))
+    paths = Paths(tmp_path / "build", "tiny")
+    with pytest.raises(ConfigError) as e:
+        sweep.run(None, None, paths, **{"grid": "g.yaml", "config_path": "c.yaml", **kw})
+    assert str(e.value) == message
+    assert not (tmp_path / "build").exists()
+
+
+@pytest.mark.parametrize("kw", [{"vectors": 2, "workers": 1}, {"vectors": None}, {}])
+def test_run_accepts_two_vectors_and_one_worker(tmp_path, monkeypatch, kw):
+    from crystalbench.results import Paths
+
+    class Reached(Exception):
+        pass
+
+    def load_grid(g):
+        raise Reached(g)
+
+    monkeypatch.setattr(sweep, "load_grid", load_grid)
+    with pytest.raises(Reached, match="^g.yaml$"):
+        sweep.run(None, None, Paths(tmp_path, "tiny"), grid="g.yaml", config_path="c.yaml", **kw)
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch, no_plots):
+    """The tiny crystal, a config and a 4-point grid (2 digital designs: adc.bits; analog
+    designs: p1 and p2 share one, the ADC part apart), a scripted clock, host and load, and
+    recorders of run's log and summarize's arguments. w.plan(vectors, sets) -> plan's
+    (dig, todo) as run makes it."""
+    from types import SimpleNamespace
+
+    from crystalbench.results import Paths
+
+    w = SimpleNamespace(c=tiny_crystal(), log=[], summarize=[], clock=[])
+    w.cfg = str(tmp_path / "c.yaml")
+    Path(w.cfg).write_text("experiment: tiny\n")
+    w.grid = str(tmp_path / "grid.yaml")
+    Path(w.grid).write_text(RUN_GRID)
+    w.paths = Paths(tmp_path / "build", "tiny")
+    w.out = w.paths.stage("sweep")
+
+    def plan(vectors, sets=None):
+        return sweep.plan(w.c, w.cfg, sweep.load_grid(w.grid), w.out, vectors, sets)
+
+    w.plan = plan
+    readings = iter([100.0, 112.36])
+    loads = iter([(1.234, 0.5, 2.0051), (3.456, 1.0, 0.004)])
+
+    def strftime(fmt, t=None):
+        w.clock.append((fmt, t))
+        return "2026-11-28 04:35 UTC"
+
+    monkeypatch.setattr(sweep, "time", SimpleNamespace(
+        perf_counter=lambda: next(readings), strftime=strftime, gmtime=lambda: "GMT"))
+    monkeypatch.setattr(sweep, "os", SimpleNamespace(getloadavg=lambda: next(loads),
+                                                     cpu_count=lambda: 64))
+    monkeypatch.setattr(sweep, "platform", SimpleNamespace(node=lambda: "host9"))
+    real = sweep.summarize
+
+    def summarize(rows, digital, out, vectors, grid, engine):
+        w.summarize.append((list(rows), dict(digital), out, vectors, grid, engine))
+        return real(rows, digital, out, vectors, grid, engine)
+
+    monkeypatch.setattr(sweep, "summarize", summarize)
+    return w
+
+
+MACHINE_RUN = {"host": "host9", "cpus": 64, "date_utc": "2026-11-28 04:35 UTC",
+               "load_average": [1.23, 0.5, 2.01], "load_average_end": [3.46, 1.0, 0.0]}
+
+
+def put(path: Path, data: dict) -> dict:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return data
+
+
+def test_run_computes_what_is_not_cached_and_sorts_rows_in_grid_order(world, in_process, capsys):
+    from crystalbench import crystal as cm
+
+    w = world
+    sets = ["analog.supply_v=5.0"]
+    dig, todo = w.plan(5, sets)
+    (k1, _, f1, d1, i1, a1), (k2, _, f2, _, i2, a2), (k3, _, f3, d3, i3, _), (k4, _, f4, _, i4, a4) \
+        = todo
+    assert len(dig) == 2 and {d1, d3} == set(dig) and a1 == a2 and len({a1, a4}) == 2
+    assert i1["supply_v"] == 5.0  # the sweep's own --set under every point
+    # p3 is cached (its digital design d3 too, and no other point needs it); p2 failed before
+    # (retried); d1 is cached but p1, p2 and p4 need it: submitted again (it answers from
+    # its cache)
+    row3 = put(f3 / "point.json", {**i3, "folder": str(f3), "status": "ok", "energy_nj": 30.0})
+    put(f2 / "point.json", {**i2, "status": "failed", "error": "E"})
+    dig3 = put(w.out / "digital" / d3 / "digital.json", ok("d3", designs=[]))
+    put(w.out / "digital" / d1 / "digital.json", ok("old d1", designs=[]))
+    # the ADC facts of an ok point's sim-hybrid result (cached or not); not of a failed point
+    for f, ch, nj in ((f1, 4, 25.03), (f3, 6, 3.5), (f4, 8, 1.5)):
+        put(f / "tiny" / "hybrid" / "result.json", {"adc": {"channels": ch,
+                                                           "energy_per_conversion_nj": nj}})
+    row1 = {**i1, "folder": str(f1), "status": "ok", "energy_nj": 10.0}
+    row2 = {**i2, "folder": str(f2), "status": "ok", "energy_nj": 20.0}
+    row4 = {**i4, "folder": str(f4), "status": "failed", "error": "E4", "log": "/p4/log"}
+    new1 = ok("d1", designs=[])
+    DASK["results"].update({k1: row1, k2: row2, k4: row4, d1: new1, a1: ok("a1"), a4: ok("a4")})
+    cm.save(tiny_crystal(seed=1), w.out / "crystal")  # another crystal: replaced, not kept
+
+    res = sweep.run(w.c, None, w.paths, w.log.append, grid=w.grid, config_path=w.cfg, workers=2,
+                    vectors=5, progress=False, sets=sets)
+
+    assert w.log == ["sweep: 4 points (1 cached), 2 digital design(s) (1 cached), 5 test vectors "
+                     "each; LocalCluster of 2 worker processes"]
+    cr = str(w.out / "crystal")
+    assert cm.digest(cm.load(cr)) == cm.digest(w.c)
+    assert not [p for p in w.out.iterdir() if p.name.startswith("crystal.")]
+    assert dask_calls("digital") == [(cr, dig[d1][0], str(w.out / "digital" / d1), 5)]
+    assert dask_calls("analog") == sorted([(cr, todo[0][1], str(w.out / "analog" / a1)),
+                                           (cr, todo[3][1], str(w.out / "analog" / a4))],
+                                          key=lambda c: c[2])
+    assert sorted(c[2] for c in dask_calls("point")) == sorted(str(f) for f in (f1, f2, f4))
+    assert [(s, wk) for s, wk, *_ in in_process.made] == [(None, 2)]
+    assert capsys.readouterr().out == f"sweep: point-{k4} failed: E4 (log /p4/log)\n"
+    # the rows in grid order, the ADC facts added to the ok ones with a sim-hybrid result
+    ((rows, digital, out, vectors, grid, engine),) = w.summarize
+    assert rows == [{**row1, "adc_channels": 4, "adc_nj_per_conversion": 25.03, "agreement_ok": None},
+                    {**row2, "agreement_ok": None},
+                    {**row3, "adc_channels": 6, "adc_nj_per_conversion": 3.5, "agreement_ok": None},
+                    {**row4, "agreement_ok": None}]
+    assert digital == {d1: new1, d3: dig3}
+    assert (out, vectors, grid, engine) == (w.out, 5, w.grid, "LocalCluster(2)")
+    assert res["wall_seconds"] == 12.4 and res["computed_points"] == 3
+    assert res["machine"] == MACHINE_RUN
+    assert w.clock == [("%Y-%m-%d %H:%M UTC", "GMT")]
+    assert (res["stage"], res["experiment"], res["points"], res["grid"]) == ("sweep", "tiny", 4,
+                                                                              w.grid)
+    assert res["summary"][0].startswith("4 points (3 ok, 1 failed, 0 with agreement >= 0.99), "
+                                        "3 computed now; 2 digital design(s); 5 vectors; 12 s on ")
+    assert res["result_file"] == str(w.out / "result.json")
+    written = json.loads((w.out / "result.json").read_text())
+    assert {k: v for k, v in written.items() if k != "measured"} == {
+        k: v for k, v in res.items() if k != "result_file"}
+    assert "3 of 4 points computed by this run" in (w.out / "report.md").read_text()
+
+
+def test_run_all_points_cached_a_failed_digital_design_retried(world, monkeypatch):
+    w = world
+    dig, todo = w.plan(5)
+    (d1, d3) = list(dig)
+    rows = [put(f / "point.json", {**info, "folder": str(f), "status": "ok", "energy_nj": 1.0})
+            for _pk, _d, f, _dk, info, _ak in todo]
+    put(w.out / "digital" / d1 / "digital.json", {"status": "failed", "error": "E"})
+    dig3 = put(w.out / "digital" / d3 / "digital.json", ok("d3", designs=[]))
+    calls = []
+
+    def compute(*args):
+        calls.append((*args[:2], dict(args[2]), *args[3:]))
+        args[2][d1] = ok("d1", designs=[])
+        return []
+
+    monkeypatch.setattr(sweep, "_compute", compute)
+    res = sweep.run(w.c, None, w.paths, w.log.append, grid=w.grid, config_path=w.cfg,
+                    scheduler="tcp://h:8786", workers=3, vectors=5, progress=False)
+    assert calls == [([], {d1: dig[d1]}, {d1: None, d3: dig3}, w.out / "crystal", 5,
+                      "tcp://h:8786", 3, False)]
+    assert w.log == ["sweep: 4 points (4 cached), 2 digital design(s) (1 cached), 5 test vectors "
+                     "each; scheduler tcp://h:8786"]
+    ((got, digital, _out, _v, _g, engine),) = w.summarize
+    assert got == [{**r, "agreement_ok": None} for r in rows]
+    assert digital == {d1: ok("d1", designs=[]), d3: dig3} and engine == "tcp://h:8786"
+    assert res["computed_points"] == 0 and res["engine"] == "tcp://h:8786"
+
+
+def test_run_everything_cached_computes_nothing(world, monkeypatch):
+    w = world
+    dig, todo = w.plan(sweep.VECTORS)
+    for _pk, _d, f, _dk, info, _ak in todo:
+        put(f / "point.json", {**info, "folder": str(f), "status": "ok"})
+    for k in dig:
+        put(w.out / "digital" / k / "digital.json", ok(k, designs=[]))
+    monkeypatch.setattr(sweep, "_compute", lambda *a: pytest.fail("nothing to compute"))
+    res = sweep.run(w.c, None, w.paths, w.log.append, grid=w.grid, config_path=w.cfg)
+    assert w.log == ["sweep: 4 points (4 cached), 2 digital design(s) (2 cached), 200 test "
+                     "vectors each; LocalCluster of 2 worker processes"]
+    assert res["computed_points"] == 0 and res["vectors"] == 200 and res["points"] == 4
+    assert res["engine"] == "LocalCluster(2)"
