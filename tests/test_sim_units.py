@@ -319,3 +319,41 @@ def test_stage_on_a_deep_frontier_compares_with_the_readout(tmp_path):
     assert res["runs"]["fp_gates"]["class_agreement_with_torch"] == float(
         (g["cls"] == torch_cls).mean())
     assert res["passed"]
+
+
+def test_the_stage_runs_the_qat_net_that_synth_built(tmp_path):
+    """With qat.shapes set, sim runs the QAT net's design on the net rtl/qatnet reads from
+    build/<exp>/qat for this crystal and config (its RTL standing in for the netlist)."""
+    from crystalbench.rtl import qatnet
+
+    c = tiny_crystal()
+    cfg = cfgmod.validate({"experiment": "tiny", "qat": {"shapes": "ring"},
+                           "sim": {"vectors": 4, "power_vectors": 2}}, "<t>")
+    paths = Paths(tmp_path, "tiny")
+    quantize.run(c, cfg, paths)
+    fp = fixed.load(paths.stage("fixed"), c, cfg)
+    rng = np.random.default_rng(3)
+    art = {"version": qatnet.VERSION, "crystal": {"digest": cm.digest(c)},
+           "config": cfgmod.qat_stamp(json.loads(json.dumps(cfg.qat))),
+           "formats": {"input_bits": 2, "weight_bits": 2, "readout_weight_bits": 3,
+                       "activation_bits": 2, "shift": 1},
+           "w1": rng.integers(-1, 2, (2, 8)).tolist(), "b1": [0, 1],
+           "w2": rng.integers(-3, 4, (3, 2)).tolist(), "b2": [1, 0, -1]}
+    paths.stage(qatnet.NAME).mkdir(parents=True)
+    (paths.stage(qatnet.NAME) / qatnet.FILE_NAME).write_text(json.dumps(art))
+    _, net = qatnet.load(paths.stage(qatnet.NAME), c, cfg)
+    dut = design.build(net, "ring", "baked")
+    src = tmp_path / "ring.v"
+    src.write_text(design.to_verilog(dut))
+    write_result(paths.stage("synth"), {
+        "crystal_digest": cm.digest(c), "fixed_digest": fixed.artifact_digest(fp),
+        "qat_digest": qatnet.artifact_digest(art), "designs": {"qat_ring": {
+            "verilog": str(src), "gate_netlist": str(src), "weights": "baked",
+            "kind": qatnet.KIND, "design_latency_cycles": dut.latency, **FIG}}})
+    res = flow.run(c, cfg, paths)
+    want = net.forward(fixed.input_codes(c, net)[:4])
+    g = res["runs"]["qat_ring_gates"]
+    assert res["all_bit_exact"] and g["bit_exact_fraction"] == 1.0
+    assert g["fixed_point_test_accuracy"] == float((want["cls"] == c.reference.y[:4]).mean())
+    torch_cls = c.reference.outputs[-1].argmax(1)[:4]
+    assert g["class_agreement_with_torch"] == float((want["cls"] == torch_cls).mean())
