@@ -223,8 +223,11 @@ def test_the_stage_end_to_end_on_rtl_stand_ins(tmp_path, monkeypatch):
     # to a tenth (a scripted clock: 0 at the start, 12.345 at every later reading)
     readings = iter([0.0])
     monkeypatch.setattr(flow, "time", SimpleNamespace(perf_counter=lambda: next(readings, 12.345)))
-    again = flow.run(c, cfg, paths, vectors=99)
+    again = flow.run(c, cfg, paths, waves=True, vectors=99)
     assert again["vectors"] == 10 and again["seconds"] == 12.3
+    # with waves, every run's dump is kept beside its folder
+    assert sorted(p.name for p in paths.stage("sim").glob("*.vcd")) == sorted(
+        f"{d}_{lvl}.vcd" for d in designs for lvl in ("rtl", "gates"))
 
 
 def test_a_netlist_that_disagrees_fails_the_stage(tmp_path):
