@@ -190,7 +190,9 @@ def system_figures(analog: dict, plan: adc_mod.ChannelPlan, gates: dict, clock_m
     dig_us = gates["latency_cycles"] / clock_mhz
     frontier_us = (gates.get("interval_cycles") or gates["latency_cycles"]) / clock_mhz
     interval_us = None if core_us is None else max(core_us + adc_us, frontier_us)
-    off_us = 0.0 if interval_us is None else interval_us - core_us - adc_us
+    # (max: when core + ADC is the slow stage, its sum less its parts can come out a hair
+    # below zero in floating point)
+    off_us = 0.0 if interval_us is None else max(interval_us - core_us - adc_us, 0.0)
     # an always-on core waits (on) for a slower frontier; a gated one is off by then
     wait_nj = 0.0 if gated else p_mw * off_us
     # A gated core's decoupling capacitors lose, while it is off, at most their charge and

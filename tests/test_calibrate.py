@@ -611,3 +611,67 @@ def test_write_artifact_exact_file(tmp_path):
                                  net, new, 3, 0.05, adc_mod.part_for("mcp3008"))
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["board3.json"]
+
+
+def test_scores_read_the_last_of_three_outputs():
+    """torch's classes are the argmax of the last output even when there are three (the
+    second, hidden, would say otherwise)."""
+    from types import SimpleNamespace
+
+    y = np.array([0, 1, 2])
+    logits = np.array([[5, 0, 0], [0, 5, 0], [0, 0, 5]], float)
+    hidden = np.array([[0, 0, 9, 0]] * 3, float)
+    c = SimpleNamespace(reference=SimpleNamespace(y=y, outputs=(hidden, hidden[:, ::-1], logits)))
+    assert calibrate.scores(np.array([0, 1, 2]), c, 3) == {"accuracy": 1.0, "agreement": 1.0}
+
+
+def test_calibrate_board_scores_only_the_test_codes_it_is_given(monkeypatch):
+    """`board calibrate --vectors 30`: 30 test codes of the 40 in the split; before and
+    after are the figures of those 30 against their own labels and torch's classes."""
+    c, net, train, test = relabelled_board()
+    part = test[:30]
+    new, info = calibrate.calibrate_board(c, net, train, part, 1e-4, seed=3)
+    assert new is not None  # the refit loads (as on all 40): "after" is the new net's
+    torch_cls = c.reference.outputs[-1].argmax(1)[:30]
+    y = c.reference.y[:30]
+    for key, n in (("before", net), ("after", new)):
+        cls = n.forward(part)["cls"]
+        assert info[key] == {"accuracy": float(np.mean(cls == y)),
+                             "agreement": float(np.mean(cls == torch_cls))}
+
+
+def test_calibrate_board_teacher_is_the_last_layer_of_a_deep_crystal(monkeypatch):
+    """tiny_deep (layers 5, 4, 3): the target is the float crystal's logits, not its
+    second hidden layer."""
+    c, fp = quantized_deep()
+    net = fixed.nets_of(fp)["frontier"]
+    train = fixed.input_codes(c, net, x=c.reference.calibration_x)
+    test = fixed.input_codes(c, net)
+    calls = spy_fit_readout(monkeypatch)
+    calibrate.calibrate_board(c, net, train, test, 1e-4, seed=2)
+    fit = np.random.default_rng(2).permutation(len(train))[len(train) // 5:]
+    assert np.array_equal(calls[0][1], teacher_target(c, net)[fit])
+    assert np.array_equal(calls[0][0], calibrate.readout_inputs(net, train)[fit])
+
+
+def test_fit_readout_jitter_pulls_a_singular_fit_toward_zero():
+    """Without ridge and with an input that is always 0, X'X is singular; the 1e-9 added
+    to its diagonal makes it solvable and pulls toward zero: the weight of the dead input
+    is 0 and a bias of exactly 2.5 (the mean target) comes out a hair below, so 2."""
+    layer = readout([[7]], [[True]], [-3])
+    w, b = calibrate.fit_readout(np.zeros((1, 1)), np.array([[2.5]]), layer, 0.0)
+    assert w.tolist() == [[0]] and b.tolist() == [2]
+    w, b = calibrate.fit_readout(np.zeros((1, 1)), np.array([[-1.5]]), layer, 0.0)
+    assert w.tolist() == [[0]] and b.tolist() == [-1]
+
+
+def test_first_board_passes_its_log_to_the_core_design(tmp_path):
+    """analog.r_max 100k: one weight of the tiny crystal needs a larger resistor; the core
+    design's warning reaches first_board's log."""
+    c, fp = quantized()
+    net = fixed.nets_of(fp)["frontier"]
+    cfg = board_cfg(analog={"tolerances": [0.2, 0.05], "opamp": "lm358", "r_max": 1e5})
+    lines = []
+    calibrate.first_board(c, cfg, net, c.reference.x[:2], tmp_path / "b0.cir", lines.append)
+    assert len(lines) == 1 and lines[0].startswith(
+        "analog: warning: 1 weights need a resistor outside analog.r_min..r_max")

@@ -752,3 +752,252 @@ def test_summary_lines_monte_carlo_and_all_digital():
     # the energy-less line with the Monte Carlo and all-digital lines after it
     r = summary_result(energy_per_inference_nj=None, monte_carlo=mc, all_digital=a)
     assert len(hybrid.summary_lines(r)) == 4
+
+
+# ---- the stage's wiring, its heavy parts stubbed ------------------------------------------
+def test_analog_results_refused_with_exact_messages(tmp_path):
+    """sim-analog's result: missing, damaged, from another Crystal, without its DC netlist
+    (no files at all, or no netlist among them), or naming one that is gone."""
+    from crystalbench.crystal import digest
+
+    c = tiny_crystal()
+    cfg = tiny_cfg()
+    paths = Paths(tmp_path, "tiny")
+    where = paths.result("analog")
+    with pytest.raises(SimError) as e:
+        hybrid.analog_results(c, cfg, paths)
+    assert str(e.value) == (f"{where}: not found; run `crystalbench sim-analog` (`make "
+                            "sim-analog`) first: it designs the analog core and measures its "
+                            "settling and power")
+    where.parent.mkdir(parents=True)
+    where.write_text("{")
+    with pytest.raises(SimError, match=r"^" + str(where) + r": sim-analog result is not valid "
+                                       r"JSON \("):
+        hybrid.analog_results(c, cfg, paths)
+    stamp = json.loads(json.dumps(analog_flow.config_stamp(cfg.analog, cfg.adc.bits)))
+    write_result(where.parent, {"crystal_digest": "other", "config": stamp})
+    with pytest.raises(SimError) as e:
+        hybrid.analog_results(c, cfg, paths)
+    assert str(e.value) == f"{where}: made from another Crystal; re-run `crystalbench sim-analog`"
+    base = {"crystal_digest": digest(c), "config": stamp}
+    for files in ({}, {"files": {}}, {"files": {"netlist": str(tmp_path / "gone.cir")}}):
+        write_result(where.parent, {**base, **files})
+        net = files.get("files", {}).get("netlist", ".")
+        with pytest.raises(SimError) as e:
+            hybrid.analog_results(c, cfg, paths)
+        assert str(e.value) == (f"{where}: its DC netlist {net} is missing; re-run "
+                                "`crystalbench sim-analog`")
+    (tmp_path / "core.cir").write_text("* the netlist\n")
+    write_result(where.parent, {**base, "files": {"netlist": str(tmp_path / "core.cir")}})
+    assert hybrid.analog_results(c, cfg, paths)["files"] == {"netlist": str(tmp_path / "core.cir")}
+
+
+class _Stop(Exception):
+    pass
+
+
+def stubbed_run(monkeypatch, tmp_path, fmax=None, **hyb):
+    """hybrid.run on the tiny crystal (10 test samples) with sim-analog's and synth's results,
+    ngspice, the frontier's simulation and the Monte Carlo stubbed; the Monte Carlo stops the
+    run. Returns (run(**kw) -> what the stubs were given, paths)."""
+    c = tiny_crystal(n_test=10)
+    cfg = tiny_cfg(**hyb)
+    net = fixed.nets_of(fixed.quantize(c, cfg.fixed_point, cfg.adc.bits))["frontier"]
+    paths = Paths(tmp_path, c.name)
+    paths.base.mkdir(parents=True)  # sim-analog's result is in it
+    monkeypatch.setattr(hybrid, "analog_results", lambda *a: {"files": {"netlist": "core.cir"}})
+    monkeypatch.setattr(hybrid, "frontier_design",
+                        lambda *a: ("fs", {"fmax_mhz": fmax}, net, {"fixed_digest": "f"}))
+    got = {}
+
+    def core(b, netlist, out, n):
+        got.update(n=n, out=out)
+        return [np.zeros((len(b.x), 4))[:n]]
+
+    def design(c, cfg, out, name, d, net, codes, waves, log, **kw):
+        got.update(waves=waves, vectors=len(codes))
+        return {"fs_gates": {}, "fs_rtl": {}}
+
+    def mc(b, net, part, plan, vref, bits, boards, seed, n):
+        got.update(boards=boards, mc_n=n)
+        raise _Stop
+    monkeypatch.setattr(hybrid, "ngspice_core", core)
+    monkeypatch.setattr(hybrid.sim_flow, "run_design", design)
+    monkeypatch.setattr(hybrid, "monte_carlo", mc)
+
+    def run(**kw):
+        got.clear()
+        with pytest.raises(_Stop):
+            hybrid.run(c, cfg, paths, **kw)
+        return dict(got)
+    return run, paths
+
+
+def test_run_takes_vectors_and_boards_from_its_arguments_then_the_config(monkeypatch, tmp_path):
+    run, paths = stubbed_run(monkeypatch, tmp_path, vectors=7, boards=3)
+    out = paths.stage("hybrid")
+    assert run() == {"n": 7, "out": out, "waves": False, "vectors": 7, "boards": 3, "mc_n": 7}
+    assert out.is_dir()
+    # again, the folder there from the first run; arguments before the config
+    assert run(vectors=4, boards=0) == {"n": 4, "out": out, "waves": False, "vectors": 4,
+                                        "boards": 0, "mc_n": 4}
+    assert run(vectors=40)["n"] == 10  # no more than the test split
+    run_all, _ = stubbed_run(monkeypatch, tmp_path / "b")  # hybrid.vectors null: all 10
+    assert run_all()["n"] == 10
+
+
+def test_run_refuses_a_clock_above_the_frontiers_fmax(monkeypatch, tmp_path):
+    run, _ = stubbed_run(monkeypatch, tmp_path, fmax=11.5)
+    with pytest.raises(SimError, match=r"^rtl\.clock_mhz = 12 exceeds the 11\.50 MHz fmax nextpnr "
+                                       r"measured for the frontier fs; "):
+        run()
+
+
+@pytest.mark.parametrize("tool", ["ngspice", "iverilog", "vvp"])
+def test_run_needs_ngspice_iverilog_and_vvp_before_anything(monkeypatch, tmp_path, tool):
+    monkeypatch.setenv(tool.upper(), str(tmp_path / "none"))
+    with pytest.raises(CrystalbenchError) as e:
+        hybrid.run(tiny_crystal(), tiny_cfg(), Paths(tmp_path, "tiny"))
+    assert str(e.value).startswith(f"{tool.upper()}=")
+
+
+def test_an_always_on_core_recharges_no_decoupling_and_never_waits_a_negative_time():
+    """Ungated: no recharge, whatever decoupling figure the result carries, even while the
+    core waits for a slow frontier. Core + ADC the slow stage with 0.7 + 0.1 us, whose sum
+    less its parts is a hair below zero in floating point: the core waits 0, not a negative time
+    (nor a negative energy in the summary)."""
+    plan = adc.ChannelPlan(channels=4, chips=1, conversions_per_chip=4, latency_s=3e-6,
+                           energy_j=5e-9)
+    analog = {"energy_per_inference_nj": 100.0, "settling_time_us": 2.0, "power_mw": 50.0,
+              "power_gating": False, "decoupling_energy_nj": 0.0}
+    gates = {"energy_per_inference_nj": 7.0, "latency_cycles": 24, "interval_cycles": 120}
+    slow = hybrid.system_figures({**analog, "decoupling_energy_nj": 1000.0}, plan, gates, 12.0)
+    assert slow["analog_parts_nj"]["decoupling_recharge_nj"] == 0.0
+    assert slow["analog_parts_nj"]["waiting_for_frontier_nj"] == pytest.approx(250.0)
+    fast = adc.ChannelPlan(channels=4, chips=1, conversions_per_chip=4, latency_s=1e-7,
+                           energy_j=5e-9)
+    core_us, adc_us = 0.7, fast.latency_s * 1e6
+    assert (core_us + adc_us) - core_us - adc_us < 0  # the case the test needs
+    even = hybrid.system_figures({**analog, "settling_time_us": core_us}, fast,
+                                 {**gates, "interval_cycles": 1}, 12.0)
+    assert even["analog_parts_nj"]["waiting_for_frontier_nj"] == 0.0
+    assert even["analog_parts_nj"]["decoupling_recharge_nj"] == 0.0
+    r = summary_result(**{k: even[k] for k in ("energy_per_inference_nj", "energy_nj",
+                                               "analog_parts_nj", "digital_parts_nj",
+                                               "inference_interval_us", "latency_us",
+                                               "latency_parts_us")})
+    assert "waiting" not in hybrid.summary_lines(r)[1]
+
+
+def test_run_result_every_field_with_its_parts_stubbed(monkeypatch, tmp_path):
+    """The stage's result, field by field, on tiny_deep (three outputs) with every fourth
+    label moved, the first 6 of its 10 test samples, the AD7091R-8 on a 0.5 V core (a
+    window of 1 bit: its pin at twice the frontier's VREF), 2 boards; ngspice returns
+    torch's core volts, the frontier's simulation and board 0's gate level are stubbed,
+    the Monte Carlo and the figures are the real ones; `sim` ran on the same formats."""
+    import dataclasses
+
+    from crystalbench.crystal import digest
+
+    c = tiny_deep_crystal(n_test=10)
+    y = c.reference.y.copy()
+    y[::4] = (y[::4] + 1) % 3
+    c = dataclasses.replace(c, reference=dataclasses.replace(c.reference, y=y))
+    cfg = cfgmod.validate({"experiment": "tiny_deep", "seed": 11, "adc": {"part": "ad7091r8"},
+                           "analog": {"adc_ref_v": 0.5}, "hybrid": {"vectors": 6, "boards": 2}},
+                          "<test>")
+    b = analog_flow.prepare(c, cfg.analog, cfg.adc.bits)
+    net = fixed.nets_of(fixed.quantize(c, cfg.fixed_point, cfg.adc.bits))["frontier"]
+    p = adc.part_for("ad7091r8")
+    vref = adc.check_part(p, 8, 0.5)
+    plan = adc.channel_plan(p, 5, vref)
+    assert adc.window(p, vref) == 1 and net.input_index.tolist() == [0, 1, 2, 3, 4]
+    paths = Paths(tmp_path, c.name)
+    sim_res = {"fixed_digest": "f", "vectors": 6, "clock_mhz": 12.0, "all_digital": {
+        "design": "all_serial", "class_agreement_with_torch": 0.5, "fixed_point_test_accuracy": 0.25,
+        "bit_exact_fraction": 1.0, "energy_per_inference_nj": 3.0, "latency_cycles": 24}}
+    write_result(paths.stage("sim"), sim_res)
+    analog = {"files": {"netlist": "core.cir"}, "power_mw": 2.0, "settling_time_us": 3.0,
+              "energy_per_inference_nj": 6.0, "decoupling_energy_nj": 0.0, "power_gating": False}
+    d = {"fmax_mhz": None}
+    monkeypatch.setattr(hybrid, "analog_results", lambda *a: analog)
+    monkeypatch.setattr(hybrid, "frontier_design", lambda *a: ("fs", d, net, {"fixed_digest": "f"}))
+    monkeypatch.setattr(hybrid, "_plot", lambda path, r: f"plot at {path.name}")
+    volts = [t.copy() for t in b.torch_v]
+    monkeypatch.setattr(hybrid, "ngspice_core", lambda b, netlist, out, n: [v[:n] for v in volts])
+    stub = {}
+
+    def design(c, cfg, out, name, d, net, codes, waves, log, **kw):
+        stub["codes"] = codes
+        return {"fs_gates": stub["gates"], "fs_rtl": {"bit_exact_fraction": stub["rtl"]}}
+
+    def board0(c, cfg, b, net, name, d, part, vref, draws, out, n, log):
+        stub["board0"] = (n, draws)
+        return {"gates_bit_exact_fraction": stub["g0"]}
+    monkeypatch.setattr(hybrid.sim_flow, "run_design", design)
+    monkeypatch.setattr(hybrid, "board0_through_gates", board0)
+
+    n = 6
+    codes = adc.convert(p, volts[0][:n], vref, 8)
+    ideal = fixed.input_codes(c, net)[:n]
+    assert (codes != ideal).any()  # torch's volts through the part, not the ideal ADC model
+    torch_cls = c.reference.outputs[-1].argmax(1)[:n]
+    for rtl, g0, boards in ((1.0, 1.0, 2), (0.5, 1.0, 2), (1.0, 0.75, 2), (1.0, 1.0, 0)):
+        gates = {"class_agreement_with_torch": 0.625, "bit_exact_fraction": 1.0,
+                 "fixed_point_test_accuracy": 0.375, "latency_cycles": 24, "interval_cycles": 12,
+                 "energy_per_inference_nj": 7.0, "power_mw": 1.5, "latency_ns": 2000.0,
+                 "seconds": 0.25, "activity": {}}
+        stub.clear()
+        stub.update(gates=gates, rtl=rtl, g0=g0)
+        res = hybrid.run(c, cfg, paths, boards=boards)
+        np.testing.assert_array_equal(stub["codes"], codes)
+        mc, draws = hybrid.monte_carlo(b, net, p, plan, vref, 8, boards, 11, n)
+        if boards:
+            assert stub["board0"][0] == n and stub["board0"][1].keys() == draws.keys()
+            np.testing.assert_array_equal(stub["board0"][1]["numpy_codes"], draws["numpy_codes"])
+            mc["board0_gate_level"] = {"gates_bit_exact_fraction": g0}
+        else:
+            assert "board0" not in stub
+        out = paths.stage("hybrid")
+        want = {
+            "stage": "hybrid", "experiment": "tiny_deep", "crystal_digest": digest(c),
+            "fixed_digest": "f", "vectors": 6, "frontier_design": "fs", "adc_part": "ad7091r8",
+            "adc": {"part": "ADI AD7091R-8", "bits_part": 12, "bits_frontier": 8, "vref_v": vref,
+                    "vref_part_v": 2 * vref, "window_bits": 1, "channels": 5, "chips": 1,
+                    "conversions_per_chip": 5,
+                    "energy_per_conversion_nj": p.energy_per_conversion_j(2 * vref) * 1e9,
+                    "conversion_us": 1.0, "source": p.source},
+            "class_agreement_with_torch": 0.625, "bit_exact_fraction": 1.0,
+            "rtl_bit_exact_fraction": rtl, "test_accuracy": 0.375,
+            "float_test_accuracy": float(np.mean(torch_cls == y[:n])),
+            "codes_equal_to_ideal": float(np.mean(codes == ideal)),
+            "codes_max_diff_from_ideal": int(np.abs(codes - ideal).max()),
+            **hybrid.system_figures(analog, plan, gates, 12.0),
+            "frontier": {"latency_cycles": 24, "interval_cycles": 12,
+                         "energy_per_inference_nj": 7.0, "power_mw": 1.5, "latency_ns": 2000.0,
+                         "seconds": 0.25},
+            "monte_carlo": mc,
+            "all_digital": hybrid.all_digital_results(paths, {"fixed_digest": "f"}),
+            "clock_mhz": 12.0,
+            "method": {**hybrid.METHOD, "data": "Crystal 'tiny_deep' reference test split, "
+                       "first 6 of 10 samples"},
+            "passed": rtl == 1.0 and g0 == 1.0,
+            "files": {"plot": "plot at breakdown.png", "codes": str(out / "codes.npz"),
+                      "core_netlist": str(out / "core.cir")}}
+        assert want["float_test_accuracy"] == 4 / 6 and want["all_digital"] is not None
+        assert 0 <= res.pop("seconds") < 30 and res.pop("result_file") == str(paths.result("hybrid"))
+        summary = res.pop("summary")
+        assert res == want
+        assert summary == hybrid.summary_lines(res)
+        assert type(res["codes_max_diff_from_ideal"]) is int
+        saved = np.load(out / "codes.npz")
+        assert sorted(saved.files) == ["board0_codes", "boundary_volts", "codes", "ideal_codes"]
+        np.testing.assert_array_equal(saved["codes"], codes)
+        np.testing.assert_array_equal(saved["ideal_codes"], ideal)
+        np.testing.assert_array_equal(saved["boundary_volts"], volts[0][:n])
+        if boards:
+            np.testing.assert_array_equal(saved["board0_codes"], draws["numpy_codes"])
+        else:
+            assert saved["board0_codes"].shape == (0, 0) and saved["board0_codes"].dtype == np.int64
+        on_disk = json.loads(paths.result("hybrid").read_text())
+        assert on_disk["passed"] == want["passed"] and on_disk["vectors"] == 6
