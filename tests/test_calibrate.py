@@ -675,3 +675,170 @@ def test_first_board_passes_its_log_to_the_core_design(tmp_path):
     calibrate.first_board(c, cfg, net, c.reference.x[:2], tmp_path / "b0.cir", lines.append)
     assert len(lines) == 1 and lines[0].startswith(
         "analog: warning: 1 weights need a resistor outside analog.r_min..r_max")
+
+
+# ---- the stage's wiring, ngspice and the gate netlist stubbed ----------------------------------
+def stubbed_stage(monkeypatch, gains=(0.6, 1.0, 0.6), gate=1.0, fail_board=None):
+    """calibrate.run's parts: sim-analog's core (real), synth's frontier (the tiny crystal's,
+    loadable), every board's codes = the ideal ADC's x gains[k] (stubbed ngspice), the gate
+    netlist stubbed (bit-exact `gate`); returns (crystal, net, what the stubs were given)."""
+    import dataclasses
+
+    from crystalbench.sim import hybrid
+
+    c = tiny_crystal(n_test=40)
+    y = c.reference.y.copy()
+    y[::5] = (y[::5] + 1) % 3
+    c = dataclasses.replace(c, reference=dataclasses.replace(c.reference, y=y))
+    from hw_tiny import fp_cfg
+
+    net = fixed.nets_of(fixed.quantize(c, fp_cfg(), 8))["frontier"]
+    d = {"weights": "loadable", "design_latency_cycles": 9}
+    monkeypatch.setattr(hybrid, "frontier_design", lambda *a: ("fs", d, net, {"fixed_digest": "f"}))
+    got = {"codes": [], "design": []}
+
+    def board_codes(b, n, part, vref, bits, x, draw, path):
+        k = len(got["codes"])
+        got["codes"].append((n, part.key, vref, bits, x.copy(), draw, path))
+        if k == fail_board:
+            raise SimError("ngspice stopped")
+        return (fixed.input_codes(c, net, x=x) * gains[k]).astype(np.int64)
+
+    def run_design(c_, cfg, out, name, d_, new, codes, waves, log, levels=None, load=None):
+        got["design"].append((out, name, d_, fixed.weights_digest(new), codes.copy(), waves,
+                              levels, load))
+        log("fs_gates: stubbed")
+        return {"fs_gates": {"bit_exact_fraction": gate, "fixed_point_test_accuracy": 0.125,
+                             "class_agreement_with_torch": 0.25}}
+    monkeypatch.setattr(hybrid, "board_codes", board_codes)
+    monkeypatch.setattr(calibrate.sim_flow, "run_design", run_design)
+    return c, net, d, got
+
+
+def test_stage_every_field_with_ngspice_and_the_gates_stubbed(monkeypatch, tmp_path):
+    """Three boards (seed 5): boards 0 and 2 read every code 0.6 low (the refit loads),
+    board 1 reads them right (the refit is no better: kept); the first two boards through
+    the (stubbed) gate netlist; every field of the result and the log by hand."""
+    from crystalbench import adc as adc_mod
+    from crystalbench.analog import flow as analog_flow
+    from crystalbench.crystal import digest
+
+    c, net, d, got = stubbed_stage(monkeypatch)
+    paths = Paths(tmp_path, c.name)
+    cfg = cfgmod.validate({"experiment": "tiny", "seed": 5,
+                           "analog": {"tolerances": [0.2, 0.05], "opamp": "lm358"},
+                           "calibrate": {"boards": 3, "gate_boards": 2, "ridge": 1e-3}}, "<test>")
+    lines = []
+    res = calibrate.run(c, cfg, paths, lines.append)
+    out = paths.stage("calibrate")
+    b = analog_flow.prepare(c, cfg.analog, 8)
+    part = adc_mod.part_for("mcp3008")
+    vref = adc_mod.check_part(part, 8, 1.0)
+    plan = adc_mod.channel_plan(part, 4, vref)
+    x_all = np.vstack([c.reference.calibration_x.astype(np.float64), b.x])
+    m = len(c.reference.calibration_x)
+    assert (m, len(b.x)) == (64, 40)
+    draws = calibrate.board_draws(b, part, plan, cfg)
+    want_rows = []
+    for k, gain in enumerate((0.6, 1.0, 0.6)):
+        n_, key, v, bits, x, draw, path = got["codes"][k]
+        want_draw = next(draws)
+        assert (n_, key, v, bits, path) == (net, "mcp3008", vref, 8, out / f"board{k}.cir")
+        np.testing.assert_array_equal(x, x_all)
+        assert draw["r_scale"] == want_draw["r_scale"] and draw["vos"] == want_draw["vos"]
+        assert draw["offset_lsb"].tolist() == want_draw["offset_lsb"].tolist()
+        codes = (fixed.input_codes(c, net, x=x_all) * gain).astype(np.int64)
+        new, fig = calibrate.calibrate_board(c, net, codes[:m], codes[m:], 1e-3, 5 + k)
+        del fig["fit_seconds"]
+        row = {"board": k, **fig}
+        if new is not None:
+            words = design.load_words(new, live=net)
+            row.update(weights_digest=fixed.weights_digest(new),
+                       artifact=str(out / f"board{k}.json"))
+            if k < 2:  # calibrate.gate_boards
+                g_out, g_name, g_d, g_digest, g_codes, waves, levels, load = got["design"][0]
+                assert (g_out, g_name, g_d, g_digest, waves, levels, load) == (
+                    out / f"board{k}", "fs", d, fixed.weights_digest(new), False, ("gates",),
+                    words)
+                np.testing.assert_array_equal(g_codes, codes[m:])
+                row["gate_level"] = {"bit_exact_fraction": 1.0, "accuracy": 0.125,
+                                     "agreement": 0.25, "words_loaded": len(words)}
+            art = json.loads((out / f"board{k}.json").read_text())
+            assert art["board"]["index"] == k and art["weights_digest"] == row["weights_digest"]
+        want_rows.append(row)
+    # the case the test needs: boards 0 and 1 through the gates (1 loaded, 1 kept), 2 loaded
+    assert ["kept" in r for r in want_rows] == [False, True, False]
+    assert len(got["design"]) == 1  # board 2: loaded, but calibrate.gate_boards = 2
+    for row in res["per_board"]:
+        fs, s, ns = row.pop("fit_seconds"), row.pop("seconds"), row.pop("ngspice_seconds")
+        assert 0 <= fs < 30 and 0 <= s < 30 and 0 <= ns < 30
+        assert s == round(s, 2) and ns == round(ns, 2)  # to a hundredth
+    assert res.pop("per_board") == want_rows
+    float_acc = float(np.mean(b.torch_cls == c.reference.y))
+    assert float_acc == 0.8
+    want = {**calibrate.summarize(want_rows, float_acc),
+            "stage": "calibrate", "experiment": "tiny", "crystal_digest": digest(c),
+            "fixed_digest": "f", "frontier_design": "fs", "boards": 3, "tolerance": 0.2,
+            "opamp": "TI LM358 (LM358B dynamics)", "e_series": "E96",
+            "adc_part": "Microchip MCP3008", "adc_bits": 8,
+            "method": {**calibrate.METHOD, "data": "Crystal 'tiny': 64 stored training inputs "
+                       "(refit), 40 test samples (figures)"},
+            "gate_level_bit_exact": True, "passed": True}
+    assert 0 <= res.pop("seconds") < 60 and res.pop("result_file") == str(paths.result("calibrate"))
+    summary = res.pop("summary")
+    assert res == want
+    assert summary == calibrate.summary_lines({**res, "per_board": want_rows})
+    assert lines[0].startswith("analog: warning: 1 weights need a resistor")  # the core's
+    assert lines[1] == ("calibrate: 3 boards (TI LM358 (LM358B dynamics), E96 +-0.2, Microchip "
+                        "MCP3008), each in ngspice on 64 training inputs + 40 test samples ...")
+    assert lines[2] == "board 0: fs_gates: stubbed"
+    per = [ln for ln in lines if ln.startswith("board ") and "accuracy" in ln]
+    assert per == [f"board {k}: accuracy {r['before']['accuracy']:.4f} -> "
+                   f"{r['after']['accuracy']:.4f}, agreement {r['before']['agreement']:.4f} -> "
+                   f"{r['after']['agreement']:.4f}" for k, r in enumerate(want_rows)]
+    assert len(lines) == 6
+
+
+def test_stage_passes_only_when_every_gate_run_is_bit_exact(monkeypatch, tmp_path):
+    """One board through the gates, not bit-exact: not passed; a refusal is logged; no gate
+    board at all: passed, but no gate-level bit-exactness to claim; a board whose ngspice
+    run fails stops the stage naming it; calibrate --boards overrides the config."""
+    cfg = cfgmod.validate({"experiment": "tiny", "analog": {"tolerances": [0.2], "opamp": "lm358"},
+                           "calibrate": {"boards": 2, "gate_boards": 1}}, "<test>")
+    c, net, d, got = stubbed_stage(monkeypatch, gate=0.875)
+    res = calibrate.run(c, cfg, Paths(tmp_path, c.name))
+    assert [r["gate_level"]["bit_exact_fraction"] for r in res["per_board"] if "gate_level" in r] \
+        == [0.875]
+    assert res["passed"] is False and res["gate_level_bit_exact"] is False
+    monkeypatch.undo()
+    c, net, d, got = stubbed_stage(monkeypatch, gains=(0.6,))
+    res = calibrate.run(c, cfg, Paths(tmp_path, c.name), boards=1)
+    assert res["boards"] == 1 and len(res["per_board"]) == 1 and len(got["codes"]) == 1
+    assert res["passed"] is True and res["gate_level_bit_exact"] is True
+    monkeypatch.undo()
+    c, net, d, got = stubbed_stage(monkeypatch)
+    no_gates = cfgmod.validate({**json.loads(json.dumps(dict(cfg))),
+                                "calibrate": {"boards": 2, "gate_boards": 0}}, "<test>")
+    res = calibrate.run(c, no_gates, Paths(tmp_path, c.name))
+    assert not got["design"] and res["passed"] is True and res["gate_level_bit_exact"] is False
+    monkeypatch.undo()
+    c, net, d, got = stubbed_stage(monkeypatch, fail_board=1)
+    with pytest.raises(SimError) as e:
+        calibrate.run(c, cfg, Paths(tmp_path, c.name))
+    assert str(e.value) == "board 1: ngspice stopped"
+    monkeypatch.undo()
+    c, net, d, got = stubbed_stage(monkeypatch, gains=(0.6, 0.6))
+    monkeypatch.setattr(fixed, "loadable_update", lambda *a, **kw: (_ for _ in ()).throw(
+        FixedPointError("wraps")))
+    lines = []
+    res = calibrate.run(c, cfg, Paths(tmp_path, c.name), lines.append)
+    assert [r["refused"] for r in res["per_board"]] == ["wraps", "wraps"]
+    assert lines[-1].endswith(" (refused: wraps)") and res["boards_refused"] == 2
+
+
+@pytest.mark.parametrize("tool", ["ngspice", "iverilog", "vvp"])
+def test_stage_needs_ngspice_iverilog_and_vvp_before_anything(monkeypatch, tmp_path, tool):
+    monkeypatch.setenv(tool.upper(), str(tmp_path / "none"))
+    with pytest.raises(Exception) as e:
+        calibrate.run(tiny_crystal(), tiny_cfg(), Paths(tmp_path, "tiny"))
+    assert str(e.value).startswith(f"{tool.upper()}=")
