@@ -1001,3 +1001,39 @@ def test_run_result_every_field_with_its_parts_stubbed(monkeypatch, tmp_path):
             assert saved["board0_codes"].shape == (0, 0) and saved["board0_codes"].dtype == np.int64
         on_disk = json.loads(paths.result("hybrid").read_text())
         assert on_disk["passed"] == want["passed"] and on_disk["vectors"] == 6
+
+
+def test_frontier_design_from_synth_and_fixed_or_refused(monkeypatch):
+    """The headline frontier synth names, with its figures, the frontier net of the
+    fixed-point artifact synth's result was checked against, and synth's result; refused
+    when synth built none, when the frontier reads raw inputs, or when it reads codes of
+    another width than adc.bits. (synth_results and fixed.load stubbed: tested elsewhere.)"""
+    c = tiny_crystal()
+    cfg = tiny_cfg()
+    paths = Paths("/nowhere", "tiny")
+    sres = {"designs": {"a": {"k": 1}, "frontier_serial": {"k": 2}},
+            "frontier": {"design": "frontier_serial"}}
+    fp = object()
+    calls = []
+    monkeypatch.setattr(hybrid.sim_flow, "synth_results", lambda *a: calls.append(a) or sres)
+    monkeypatch.setattr(hybrid.fixed, "load", lambda *a: calls.append(a) or fp)
+    net = SimpleNamespace(input_kind="adc_codes", in_bits=8)
+    nets = {"frontier": net, "all": SimpleNamespace(input_kind="adc_codes", in_bits=8)}
+    monkeypatch.setattr(hybrid.fixed, "nets_of", lambda f: nets if f is fp else None)
+    assert hybrid.frontier_design(c, cfg, paths) == ("frontier_serial", {"k": 2}, net, sres)
+    assert calls == [(c, cfg, paths), (paths.stage("fixed"), c, cfg)]
+    net.input_kind = "raw"
+    with pytest.raises(SimError) as e:
+        hybrid.frontier_design(c, cfg, paths)
+    assert str(e.value) == ("crystal 'tiny': the frontier reads the raw inputs, not the analog "
+                            "core (no hidden layer); there is no hybrid to simulate")
+    net.input_kind, net.in_bits = "adc_codes", 6
+    with pytest.raises(SimError) as e:
+        hybrid.frontier_design(c, cfg, paths)
+    assert str(e.value) == ("the frontier reads 6-bit codes but adc.bits is 8; re-run "
+                            "`crystalbench synth`")
+    del sres["frontier"]
+    with pytest.raises(SimError) as e:
+        hybrid.frontier_design(c, cfg, paths)
+    assert str(e.value) == ("/nowhere/tiny/synth/result.json: synth built no frontier design "
+                            "(rtl.shapes); set rtl.shapes and re-run `crystalbench synth`")
