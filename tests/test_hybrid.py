@@ -922,7 +922,7 @@ def test_run_result_every_field_with_its_parts_stubbed(monkeypatch, tmp_path):
     d = {"fmax_mhz": None}
     monkeypatch.setattr(hybrid, "analog_results", lambda *a: analog)
     monkeypatch.setattr(hybrid, "frontier_design", lambda *a: ("fs", d, net, {"fixed_digest": "f"}))
-    monkeypatch.setattr(hybrid, "_plot", lambda path, r: f"plot at {path.name}")
+    monkeypatch.setattr(hybrid, "_plot", lambda path, r: f"plot at {path.name} of {r['vectors']}")
     volts = [t.copy() for t in b.torch_v]
     monkeypatch.setattr(hybrid, "ngspice_core", lambda b, netlist, out, n: [v[:n] for v in volts])
     stub = {}
@@ -982,10 +982,12 @@ def test_run_result_every_field_with_its_parts_stubbed(monkeypatch, tmp_path):
             "method": {**hybrid.METHOD, "data": "Crystal 'tiny_deep' reference test split, "
                        "first 6 of 10 samples"},
             "passed": rtl == 1.0 and g0 == 1.0,
-            "files": {"plot": "plot at breakdown.png", "codes": str(out / "codes.npz"),
+            "files": {"plot": "plot at breakdown.png of 6", "codes": str(out / "codes.npz"),
                       "core_netlist": str(out / "core.cir")}}
         assert want["float_test_accuracy"] == 4 / 6 and want["all_digital"] is not None
-        assert 0 <= res.pop("seconds") < 30 and res.pop("result_file") == str(paths.result("hybrid"))
+        secs = res.pop("seconds")
+        assert type(secs) is float and 0 <= secs < 30 and secs == round(secs, 1)
+        assert res.pop("result_file") == str(paths.result("hybrid"))
         summary = res.pop("summary")
         assert res == want
         assert summary == hybrid.summary_lines(res)
