@@ -1039,3 +1039,18 @@ def test_frontier_design_from_synth_and_fixed_or_refused(monkeypatch):
         hybrid.frontier_design(c, cfg, paths)
     assert str(e.value) == ("/nowhere/tiny/synth/result.json: synth built no frontier design "
                             "(rtl.shapes); set rtl.shapes and re-run `crystalbench synth`")
+
+
+def test_board_volts_refused_when_ngspice_stops_short(tmp_path, monkeypatch):
+    """ngspice made to stop one sample short of the board's sweep (its netlist cut after
+    writing): the board's volts are refused, not returned for 4 of the 5 samples."""
+    c, cfg, b, net, p, vref, plan = mc_setup(n_test=10)
+    draw = {"r_scale": None, "vos": None}
+    real = spice.run_file
+
+    def short(path, **kw):
+        path.write_text(path.read_text().replace(".dc Vidx 0 4 1", ".dc Vidx 0 3 1"))
+        return real(path, **kw)
+    monkeypatch.setattr(hybrid.spice, "run_file", short)
+    with pytest.raises(SpiceRunError, match=r"stopped after 4 of 5 sweep points"):
+        hybrid.board_volts(b, net, b.x[:5], draw, tmp_path / "b.cir")
