@@ -765,8 +765,9 @@ def test_stage_every_field_with_ngspice_and_the_gates_stubbed(monkeypatch, tmp_p
                 np.testing.assert_array_equal(g_codes, codes[m:])
                 row["gate_level"] = {"bit_exact_fraction": 1.0, "accuracy": 0.125,
                                      "agreement": 0.25, "words_loaded": len(words)}
-            art = json.loads((out / f"board{k}.json").read_text())
-            assert art["board"]["index"] == k and art["weights_digest"] == row["weights_digest"]
+            mine = calibrate.write_artifact(paths.root / f"mine{k}.json", c, cfg,
+                                            {"fixed_digest": "f"}, "fs", net, new, k, 0.2, part)
+            assert (out / f"board{k}.json").read_text() == mine.read_text()
         want_rows.append(row)
     # the case the test needs: boards 0 and 1 through the gates (1 loaded, 1 kept), 2 loaded
     assert ["kept" in r for r in want_rows] == [False, True, False]
