@@ -695,8 +695,9 @@ def stubbed_stage(monkeypatch, gains=(0.6, 1.0, 0.6), gate=1.0, fail_board=None)
 
     net = fixed.nets_of(fixed.quantize(c, fp_cfg(), 8))["frontier"]
     d = {"weights": "loadable", "design_latency_cycles": 9}
-    monkeypatch.setattr(hybrid, "frontier_design", lambda *a: ("fs", d, net, {"fixed_digest": "f"}))
-    got = {"codes": [], "design": [], "cfg": []}
+    got = {"codes": [], "design": [], "cfg": [], "asked": []}
+    monkeypatch.setattr(hybrid, "frontier_design",
+                        lambda *a: got["asked"].append(a) or ("fs", d, net, {"fixed_digest": "f"}))
 
     def board_codes(b, n, part, vref, bits, x, draw, path):
         k = len(got["codes"])
@@ -774,7 +775,8 @@ def test_stage_every_field_with_ngspice_and_the_gates_stubbed(monkeypatch, tmp_p
     # the case the test needs: boards 0 and 1 through the gates (1 loaded, 1 kept), 2 loaded
     assert ["kept" in r for r in want_rows] == [False, True, False]
     assert len(got["design"]) == 1  # board 2: loaded, but calibrate.gate_boards = 2
-    assert got["cfg"] == [cfg]
+    assert got["cfg"] == [cfg] and len(got["asked"]) == 1
+    assert got["asked"][0][0] is c and got["asked"][0][1:] == (cfg, paths)
     for row in res["per_board"]:
         fs, s, ns = row.pop("fit_seconds"), row.pop("seconds"), row.pop("ngspice_seconds")
         assert 0 <= fs < 30 and 0.01 <= s < 30 and 0.01 <= ns < 30
