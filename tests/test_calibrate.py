@@ -853,3 +853,14 @@ def test_stage_needs_ngspice_iverilog_and_vvp_before_anything(monkeypatch, tmp_p
     with pytest.raises(Exception) as e:
         calibrate.run(tiny_crystal(), tiny_cfg(), Paths(tmp_path, "tiny"))
     assert str(e.value).startswith(f"{tool.upper()}=")
+
+
+def test_stage_refuses_a_baked_frontier_word_for_word(monkeypatch, tmp_path):
+    c, net, d, got = stubbed_stage(monkeypatch)
+    d["weights"] = "baked"
+    with pytest.raises(SimError) as e:
+        calibrate.run(c, tiny_cfg(), Paths(tmp_path, c.name))
+    assert str(e.value) == ("the frontier design fs has baked weights; calibration loads new "
+                            "ones: set rtl.serial_weights (or rtl.parallel_weights) to loadable "
+                            "and re-run `crystalbench synth`")
+    assert not got["codes"] and not (tmp_path / c.name).exists()
