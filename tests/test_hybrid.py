@@ -853,11 +853,17 @@ def test_run_refuses_a_clock_above_the_frontiers_fmax(monkeypatch, tmp_path):
         run()
 
 
+@pytest.mark.parametrize("stage", ["hybrid", "calibrate"])
 @pytest.mark.parametrize("tool", ["ngspice", "iverilog", "vvp"])
-def test_run_needs_ngspice_iverilog_and_vvp_before_anything(monkeypatch, tmp_path, tool):
+def test_run_needs_ngspice_iverilog_and_vvp_before_anything(monkeypatch, tmp_path, stage, tool):
+    """sim-hybrid and calibrate (which runs the same chain per board) name a missing tool
+    before any work."""
+    from crystalbench.sim import calibrate
+
+    run = {"hybrid": hybrid.run, "calibrate": calibrate.run}[stage]
     monkeypatch.setenv(tool.upper(), str(tmp_path / "none"))
     with pytest.raises(CrystalbenchError) as e:
-        hybrid.run(tiny_crystal(), tiny_cfg(), Paths(tmp_path, "tiny"))
+        run(tiny_crystal(), tiny_cfg(), Paths(tmp_path, "tiny"))
     assert str(e.value).startswith(f"{tool.upper()}=")
 
 
