@@ -12,6 +12,7 @@ changed), runs mutmut there, and writes build/mutate/report.md: the kill rate pe
 package and every surviving mutant with its diff.
 
     python tests/mutate.py [--max-children N] [--only GLOB ...] [--tests FILE ...]
+                           [--mutants NAME_GLOB ...]
 """
 
 from __future__ import annotations
@@ -94,9 +95,10 @@ def stage(tests: list[str] | None = None) -> None:
         + (f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n" if tests else ""))
 
 
-def run_mutmut(max_children: int) -> None:
+def run_mutmut(max_children: int, mutants: list[str] | None = None) -> None:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    cmd = [str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(max_children)]
+    cmd = [str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(max_children),
+           *(mutants or [])]
     print("$", " ".join(cmd), f"(in {STAGE})", flush=True)
     subprocess.run(cmd, cwd=STAGE, env=env, check=False)
 
@@ -197,12 +199,15 @@ def main() -> int:
     ap.add_argument("--tests", nargs="*", help="run only these test files (default: all). For "
                     "code every stage calls (results.py, toolrun.py), whose mutants would each "
                     "run most of the suite: their own unit tests")
+    ap.add_argument("--mutants", nargs="*", help="run only these mutants (mutmut names or globs, "
+                    "e.g. 'crystalbench.sim.calibrate.x_run__mutmut_*'): to finish a stopped run's "
+                    "functions; the others are reported as not run")
     args = ap.parse_args()
     if args.only:
         TARGETS[:] = [t for t in TARGETS if any(fnmatch.fnmatch(t, f"*{g}") for g in args.only)]
     if not args.report_only:
         stage(args.tests)
-        run_mutmut(args.max_children)
+        run_mutmut(args.max_children, args.mutants)
     path = report(results())
     print(f"report: {path}")
     print("\n".join(ln for ln in path.read_text().splitlines() if ln.startswith("| ")))
