@@ -251,7 +251,8 @@ def run_digital(crystal_dir: str, cfg_data: dict, folder: str, vectors: int) -> 
                 "agreement": g["class_agreement_with_torch"],
                 "bit_exact": g["bit_exact_fraction"],
                 "energy_nj": g.get("energy_per_inference_nj"),
-                "latency_us": g["latency_cycles"] / clock, "latency_cycles": g["latency_cycles"]})
+                "latency_us": g["latency_cycles"] / clock, "latency_cycles": g["latency_cycles"],
+                "clock_mhz": clock, "fmax_mhz": d.get("fmax_mhz")})
         return {"status": "ok", "folder": str(Path(folder)), "vectors": simres["vectors"],
                 "frontier": sres.get("frontier", {}).get("design"), "designs": designs}
 
@@ -477,7 +478,14 @@ def digital_rows(digital: dict) -> list[dict]:
             continue
         for x in d["designs"]:
             if x["kind"].startswith("all_digital"):
-                rows.append({"kind": "all-digital", "point": key, "status": "ok",
+                # priced at rtl.clock_mhz: above the design's fmax no board reaches that figure
+                # (sim-hybrid refuses such a clock for the frontier: hybrid.check_clock)
+                clock, fmax = x.get("clock_mhz"), x.get("fmax_mhz")
+                over = clock is not None and fmax is not None and clock > fmax
+                rows.append({"kind": "all-digital", "point": key,
+                             "status": "over fmax" if over else "ok",
+                             **({"error": f"priced at rtl.clock_mhz = {clock:g}, above its "
+                                          f"{fmax:.2f} MHz fmax"} if over else {}),
                              "label": x["design"], "design": x["design"],
                              "accuracy": x["accuracy"], "agreement": x["agreement"],
                              "vectors": d["vectors"], "energy_nj": x["energy_nj"],

@@ -125,6 +125,27 @@ def test_digital_rows_sorted_by_key_failed_kept_frontier_left_out():
     assert sweep.digital_rows({"k": only_frontier}) == []
 
 
+def test_digital_rows_priced_above_their_fmax_are_not_ok():
+    """A design priced at rtl.clock_mhz above the fmax nextpnr measured for it is kept with
+    status 'over fmax' and why, and is never the best; at exactly its fmax, or with either
+    figure unknown (a digital.json cached before they were recorded), it is ok."""
+    def rows(clock, fmax):
+        d = digital()["dk2"]
+        d["designs"][1] = {**d["designs"][1], "clock_mhz": clock, "fmax_mhz": fmax}
+        return sweep.digital_rows({"dk2": d})
+
+    over = rows(23.0, 22.99)
+    assert over[0] == {**AD_SERIAL, "status": "over fmax",
+                       "error": "priced at rtl.clock_mhz = 23, above its 22.99 MHz fmax"}
+    assert over[1] == AD_SMALL
+    assert sweep.best(over) is None  # AD_SMALL agrees at 0.985 only
+    for clock, fmax in ((23.0, 23.0), (23.0, None), (None, 22.99), (12.0, 31.17)):
+        assert rows(clock, fmax)[0] == AD_SERIAL
+        assert sweep.best(rows(clock, fmax)) == AD_SERIAL
+    assert rows(23.5, 23.456)[0]["error"] == ("priced at rtl.clock_mhz = 23.5, above its 23.46 "
+                                              "MHz fmax")
+
+
 # ---- _ok and best ------------------------------------------------------------------------------
 @pytest.mark.parametrize("r,want", [
     (ok_row(10.0, 0.99), True),  # exactly at the threshold
@@ -741,7 +762,8 @@ def test_a_failing_task_records_its_error_last_12_traceback_lines_and_log(tmp_pa
 
 # ---- the tasks' stage calls: run_digital and run_analog (stages and _load stubbed) --------------
 SYNTH = {"designs": {"frontier_serial": {"kind": "frontier", "lut4": 310},
-                     "all_digital_serial": {"kind": "all_digital", "lut4": 1900},
+                     "all_digital_serial": {"kind": "all_digital", "lut4": 1900,
+                                            "fmax_mhz": 22.99},
                      "all_digital_small_serial": {"kind": "all_digital_small"}},  # no lut4
          "frontier": {"design": "frontier_serial", "lut4": 310}}
 SIM = {"vectors": 6, "runs": {
@@ -759,13 +781,13 @@ SIM = {"vectors": 6, "runs": {
 DESIGNS = [
     {"design": "frontier_serial", "kind": "frontier", "lut4": 310, "accuracy": 0.955,
      "agreement": 1.0, "bit_exact": 0.995, "energy_nj": 20.5, "latency_us": 21.0,
-     "latency_cycles": 483},
+     "latency_cycles": 483, "clock_mhz": 23.0, "fmax_mhz": None},
     {"design": "all_digital_serial", "kind": "all_digital", "lut4": 1900, "accuracy": 0.96,
      "agreement": 0.985, "bit_exact": 1.0, "energy_nj": 1384.0, "latency_us": 100.0,
-     "latency_cycles": 2300},
+     "latency_cycles": 2300, "clock_mhz": 23.0, "fmax_mhz": 22.99},
     {"design": "all_digital_small_serial", "kind": "all_digital_small", "lut4": None,
      "accuracy": 0.93, "agreement": 0.99, "bit_exact": 0.97, "energy_nj": None, "latency_us": 5.0,
-     "latency_cycles": 115}]
+     "latency_cycles": 115, "clock_mhz": 23.0, "fmax_mhz": None}]
 
 
 @pytest.fixture
