@@ -496,7 +496,9 @@ def digital_rows(digital: dict) -> list[dict]:
 
 
 def _ok(r: dict) -> bool:
+    # a NaN energy would compare false both ways and could be taken as the best
     return (r.get("status") == "ok" and r.get("energy_nj") is not None
+            and math.isfinite(r["energy_nj"])
             and r.get("agreement") is not None and r["agreement"] >= AGREEMENT_MIN)
 
 

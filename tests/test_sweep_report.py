@@ -155,6 +155,8 @@ def test_digital_rows_priced_above_their_fmax_are_not_ok():
     (ok_row(0.0, 1.0), True),  # zero energy is an energy
     (ok_row(10.0, 0.0), False),
     (ok_row(None, 1.0), False),
+    (ok_row(math.nan, 1.0), False),
+    (ok_row(math.inf, 1.0), False),
     (ok_row(10.0, None), False),
     ({**ok_row(10.0), "status": "failed"}, False),
     ({"energy_nj": 10.0, "agreement": 1.0}, False),  # no status
@@ -178,6 +180,7 @@ def test_best_lowest_agreeing_energy_first_of_a_tie():
     higher = ok_row(600.0)
     assert sweep.best([higher, below, failed, unknown, at]) is at
     assert sweep.best([below, failed, unknown]) is None
+    assert sweep.best([ok_row(math.nan), at, higher]) is at  # NaN first would be kept by min
     assert sweep.best([]) is None
 
 
