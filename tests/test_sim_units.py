@@ -1,6 +1,7 @@
 """The sim stage's steps, one at a time and fast: activity window, energy, latency,
 headline, golden comparison, refusals; one design run through Icarus for real."""
 import json
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -360,3 +361,139 @@ def test_the_stage_runs_the_qat_net_that_synth_built(tmp_path):
     assert g["fixed_point_test_accuracy"] == float((want["cls"] == c.reference.y[:4]).mean())
     torch_cls = c.reference.outputs[-1].argmax(1)[:4]
     assert g["class_agreement_with_torch"] == float((want["cls"] == torch_cls).mean())
+
+
+# ---- sim.runner's wiring, Icarus and cocotb stubbed (the real runs are in test_sim) ---------
+class FakeIcarusRunner:
+    """cocotb_tools' Icarus runner as run_cocotb uses it: build() and test() record their
+    arguments and print from C-level file descriptors as the tools do; _test_command is the
+    command the runner would start (with cocotb's `-none`)."""
+
+    def __init__(self, fail=None):
+        self.calls, self.fail = [], fail
+
+    def _test_command(self):
+        return [["vvp", "-M", "libs", "-none", "sim.vvp"]]
+
+    def build(self, **kw):
+        self.calls.append(("build", kw))
+        os.write(1, b"iverilog said this\n")
+        if self.fail:
+            raise self.fail
+
+    def test(self, **kw):
+        self.calls.append(("test", kw))
+        os.write(2, b"vvp said this\n")
+
+
+def test_run_cocotb_builds_and_tests_with_exactly_these_arguments(tmp_path, monkeypatch):
+    import cocotb_tools.runner
+
+    fake = FakeIcarusRunner()
+    monkeypatch.setattr(cocotb_tools.runner, "get_runner", lambda sim: fake if sim == "icarus"
+                        else pytest.fail(f"asked for {sim}"))
+    src = tmp_path / "d.v"
+    src.write_text("module top; endmodule\n")  # nothing to kick: built as it is
+    b = tmp_path / "b"
+    b.mkdir()
+    log = runner.run_cocotb(src, b, "tb_x", tmp_path / "tests", tmp_path / "job.json",
+                            extra_sources=[tmp_path / "dump.v"], build_args=["-s", "dump"],
+                            plusargs=["+a=1"])
+    assert log == b / "sim.log"
+    assert fake.calls == [
+        ("build", {"sources": [src.resolve(), tmp_path / "dump.v"], "hdl_toplevel": "top",
+                   "build_dir": b, "always": True, "timescale": ("1ns", "1ps"),
+                   "build_args": ["-s", "dump"]}),
+        ("test", {"hdl_toplevel": "top", "test_module": "tb_x", "test_dir": str(tmp_path / "tests"),
+                  "build_dir": b, "extra_env": {"CB_TB": str(tmp_path / "job.json"),
+                                                "PYTHONPATH": str(tmp_path / "tests")},
+                  "plusargs": ["+a=1"], "results_xml": str(b / "results.xml")})]
+    assert type(fake.calls[1][1]["test_dir"]) is str
+    assert log.read_text() == "iverilog said this\nvvp said this\n"
+    # no VCD asked for: cocotb's command keeps its -none; with vcd=True it is dropped
+    assert fake._test_command() == [["vvp", "-M", "libs", "-none", "sim.vvp"]]
+    runner.run_cocotb(src, b, "tb_x", tmp_path, tmp_path / "job.json", vcd=True)
+    assert fake._test_command() == [["vvp", "-M", "libs", "sim.vvp"]]
+    assert fake.calls[-1][1]["plusargs"] == [] and fake.calls[-2][1]["build_args"] == []
+
+
+def test_run_cocotb_failure_names_the_log_and_build_folder(tmp_path, monkeypatch):
+    import cocotb_tools.runner
+
+    fake = FakeIcarusRunner(fail=SystemExit(1))
+    monkeypatch.setattr(cocotb_tools.runner, "get_runner", lambda sim: fake)
+    src = tmp_path / "d.v"
+    src.write_text("module top; endmodule\n")
+    with pytest.raises(SimError) as e:
+        runner.run_cocotb(src, tmp_path, "tb_x", tmp_path, tmp_path / "job.json")
+    assert str(e.value) == (f"Icarus/cocotb failed on {src} (SystemExit: 1); see "
+                            f"{tmp_path / 'sim.log'} and {tmp_path}")
+    assert [c[0] for c in fake.calls] == ["build"]  # not tested after the build failed
+
+
+@pytest.fixture
+def stub_cocotb(monkeypatch):
+    """runner.run_cocotb replaced by a bench that reads the job and answers st.results (at
+    the job's outputs path, unless st.results is None); toolrun.require recorded."""
+    st = SimpleNamespace(calls=[], required=[], job=None,
+                         results=[{"cls": 2, "logits": [-3, 0, 5]}, {"cls": 0, "logits": [7, 1, -2]}])
+
+    def fake(verilog, build_dir, test_module, test_dir, job, **kw):
+        st.calls.append((verilog, build_dir, test_module, test_dir, job, kw))
+        st.job = json.loads(Path(job).read_text())
+        if st.results is not None:
+            Path(st.job["out"]).write_text(json.dumps({"results": st.results, "latency_cycles": [9]}))
+        return build_dir / "sim.log"
+
+    monkeypatch.setattr(runner, "run_cocotb", fake)
+    monkeypatch.setattr(runner.toolrun, "require", lambda *t: st.required.append(t))
+    return st
+
+
+def test_run_vectors_writes_the_job_and_reads_the_outputs(tmp_path, stub_cocotb):
+    st = stub_cocotb
+    codes = np.array([[1.0, 3.0], [0.0, 2.0]])  # floats: the bench gets integers
+    res = runner.run_vectors(tmp_path / "d.v", codes, 2, 9, 3, tmp_path / "b", True,
+                             load=[(np.int64(4), np.int64(-7)), (5, 6)])
+    b = (tmp_path / "b").resolve()
+    assert st.required == [("iverilog", "vvp")]
+    assert st.job == {"vectors": [[1, 3], [0, 2]], "in_bits": 2, "logit_bits": 9, "n_classes": 3,
+                      "loadable": True, "out": str(b / "outputs.json"), "period_ns": 10,
+                      "load": [[4, -7], [5, 6]], "max_cycles": runner.cycle_limit(4000, 2)}
+    assert st.job["max_cycles"] == 100 + 2 * 4000 * 4
+    assert {type(v) for row in st.job["vectors"] + st.job["load"] for v in row} == {int}
+    ((verilog, build_dir, module, test_dir, job, kw),) = st.calls
+    assert (verilog, build_dir, module, job) == (tmp_path / "d.v", b, "tb_net", b / "job.json")
+    assert Path(test_dir) == Path(runner.__file__).parent
+    assert kw == {"extra_sources": [b / "cb_vcd_dump.v"], "build_args": ["-s", "cb_vcd_dump"],
+                  "plusargs": [], "vcd": False}
+    assert (b / "cb_vcd_dump.v").read_text() == runner.DUMP_V
+    assert res["cls"].tolist() == [2, 0] and res["cls"].dtype == np.int64
+    assert res["logits"].tolist() == [[-3, 0, 5], [7, 1, -2]] and res["logits"].dtype == np.int64
+    assert res["latency_cycles"] == [9]
+    # a VCD: its path and, unless asked otherwise, the whole run (vcd_results 0)
+    runner.run_vectors(tmp_path / "d.v", codes, 2, 9, 3, tmp_path / "b", False,
+                       vcd=tmp_path / "w.vcd", max_cycles=77)
+    assert st.calls[-1][5]["plusargs"] == [f"+vcd={(tmp_path / 'w.vcd').resolve()}",
+                                           "+vcd_results=0"]
+    assert st.calls[-1][5]["vcd"] is True and st.job["max_cycles"] == 77 and st.job["load"] == []
+
+
+def test_run_vectors_refusals_and_a_run_without_outputs(tmp_path, stub_cocotb):
+    st = stub_cocotb
+    with pytest.raises(SimError) as e:
+        runner.run_vectors("d.v", np.zeros((1, 2), int), 2, 9, 3, tmp_path, False, load=[(0, 1)])
+    assert str(e.value) == "d.v: a weight set to load, but the design's weights are baked"
+    assert st.calls == [] and st.required == []
+    # an outputs file left by an earlier run is removed first: no new one is an error
+    b = tmp_path / "b"
+    runner.run_vectors("d.v", np.zeros((1, 2), int), 2, 9, 3, b, False)
+    st.results = None
+    with pytest.raises(SimError) as e:
+        runner.run_vectors("d.v", np.zeros((1, 2), int), 2, 9, 3, b, False)
+    assert str(e.value) == (f"the cocotb test wrote no outputs (it failed or timed out); see "
+                            f"{b.resolve() / 'sim.log'} and {b.resolve() / 'results.xml'}")
+    # no vectors: empty results are still integer arrays (numpy's default for [] is float)
+    st.results = []
+    res = runner.run_vectors("d.v", np.zeros((0, 2), int), 2, 9, 3, b, False)
+    assert res["cls"].dtype == res["logits"].dtype == np.int64 and res["cls"].shape == (0,)
