@@ -99,6 +99,7 @@ def run_mutmut(max_children: int, mutants: list[str] | None = None) -> None:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(max_children),
            *(mutants or [])]
+    (STAGE / "mutants.json").write_text(json.dumps(mutants or []))  # for the report
     print("$", " ".join(cmd), f"(in {STAGE})", flush=True)
     subprocess.run(cmd, cwd=STAGE, env=env, check=False)
 
@@ -129,12 +130,21 @@ def explained() -> dict[str, str]:
     return {k: str(v) for k, v in (yaml.safe_load(EXPLAINED.read_text()) or {}).items()}
 
 
-def staged_tests() -> list[str]:
-    """The test files the staged run was limited to (--tests), [] for all."""
+def staged_cfg() -> dict:
     import tomllib
 
-    cfg = tomllib.loads((STAGE / "pyproject.toml").read_text())["tool"]["mutmut"]
-    return cfg.get("pytest_add_cli_args_test_selection", [])
+    return tomllib.loads((STAGE / "pyproject.toml").read_text())["tool"]["mutmut"]
+
+
+def staged_tests() -> list[str]:
+    """The test files the staged run was limited to (--tests), [] for all."""
+    return staged_cfg().get("pytest_add_cli_args_test_selection", [])
+
+
+def selected_mutants() -> list[str]:
+    """The mutant names or globs the staged run was limited to (--mutants), [] for all."""
+    f = STAGE / "mutants.json"
+    return json.loads(f.read_text()) if f.exists() else []
 
 
 def package_of(mutant: str) -> str:
@@ -153,8 +163,11 @@ def report(status: dict[str, str]) -> Path:
     for name, st in status.items():
         by_pkg[package_of(name)][st] += 1
     lines = ["# Mutation testing (mutmut)", "",
-             f"Targets: {', '.join(t.removeprefix('src/') for t in TARGETS)}", "",
+             f"Targets: {', '.join(t.removeprefix('src/') for t in staged_cfg()['only_mutate'])}",
+             "",
              f"Tests: {', '.join(staged_tests()) or 'all but the slow ones'}", "",
+             "Mutants: " + (f"only {', '.join(selected_mutants())} (the others count as not run)"
+                            if selected_mutants() else "all"), "",
              "| package | mutants | killed | survived | no tests | timeout | not run | kill rate "
              "| kill rate of those run |",
              "|---|---|---|---|---|---|---|---|---|"]
