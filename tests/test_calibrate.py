@@ -696,12 +696,13 @@ def stubbed_stage(monkeypatch, gains=(0.6, 1.0, 0.6), gate=1.0, fail_board=None)
 
     net = fixed.nets_of(fixed.quantize(c, fp_cfg(), 8))["frontier"]
     d = {"weights": "loadable", "design_latency_cycles": 9}
-    got = {"codes": [], "design": [], "cfg": [], "asked": []}
+    got = {"codes": [], "design": [], "cfg": [], "asked": [], "cores": []}
     monkeypatch.setattr(hybrid, "frontier_design",
                         lambda *a: got["asked"].append(a) or ("fs", d, net, {"fixed_digest": "f"}))
 
     def board_codes(b, n, part, vref, bits, x, draw, path):
         k = len(got["codes"])
+        got["cores"].append(b)
         got["codes"].append((n, part.key, vref, bits, x.copy(), draw, path))
         time.sleep(0.0123)  # ngspice's seconds come out with a third digit to round off
         if k == fail_board:
@@ -745,9 +746,15 @@ def test_stage_every_field_with_ngspice_and_the_gates_stubbed(monkeypatch, tmp_p
     m = len(c.reference.calibration_x)
     assert (m, len(b.x)) == (64, 40)
     draws = calibrate.board_draws(b, part, plan, cfg)
+
+    def resistors(core):
+        return [(n.layer, n.index, n.rf, n.inputs, n.bias) for n in core.design.neurons]
     want_rows = []
     for k, gain in enumerate((0.6, 1.0, 0.6)):
         n_, key, v, bits, x, draw, path = got["codes"][k]
+        # ngspice runs the core sim-analog prepared (its design and test inputs)
+        assert resistors(got["cores"][k]) == resistors(b) and len(resistors(b)) > 0
+        np.testing.assert_array_equal(got["cores"][k].x, b.x)
         want_draw = next(draws)
         assert (n_, key, v, bits, path) == (net, "mcp3008", vref, 8, out / f"board{k}.cir")
         np.testing.assert_array_equal(x, x_all)
