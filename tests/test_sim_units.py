@@ -283,11 +283,16 @@ def test_run_design_passes_on_what_the_runner_needs_and_logs_each_run(tmp_path, 
     e = runs["fp_gates"]["energy_per_inference_nj"]
     assert lines[1] == (f"fp_gates: 5 vectors, bit-exact 1.0000, class agreement with torch "
                         f"{agree}, accuracy {acc}, latency 2 cycles, {e:.3g} nJ/inference (3.5 s)")
-    # with waves: every level dumps everything, and the line names the file
+    # with waves: every level dumps everything, and the line names the file; words to load
+    # (here the design's own first two weights again) go to both runs
     calls.clear()
     readings = iter([0.0, 1.0, 2.0, 3.0])
-    flow.run_design(c, cfg, tmp_path / "w", "fp", d, net, codes, True, lines.append)
+    words = design.load_words(net)[:2]
+    runs = flow.run_design(c, cfg, tmp_path / "w", "fp", d, net, codes, True, lines.append,
+                           load=words)
     assert [k["vcd_results"] for _, k in calls] == [0, 0]
+    assert [k["load"] for _, k in calls] == [words, words] and len(words) == 2
+    assert runs["fp_gates"]["bit_exact_fraction"] == 1.0
     assert lines[2].endswith(f"(1.0 s), waves {tmp_path / 'w' / 'fp_rtl.vcd'}")
     assert (tmp_path / "w" / "fp_rtl.vcd").stat().st_size > 0
 
