@@ -177,6 +177,12 @@ SCHEMA: dict = {
                         "(0 = no teacher)", min=0.0, max=1.0),
         "teacher_hidden": Knob(128, int, "hidden neurons of the float teacher (trained first, "
                                "on the same samples)", min=1),
+        "warp_px": Knob(0.0, float, "each mini-batch's images moved by up to this many "
+                        "pixels in x and y (bilinear) before the input converter; 0 = off",
+                        min=0.0, max=4.0),
+        "warp_deg": Knob(0.0, float, "... and rotated by up to this many degrees", min=0.0,
+                         max=45.0),
+        "warp_scale": Knob(0.0, float, "... and scaled by up to 1 +- this", min=0.0, max=0.5),
         "seed": Knob(0, int, "initialization and shuffling seed of the final training", min=0),
         "validation_fraction": Knob(0.2, float, "`train-qat --validate`: stratified share of "
                                     "the training split held out", min=0.05, max=0.5),

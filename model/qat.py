@@ -22,6 +22,8 @@ on the test split; the final net is trained on the whole training split.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -32,6 +34,20 @@ def input_codes(x: np.ndarray, bits: int, low: float, high: float) -> np.ndarray
     levels = (1 << bits) - 1
     q = np.rint((np.asarray(x, np.float64) - low) / ((high - low) / levels))
     return np.clip(q, 0, levels).astype(np.int64)
+
+
+def warp_images(img: torch.Tensor, shift_px: torch.Tensor, angle_rad: torch.Tensor,
+                scale: torch.Tensor) -> torch.Tensor:
+    """Each image (n, H, W) rotated by angle_rad[i], scaled by scale[i] and moved by
+    shift_px[i] = (dx, dy) pixels (+x right, +y down), bilinear, zero outside."""
+    n, h, w = img.shape
+    c, s = torch.cos(angle_rad) / scale, torch.sin(angle_rad) / scale
+    # affine_grid maps output to input positions in -1..1 coordinates: one pixel is 2 / W
+    tx, ty = -shift_px[:, 0] * 2 / w, -shift_px[:, 1] * 2 / h
+    theta = torch.stack([torch.stack([c, -s, tx], 1), torch.stack([s, c, ty], 1)], 1)
+    grid = nn.functional.affine_grid(theta, (n, 1, h, w), align_corners=False)
+    return nn.functional.grid_sample(img[:, None], grid, mode="bilinear", padding_mode="zeros",
+                                     align_corners=False)[:, 0]
 
 
 def _ste_round(v: torch.Tensor) -> torch.Tensor:
@@ -113,16 +129,33 @@ def fit(codes: np.ndarray, y: np.ndarray, *, hidden: int, weight_bits: int,
         readout_weight_bits: int, activation_bits: int, shift: int, epochs: int,
         lr: float, batch_size: int, seed: int, weight_decay: float = 0.0,
         input_dropout: float = 0.0, distill: float = 0.0, teacher_hidden: int = 128,
+        warp_px: float = 0.0, warp_deg: float = 0.0, warp_scale: float = 0.0,
+        images: np.ndarray | None = None, geometry: tuple | None = None,
+        input_range: tuple | None = None, input_bits: int | None = None,
         log=None) -> QatNet:
     """Train on integer input codes (n, n_in) and labels; Adam with a cosine schedule,
     `weight_decay` pulling the latent weights towards 0 (towards sparser integers), and
     `input_dropout` zeroing that share of the input codes of each training sample.
     With `distill` > 0 a float teacher (one hidden ReLU layer of `teacher_hidden`, trained
     first on the same samples) guides the net: loss = (1 - distill) * cross-entropy +
-    distill * T**2 * KL(teacher || net) at temperature T = DISTILL_T."""
+    distill * T**2 * KL(teacher || net) at temperature T = DISTILL_T.
+    With any of `warp_px`, `warp_deg`, `warp_scale` > 0 each mini-batch is drawn afresh
+    from the float `images` (n, n_in; `geometry` (H, W)): each one moved by up to
+    +-warp_px pixels in x and y, rotated by up to +-warp_deg degrees and scaled by up to
+    1 +- warp_scale (uniform draws, bilinear), then converted to codes by the input
+    converter (`input_range` (low, high), `input_bits`), as the hardware would see it."""
+    warp = warp_px > 0 or warp_deg > 0 or warp_scale > 0
+    if warp and (images is None or geometry is None or input_range is None or input_bits is None):
+        raise ValueError("warping needs the float images, their geometry, the input range "
+                         "and input_bits")
     torch.manual_seed(seed)
     xt = torch.tensor(codes, dtype=torch.float32)
     yt = torch.tensor(y, dtype=torch.int64)
+    if warp:  # a generator of its own: initialization and shuffling are those without warping
+        xf = torch.tensor(images, dtype=torch.float32).reshape((-1,) + tuple(geometry))
+        gw = torch.Generator().manual_seed(seed + 1000)
+        low, high = input_range
+        lsb = (high - low) / ((1 << input_bits) - 1)
     net = QatNet(xt.shape[1], hidden, int(y.max()) + 1, weight_bits, readout_weight_bits,
                  activation_bits, shift, seed)
     teacher = _teacher(xt, yt, teacher_hidden, epochs, batch_size, seed) if distill > 0 else None
@@ -137,6 +170,12 @@ def fit(codes: np.ndarray, y: np.ndarray, *, hidden: int, weight_bits: int,
         for i in range(0, len(yt), batch_size):
             idx = perm[i:i + batch_size]
             xb = xt[idx]
+            if warp:
+                u = torch.rand(4, len(idx), generator=gw) * 2 - 1  # uniform in -1..1
+                img = warp_images(xf[idx], u[2:].T * warp_px, u[0] * math.radians(warp_deg),
+                                  1 + u[1] * warp_scale).reshape(len(idx), -1)
+                # the input converter (input_codes) in torch: round half to even, clip
+                xb = torch.clamp(torch.round((img - low) / lsb), 0, (1 << input_bits) - 1)
             if input_dropout > 0:
                 xb = xb * (torch.rand(xb.shape, generator=g) >= input_dropout)
             logits = net(xb) * torch.exp(net.log_t)
@@ -171,7 +210,14 @@ VALIDATION_FILE = "validation.json"
 def _hyper(q) -> dict:
     return {k: q[k] for k in ("hidden", "weight_bits", "readout_weight_bits", "activation_bits",
                               "shift", "epochs", "lr", "batch_size", "weight_decay",
-                              "input_dropout", "distill", "teacher_hidden")}
+                              "input_dropout", "distill", "teacher_hidden", "warp_px",
+                              "warp_deg", "warp_scale")}
+
+
+def _images(c, ds, x, q) -> dict:
+    """fit's arguments for warping: the float images and how they become codes."""
+    return {"images": x, "geometry": tuple(ds.geometry), "input_range": (c.input.low, c.input.high),
+            "input_bits": q.input_bits}
 
 
 def _split(cfg, c):
@@ -231,7 +277,8 @@ def run(c, cfg, paths, log, validate: bool = False) -> dict:
         cv = _codes(c, ds.x_train[va], q.input_bits)
         accs = []
         for s in q.validation_seeds:
-            net = fit(_codes(c, x, q.input_bits), y, seed=s, log=progress(f"seed {s}"), **hp)
+            net = fit(_codes(c, x, q.input_bits), y, seed=s, log=progress(f"seed {s}"), **hp,
+                      **_images(c, ds, x, q))
             lg = integer_forward(net.export(), cv, q.shift, q.activation_bits)
             accs.append(float((lg.argmax(1) == ds.y_train[va]).mean()))
         res = {"mode": "validate", "qat": dict(q), "validation_samples": int(len(va)),
@@ -247,7 +294,8 @@ def run(c, cfg, paths, log, validate: bool = False) -> dict:
             f"{list(q.validation_seeds)}: {', '.join(f'{a:.4f}' for a in accs)}) on "
             f"{len(va)} held-out training samples; {out / VALIDATION_FILE}"]}
     x, y = _augment(ds, ds.x_train, ds.y_train, q.augment_shifts)
-    net = fit(_codes(c, x, q.input_bits), y, seed=q.seed, log=progress("train"), **hp)
+    net = fit(_codes(c, x, q.input_bits), y, seed=q.seed, log=progress("train"), **hp,
+              **_images(c, ds, x, q))
     ints = net.export()
     ct = _codes(c, c.reference.x, q.input_bits)
     cls = integer_forward(ints, ct, q.shift, q.activation_bits).argmax(1)

@@ -304,7 +304,7 @@ def test_qat_stamp_keeps_every_setting_but_shapes_and_validation():
         "hidden": 32, "input_bits": 2, "weight_bits": 2, "readout_weight_bits": 3,
         "activation_bits": 2, "shift": 3, "epochs": 100, "lr": 0.03, "batch_size": 32,
         "augment_shifts": 0, "weight_decay": 0.0, "input_dropout": 0.0, "distill": 0.0,
-        "teacher_hidden": 128, "seed": 0}}
+        "teacher_hidden": 128, "warp_px": 0.0, "warp_deg": 0.0, "warp_scale": 0.0, "seed": 0}}
 
 
 def _refusal(fn, *args):

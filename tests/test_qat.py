@@ -77,6 +77,87 @@ def test_training_forward_is_the_exported_integer_net():
     assert np.array_equal(qat.integer_forward(ints, codes, 1, 2), gold)
 
 
+def test_warp_images_moves_rotates_and_scales_by_hand():
+    img = torch.arange(1.0, 17.0).reshape(1, 4, 4)
+    zero, one = torch.zeros(1), torch.ones(1)
+
+    def warp(dx, dy, angle=0.0, scale=1.0):
+        return qat.warp_images(img, torch.tensor([[dx, dy]]), torch.tensor([angle]),
+                               torch.tensor([scale]))[0].numpy()
+    a = img[0].numpy()
+    np.testing.assert_allclose(qat.warp_images(img, torch.zeros(1, 2), zero, one)[0], a, atol=1e-5)
+    # one pixel right (+x): column j shows column j - 1, zero comes in at the left
+    np.testing.assert_allclose(warp(1, 0), np.hstack([np.zeros((4, 1)), a[:, :3]]), atol=1e-5)
+    # one pixel down (+y)
+    np.testing.assert_allclose(warp(0, 1), np.vstack([np.zeros((1, 4)), a[:3]]), atol=1e-5)
+    # half a pixel right: bilinear, the mean of the two neighbours (half of the edge pixel)
+    half = np.hstack([a[:, :1] / 2, (a[:, :3] + a[:, 1:]) / 2])
+    np.testing.assert_allclose(warp(0.5, 0), half, atol=1e-5)
+    # a quarter turn: out[i, j] = in[j, 3 - i] (np.rot90), pixel centres onto pixel centres
+    np.testing.assert_allclose(warp(0, 0, np.pi / 2), np.rot90(a), atol=1e-5)
+    # scale 2 magnifies about the centre: output column 0 (x = -0.75) reads x = -0.375,
+    # i.e. 3/4 of the way from input column 0 to 1
+    row = torch.tensor([[0.0, 4.0, 8.0, 12.0]] * 4).reshape(1, 4, 4)
+    got = qat.warp_images(row, torch.zeros(1, 2), zero, torch.tensor([2.0]))[0, 1].numpy()
+    np.testing.assert_allclose(got, [3.0, 5.0, 7.0, 9.0], atol=1e-5)
+
+
+def fit_args(**over):
+    return {"hidden": 5, "weight_bits": 2, "readout_weight_bits": 3, "activation_bits": 2,
+            "shift": 1, "epochs": 3, "lr": 0.05, "batch_size": 16, "seed": 0, **over}
+
+
+def warp_data():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-0.7, 0.7, (48, 4))  # 2 x 2 images; codes of 2 bits over -0.5..0.5
+    return x, qat.input_codes(x, 2, -0.5, 0.5), rng.integers(0, 3, 48)
+
+
+def test_fit_warps_the_images_then_converts_them_like_the_hardware(monkeypatch):
+    x, codes, y = warp_data()
+    def trained(*args, **kw):  # every latent parameter: the integers barely move in 3 epochs
+        return qat.fit(*args, **kw).state_dict()
+
+    def same(a, b):
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    plain = trained(codes, y, **fit_args())
+    on = {"images": x, "geometry": (2, 2), "input_range": (-0.5, 0.5), "input_bits": 2}
+    # warp off: the images change nothing
+    assert same(trained(codes, y, **fit_args(), **on), plain)
+    seen = []
+
+    def stub(img, moved, angle, scale, add=0.0):
+        seen.append((img.shape, moved, angle, scale))
+        return img + add
+    # warp on, the warp an identity: the converter gives back the codes, and neither the
+    # initialization nor the shuffling moved (the warp draws from its own generator)
+    monkeypatch.setattr(qat, "warp_images", stub)
+    assert same(trained(codes, y, **fit_args(warp_px=0.5, warp_deg=6, warp_scale=0.05), **on),
+                plain)
+    assert len(seen) == 3 * 3 and seen[0][0] == (16, 2, 2)  # 3 epochs x 3 batches of 16
+    moved = torch.cat([m for _, m, _, _ in seen])
+    angle = torch.cat([a for _, _, a, _ in seen])
+    scale = torch.cat([s for _, _, _, s in seen])
+    assert moved.shape == (144, 2) and 0.4 < float(moved.abs().max()) <= 0.5
+    assert 0.9 * np.radians(6) < float(angle.abs().max()) <= np.radians(6)
+    assert 0.04 < float((scale - 1).abs().max()) <= 0.05
+    # images one LSB (1/3) brighter: trained on the codes one step up, clipped to 0..3
+    monkeypatch.setattr(qat, "warp_images", lambda img, *a: stub(img, *a, add=1 / 3))
+    up = trained(codes, y, **fit_args(warp_px=0.5), **on)
+    assert same(up, trained(np.clip(np.rint((x + 0.5) * 3) + 1, 0, 3), y, **fit_args()))
+    assert not same(up, plain)
+
+
+def test_fit_refuses_to_warp_without_the_images():
+    x, codes, y = warp_data()
+    for knob in ("warp_px", "warp_deg", "warp_scale"):
+        with pytest.raises(ValueError) as e:
+            qat.fit(codes, y, **fit_args(**{knob: 0.1}), images=x, geometry=(2, 2),
+                    input_range=(0.0, 1.0))  # input_bits missing
+        assert str(e.value) == ("warping needs the float images, their geometry, the input "
+                                "range and input_bits")
+
+
 def test_input_codes_are_the_digital_converter():
     from crystalbench import adc
 
