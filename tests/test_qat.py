@@ -240,3 +240,39 @@ def test_train_qat_refuses_a_crystal_of_another_split(tmp_path, capsys):
     assert "is not the one the Crystal tiny holds" in err
     assert "train the QAT net with the config the Crystal was trained with" in err
     assert not (tmp_path / "b" / "tiny" / "qat" / qatnet.FILE_NAME).exists()
+
+
+def test_train_qat_gives_fit_the_float_images_to_warp(tmp_path, monkeypatch):
+    """The stage hands fit the float training images, their geometry, the Crystal's input
+    range and the code width with the warp settings, for validation and for the final net
+    (data loading and fit stubbed: the wiring, not the training)."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from crystalbench.results import Paths
+
+    rng = np.random.default_rng(0)
+    c = tiny_crystal()
+    c = dataclasses.replace(c, input=dataclasses.replace(c.input, low=-0.5, high=2.0))
+    # the data's geometry (the Crystal's is flat): the one the images are warped in
+    ds = SimpleNamespace(x_train=rng.random((40, 8)), y_train=np.arange(40) % 3, geometry=(2, 4))
+    monkeypatch.setattr(qat, "_split", lambda cfg, c_: ds)
+    seen = []
+
+    def fit(codes, y, **kw):
+        seen.append((codes, y, kw))
+        return qat.QatNet(8, 2, 3, 2, 3, 2, 1, 0)
+    monkeypatch.setattr(qat, "fit", fit)
+    cfg = cfgmod.validate({"experiment": "tiny", "qat": {
+        "hidden": 2, "input_bits": 3, "warp_px": 0.5, "warp_deg": 6.0, "warp_scale": 0.05,
+        "validation_seeds": [4], "validation_fraction": 0.25}}, "<t>")
+    qat.run(c, cfg, Paths(tmp_path, "tiny"), lambda s: None, validate=True)
+    qat.run(c, cfg, Paths(tmp_path, "tiny"), lambda s: None)
+    (cv, yv, kv), (cf, yf, kf) = seen
+    for codes, y, kw, n in ((cv, yv, kv, 30), (cf, yf, kf, 40)):
+        assert len(y) == len(kw["images"]) == len(codes) == n
+        np.testing.assert_array_equal(codes, qat.input_codes(kw["images"], 3, -0.5, 2.0))
+        assert (kw["geometry"], kw["input_range"], kw["input_bits"]) == ((2, 4), (-0.5, 2.0), 3)
+        assert (kw["warp_px"], kw["warp_deg"], kw["warp_scale"]) == (0.5, 6.0, 0.05)
+    np.testing.assert_array_equal(kf["images"], ds.x_train)
+    assert kv["seed"] == 4 and kf["seed"] == 0
