@@ -1311,6 +1311,19 @@ def test_run_all_points_cached_a_failed_digital_design_retried(world, monkeypatc
     assert res["computed_points"] == 0 and res["engine"] == "tcp://h:8786"
 
 
+def test_run_on_a_fresh_build_folder_makes_it(world, monkeypatch):
+    """Nothing under the build folder yet (a --crystal from elsewhere): the sweep makes its
+    folders, parents too, and saves the Crystal its tasks read."""
+    from crystalbench import crystal as cm
+
+    w = world
+    assert not w.out.parent.exists()
+    monkeypatch.setattr(sweep, "_compute", lambda todo, dig, digital, *a: digital.update(
+        {k: ok(k, designs=[]) for k in dig}) or [])
+    res = sweep.run(w.c, None, w.paths, w.log.append, grid=w.grid, config_path=w.cfg)
+    assert res["computed_points"] == 4 and cm.digest(cm.load(w.out / "crystal")) == cm.digest(w.c)
+
+
 def test_run_everything_cached_computes_nothing(world, monkeypatch):
     w = world
     dig, todo = w.plan(sweep.VECTORS)
