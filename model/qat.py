@@ -144,10 +144,15 @@ def fit(codes: np.ndarray, y: np.ndarray, *, hidden: int, weight_bits: int,
     +-warp_px pixels in x and y, rotated by up to +-warp_deg degrees and scaled by up to
     1 +- warp_scale (uniform draws, bilinear), then converted to codes by the input
     converter (`input_range` (low, high), `input_bits`), as the hardware would see it."""
+    from crystalbench.errors import TrainError
+
     warp = warp_px > 0 or warp_deg > 0 or warp_scale > 0
     if warp and (images is None or geometry is None or input_range is None or input_bits is None):
-        raise ValueError("warping needs the float images, their geometry, the input range "
+        raise TrainError("warping needs the float images, their geometry, the input range "
                          "and input_bits")
+    if warp and len(geometry) != 2:
+        raise TrainError(f"qat.warp_px, warp_deg and warp_scale move 2-D images; these inputs "
+                         f"have geometry {tuple(geometry)}: set the three to 0")
     torch.manual_seed(seed)
     xt = torch.tensor(codes, dtype=torch.float32)
     yt = torch.tensor(y, dtype=torch.int64)

@@ -148,14 +148,21 @@ def test_fit_warps_the_images_then_converts_them_like_the_hardware(monkeypatch):
     assert not same(up, plain)
 
 
-def test_fit_refuses_to_warp_without_the_images():
+def test_fit_refuses_to_warp_without_the_images_or_in_one_dimension():
+    from crystalbench.errors import TrainError
+
     x, codes, y = warp_data()
     for knob in ("warp_px", "warp_deg", "warp_scale"):
-        with pytest.raises(ValueError) as e:
+        with pytest.raises(TrainError) as e:
             qat.fit(codes, y, **fit_args(**{knob: 0.1}), images=x, geometry=(2, 2),
                     input_range=(0.0, 1.0))  # input_bits missing
         assert str(e.value) == ("warping needs the float images, their geometry, the input "
                                 "range and input_bits")
+        with pytest.raises(TrainError) as e:  # a signal (mnist1d), not an image
+            qat.fit(codes, y, **fit_args(**{knob: 0.1}), images=x, geometry=(4,),
+                    input_range=(0.0, 1.0), input_bits=2)
+        assert str(e.value) == ("qat.warp_px, warp_deg and warp_scale move 2-D images; these "
+                                "inputs have geometry (4,): set the three to 0")
 
 
 def test_input_codes_are_the_digital_converter():
