@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from crystalbench.errors import TrainError
+
 
 def input_codes(x: np.ndarray, bits: int, low: float, high: float) -> np.ndarray:
     """The digital side's input converter (crystalbench.adc.AdcModel.input_codes)."""
@@ -144,8 +146,6 @@ def fit(codes: np.ndarray, y: np.ndarray, *, hidden: int, weight_bits: int,
     +-warp_px pixels in x and y, rotated by up to +-warp_deg degrees and scaled by up to
     1 +- warp_scale (uniform draws, bilinear), then converted to codes by the input
     converter (`input_range` (low, high), `input_bits`), as the hardware would see it."""
-    from crystalbench.errors import TrainError
-
     warp = warp_px > 0 or warp_deg > 0 or warp_scale > 0
     if warp and (images is None or geometry is None or input_range is None or input_bits is None):
         raise TrainError("warping needs the float images, their geometry, the input range "
@@ -228,8 +228,6 @@ def _images(c, ds, x, q) -> dict:
 def _split(cfg, c):
     """The config's training split (no augmentation yet) and the Crystal's test split,
     checked to be the same split the Crystal holds."""
-    from crystalbench.errors import TrainError
-
     from . import data as data_mod
     ds = data_mod.load({**cfg.data, "augment_shifts": 0}, cfg.seed)
     if ds.x_test.shape != c.reference.x.shape or not np.allclose(ds.x_test, c.reference.x):

@@ -71,7 +71,7 @@ _subprocess.Popen.__init__ = _popen_init_outside_stats
 '''
 
 
-def stage(tests: list[str] | None = None) -> None:
+def stage(tests: list[str] | None = None, mutants: list[str] | None = None) -> None:
     if STAGE.exists():
         shutil.rmtree(STAGE)
     src = STAGE / "src" / "crystalbench"
@@ -93,13 +93,13 @@ def stage(tests: list[str] | None = None) -> None:
         'also_copy = ["configs"]\n'
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q", "-m", "not slow"]\n'
         + (f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n" if tests else ""))
+    (STAGE / "mutants.json").write_text(json.dumps(mutants or []))  # for the report
 
 
 def run_mutmut(max_children: int, mutants: list[str] | None = None) -> None:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(max_children),
            *(mutants or [])]
-    (STAGE / "mutants.json").write_text(json.dumps(mutants or []))  # for the report
     print("$", " ".join(cmd), f"(in {STAGE})", flush=True)
     subprocess.run(cmd, cwd=STAGE, env=env, check=False)
 
@@ -162,12 +162,13 @@ def report(status: dict[str, str]) -> Path:
     by_pkg: dict[str, Counter] = defaultdict(Counter)
     for name, st in status.items():
         by_pkg[package_of(name)][st] += 1
+    chosen = selected_mutants()
     lines = ["# Mutation testing (mutmut)", "",
              f"Targets: {', '.join(t.removeprefix('src/') for t in staged_cfg()['only_mutate'])}",
              "",
              f"Tests: {', '.join(staged_tests()) or 'all but the slow ones'}", "",
-             "Mutants: " + (f"only {', '.join(selected_mutants())} (the others count as not run)"
-                            if selected_mutants() else "all"), "",
+             "Mutants: " + (f"only {', '.join(chosen)} (the others count as not run)"
+                            if chosen else "all"), "",
              "| package | mutants | killed | survived | no tests | timeout | not run | kill rate "
              "| kill rate of those run |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -219,7 +220,7 @@ def main() -> int:
     if args.only:
         TARGETS[:] = [t for t in TARGETS if any(fnmatch.fnmatch(t, f"*{g}") for g in args.only)]
     if not args.report_only:
-        stage(args.tests)
+        stage(args.tests, args.mutants)
         run_mutmut(args.max_children, args.mutants)
     path = report(results())
     print(f"report: {path}")

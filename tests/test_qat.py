@@ -61,12 +61,16 @@ def test_golden_by_hand_at_the_edges():
     assert qat.integer_forward(ints, codes, 1, 2).tolist() == g["logits"].tolist()
 
 
+def fit_args(**over):
+    return {"hidden": 5, "weight_bits": 2, "readout_weight_bits": 3, "activation_bits": 2,
+            "shift": 1, "epochs": 3, "lr": 0.05, "batch_size": 16, "seed": 0, **over}
+
+
 def test_training_forward_is_the_exported_integer_net():
     rng = np.random.default_rng(1)
     codes = rng.integers(0, 4, (64, 6))
     y = rng.integers(0, 3, 64)
-    net = qat.fit(codes, y, hidden=5, weight_bits=2, readout_weight_bits=3, activation_bits=2,
-                  shift=1, epochs=3, lr=0.05, batch_size=16, seed=0)
+    net = qat.fit(codes, y, **fit_args())
     ints = net.export()
     assert set(np.unique(ints["w1"])) <= {-1, 0, 1} and np.abs(ints["w2"]).max() <= 3
     with torch.no_grad():
@@ -100,11 +104,6 @@ def test_warp_images_moves_rotates_and_scales_by_hand():
     row = torch.tensor([[0.0, 4.0, 8.0, 12.0]] * 4).reshape(1, 4, 4)
     got = qat.warp_images(row, torch.zeros(1, 2), zero, torch.tensor([2.0]))[0, 1].numpy()
     np.testing.assert_allclose(got, [3.0, 5.0, 7.0, 9.0], atol=1e-5)
-
-
-def fit_args(**over):
-    return {"hidden": 5, "weight_bits": 2, "readout_weight_bits": 3, "activation_bits": 2,
-            "shift": 1, "epochs": 3, "lr": 0.05, "batch_size": 16, "seed": 0, **over}
 
 
 def warp_data():
