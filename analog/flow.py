@@ -124,7 +124,11 @@ def swing_needs(design: nl.CoreDesign, acfg) -> list[tuple]:
     per kind of node, None where that side is not needed. The diode drop enters only where
     the design has the diode: a precision rectifier's op-amp output sits one drop above its
     neuron output (adc_ref_v at full scale); a clamped summer's output is the neuron output
-    itself (up to adc_ref_v); both clamp one drop below zero when the sum is negative."""
+    itself (up to adc_ref_v); both clamp one drop below zero when the sum is negative. A
+    difference summer's output is the neuron output too, with no clamp (a negative sum
+    takes it to the swing limit, which needs nothing), and its summing node follows its
+    non-inverting input, which holds up to analog.input_v (the macro-model has no
+    common-mode limit; this is the nearest check)."""
     stages = {nr.stage for nr in design.neurons}
     d, fs = acfg.diode_drop_v, acfg.adc_ref_v
     needs = []
@@ -133,12 +137,18 @@ def swing_needs(design: nl.CoreDesign, acfg) -> list[tuple]:
                       fs + d, fs + d, None))
     if "clamp" in stages:
         needs.append(("analog.adc_ref_v (clamped summer output)", fs, fs, None))
-    if stages:
+    if "difference" in stages:
+        needs += [("analog.adc_ref_v (difference summer output)", fs, fs, None),
+                  ("analog.input_v (difference summers' non-inverting inputs)", acfg.input_v,
+                   acfg.input_v, None)]
+    if stages & {"rectifier", "clamp"}:
         needs.append(("analog.diode_drop_v (op-amp output clamped below zero)", d, None, -d))
     if any(li >= 0 for li, _ in design.inverted):
         needs.append(("analog.adc_ref_v (inverted copies of core neurons)", fs, None, -fs))
-    needs += [("analog.input_v (inverted inputs)", acfg.input_v, acfg.input_v, -acfg.input_v),
-              ("analog.vref_v", acfg.vref_v, acfg.vref_v, -acfg.vref_v)]
+    if any(li < 0 for li, _ in design.inverted):
+        needs.append(("analog.input_v (inverted inputs)", acfg.input_v, acfg.input_v,
+                      -acfg.input_v))
+    needs.append(("analog.vref_v", acfg.vref_v, acfg.vref_v, -acfg.vref_v))
     return needs
 
 
@@ -244,11 +254,6 @@ def netlist_text(cir, analysis: str, kind: str, prints: list[str], saves: list[s
     return "\n".join(lines) + "\n"
 
 
-def dac_inputs(design: nl.CoreDesign) -> list[int]:
-    """Inputs with a DAC: every input a first-layer core neuron reads."""
-    return sorted({k for nr in design.neurons if nr.layer == 0 for k, _, _ in nr.inputs})
-
-
 def transient_vectors(design: nl.CoreDesign, gated: bool = False) -> list[str]:
     """Exactly what the transient step reads: neuron outputs, the four supply currents,
     and for the DAC currents the input nodes and the sum nodes that read them directly;
@@ -256,7 +261,8 @@ def transient_vectors(design: nl.CoreDesign, gated: bool = False) -> list[str]:
     outs = [f"v({_node(nr)})" for nr in design.neurons]
     sums = [f"v(s{nr.layer + 1}_{nr.index})" for nr in design.neurons
             if nr.layer == 0 and any(not inv for _, inv, _ in nr.inputs)]
-    dacs = [f"v(x{k})" for k in dac_inputs(design)]
+    sums += [f"v(p1_{nr.index})" for nr in design.neurons if nr.layer == 0 and nr.plus]
+    dacs = [f"v(x{k})" for k in design.dac_inputs]
     rails = ["v(vcc)", "v(vee)"] if gated else []
     return outs + ["i(vcc)", "i(vee)", "i(vrefp)", "i(vrefn)"] + rails + sums + dacs
 
@@ -413,13 +419,16 @@ def dac_currents(design: nl.CoreDesign, tv: dict) -> list[np.ndarray]:
     """Output current of each input DAC (from ngspice node voltages): into the neurons that
     read it directly, and into its inverter's virtual ground."""
     out = []
-    for k in dac_inputs(design):
+    for k in design.dac_inputs:
         ik = np.zeros_like(tv["time"])
         for nr in design.neurons:
             if nr.layer == 0:
                 for kk, inv, ohms in nr.inputs:
                     if kk == k and not inv:
                         ik += (tv[f"x{k}"] - tv[f"s1_{nr.index}"]) / ohms
+                for kk, ohms in nr.plus:
+                    if kk == k:
+                        ik += (tv[f"x{k}"] - tv[f"p1_{nr.index}"]) / ohms
         if (-1, k) in design.inverted:
             ik += tv[f"x{k}"] / design.r_inverter
         out.append(ik)
@@ -470,6 +479,12 @@ def draw_board(design: nl.CoreDesign, tol: float, offsets: bool, rng) -> tuple[d
             r_scale[("in", n.layer, n.index, k)] = u()
         if n.bias is not None:
             r_scale[("bias", n.layer, n.index)] = u()
+        for k, _ in n.plus:
+            r_scale[("plus", n.layer, n.index, k)] = u()
+        if n.r_ground_plus is not None:
+            r_scale[("gplus", n.layer, n.index)] = u()
+        if n.r_ground_sum is not None:
+            r_scale[("gsum", n.layer, n.index)] = u()
         if draw_vos:
             vos[("relu", n.layer, n.index)] = offset()
     for (li, k) in design.inverted:
@@ -570,7 +585,7 @@ def report(b: Bench, nets: Netlists, errors: dict, tr: dict, mc: dict, dc_second
         "opamp_part": d.opamp.part, "e_series": d.series, "supply_v": [d.vee, d.vcc],
         "neurons": n_core, "resistors": d.resistor_count, "opamps": d.opamp_count,
         "inverters": len(d.inverted),
-        "diodes": sum(2 if nr.stage == "rectifier" else 1 for nr in d.neurons),
+        "diodes": sum(nr.diodes for nr in d.neurons),
         "relu_stages": dict(Counter(nr.stage for nr in d.neurons)),
         "adc_bits": b.adc.bits, "adc_ref_v": d.v_fs, "lsb_mv": b.lsb_v * 1e3,
         "test_samples": len(b.x),
@@ -659,9 +674,7 @@ def bom(design: nl.CoreDesign) -> dict:
     """Bill of materials: resistor values and counts, op-amp packages, diodes, supplies."""
     values = []
     for n in design.neurons:
-        values += [r for _, _, r in n.inputs] + [n.rf]
-        if n.bias is not None:
-            values.append(n.bias[1])
+        values += n.resistors
     values += [design.r_inverter] * (2 * len(design.inverted))
     counts = Counter(round(v, 3) for v in values)
     op = design.opamp
@@ -674,10 +687,10 @@ def bom(design: nl.CoreDesign) -> dict:
                    "packages": math.ceil(design.opamp_count / 2) if dual else None,
                    "neurons": len(design.neurons), "inverters": len(design.inverted)},
         "diodes": {"part": "low-leakage small-signal diode (BAS116 class)",
-                   "count": sum(2 if n.stage == "rectifier" else 1 for n in design.neurons)},
+                   "count": sum(n.diodes for n in design.neurons)},
         "supplies": {"rails_v": [design.vee, design.vcc],
                      "references_v": [-design.vref, design.vref]},
-        "converters": {"dac_channels": len(dac_inputs(design)),
+        "converters": {"dac_channels": len(design.dac_inputs),
                        "adc_channels": len(design.neurons), "adc_reference_v": design.v_fs},
     }
 

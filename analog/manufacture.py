@@ -348,7 +348,16 @@ def board_for(design: nl.CoreDesign, tolerance: float) -> Board:
             pos, ohm = nr.bias
             resistor("vrefp" if pos else "vrefn", s, ohm)
         resistor(h, s, nr.rf)
-        if nr.stage == "rectifier":  # op-amp drives node a; D clamp sum->a, D out a->h
+        if nr.r_ground_sum is not None:
+            resistor(s, GROUND, nr.r_ground_sum)
+        if nr.stage == "difference":  # positive weights through a divider to the + input
+            p = f"p{tag}" if nr.plus else GROUND
+            for k, ohm in nr.plus:
+                resistor(design.source_node(nr.layer - 1, k, False), p, ohm)
+            if nr.plus and nr.r_ground_plus is not None:
+                resistor(p, GROUND, nr.r_ground_plus)
+            channels.append((p, s, h, f"neuron {tag} (difference)"))
+        elif nr.stage == "rectifier":  # op-amp drives node a; D clamp sum->a, D out a->h
             channels.append((GROUND, s, f"a{tag}", f"neuron {tag} (rectifier)"))
             diodes += [(s, f"a{tag}"), (f"a{tag}", h)]
         else:
@@ -389,7 +398,7 @@ def board_for(design: nl.CoreDesign, tolerance: float) -> Board:
         comps.append(Comp(f"C{p + 1}", "C", DECOUPLING[0], CAP_FP, {1: "vcc", 2: "vee"},
                           {"MPN": DECOUPLING[2], "Manufacturer": DECOUPLING[3],
                            "Tolerance": "10%", "Note": f"decoupling of {ref}, V+ to V-"}))
-    dac = flow.dac_inputs(design)
+    dac = design.dac_inputs
     outs = [f"h{nr.layer + 1}_{nr.index}" for nr in design.neurons]
     n_j = 1
     used = {net for comp in comps for net in comp.pins.values()}

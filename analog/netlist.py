@@ -10,6 +10,13 @@ is a linear summer clamped at about -0.6 V, and the ADC's unsigned range is its 
 D1 (sum -> op-amp output) clamps the op-amp when the sum is negative; D2 (op-amp
 output -> out) sits inside the loop, so its drop does not enter the result.
 
+With relu_stage 'difference' a first-layer neuron read only through the ADC is a
+difference summer instead: positive weights go through a divider to the non-inverting
+input, so no input needs an inverting buffer (one op-amp per neuron); see
+_design_plus_side. It has no clamp diode: a negative sum takes its output to the
+op-amp's low swing limit, which the ADC converts to code 0 (a board needs the ADC
+inputs protected against that swing).
+
 Signals: model input x_k is the DAC voltage x_k * vx (vx volts per model unit); a core
 neuron's output is h_j * G_j volts, with G_j = V_fs / full_scale_j from the shared ADC
 model, so each neuron's calibrated full scale lands on the ADC reference V_fs. A
@@ -78,6 +85,22 @@ class PrecisionRectifier(SubCircuitFactory):
         self.R("f", "out", "sum", "{rf}")
 
 
+class DifferenceSummer(SubCircuitFactory):
+    """Linear summer with inputs on both sides (relu_stage 'difference'): positive weights
+    into the non-inverting input through a divider, negative ones into the summing node,
+    so no source needs an inverted copy. No clamp diode: the summing node follows the
+    non-inverting input, so a diode to it would clamp at a varying level; a negative sum
+    drives the output to its low swing limit and the ADC's zero code is the ReLU."""
+
+    NAME = "difference_summer"
+    NODES = ("plus", "sum", "out", "vcc", "vee")
+
+    def __init__(self, opamp: str):
+        super().__init__(rf=10e3, vos=0)
+        self.X("op", opamp, "plus", "sum", "vcc", "vee", "out", vos="{vos}")
+        self.R("f", "out", "sum", "{rf}")
+
+
 class ClampedSummer(SubCircuitFactory):
     """Linear inverting summer whose negative swing a feedback diode clamps at about
     -0.6 V: for neurons read only through the ADC, whose unsigned range (negatives ->
@@ -100,9 +123,25 @@ class Neuron:
     index: int
     gain: float  # volts per model unit at the output
     rf: float
-    inputs: list  # (source index k, reads inverted copy, ohms)
-    bias: tuple | None  # (from +Vref, ohms)
-    stage: str = "rectifier"  # or "clamp": ReLU by the ADC (only the ADC reads it)
+    inputs: list  # into the summing node: (source index k, reads inverted copy, ohms)
+    bias: tuple | None  # (from +Vref, ohms), into the summing node
+    stage: str = "rectifier"  # "clamp" or "difference": ReLU by the ADC (only it reads them)
+    # a difference summer's non-inverting side: (source index k, ohms) per positive weight,
+    # the divider's resistor to ground (None = open), and the summing node's (None = open)
+    plus: list = field(default_factory=list)
+    r_ground_plus: float | None = None
+    r_ground_sum: float | None = None
+
+    @property
+    def resistors(self) -> list[float]:
+        """Every resistor value of this neuron (inputs, plus side, bias, grounds, Rf)."""
+        return ([r for _, _, r in self.inputs] + [r for _, r in self.plus] + [self.rf]
+                + [r for r in (self.bias and self.bias[1], self.r_ground_plus,
+                               self.r_ground_sum) if r is not None])
+
+    @property
+    def diodes(self) -> int:
+        return {"rectifier": 2, "clamp": 1, "difference": 0}[self.stage]
 
 
 @dataclass
@@ -131,8 +170,13 @@ class CoreDesign:
 
     @property
     def resistor_count(self) -> int:
-        return sum(len(n.inputs) + 1 + (n.bias is not None) for n in self.neurons) + \
-            2 * len(self.inverted)
+        return sum(len(n.resistors) for n in self.neurons) + 2 * len(self.inverted)
+
+    @property
+    def dac_inputs(self) -> list[int]:
+        """Inputs with a DAC: every input a first-layer core neuron reads, on either side."""
+        return sorted({k for n in self.neurons if n.layer == 0
+                       for k in [k for k, _, _ in n.inputs] + [k for k, _ in n.plus]})
 
     @property
     def opamp_count(self) -> int:
@@ -171,11 +215,16 @@ def design_core(c: Crystal, acfg, adc: adc_mod.AdcModel, opamp: OpAmpSpec) -> Co
 
 def _relu_stage(c: Crystal, li: int, j: int, acfg) -> str:
     """'rectifier' where core neurons read neuron j of layer li (or the config asks for it),
-    else 'clamp' (ReLU by the ADC)."""
+    else 'clamp' or, in the first layer, 'difference' (ReLU by the ADC) as
+    analog.relu_stage says."""
     part = c.partition
     read_by_core = li + 1 < len(c.layers) - 1 and bool(
         (c.layers[li + 1].mask[:, j] & part.core[li + 1]).any())
-    return "rectifier" if read_by_core or acfg.relu_stage == "rectifier" else "clamp"
+    if read_by_core or acfg.relu_stage == "rectifier":
+        return "rectifier"
+    # a divider loads its sources: only the DACs drive one exactly (a rectifier's output
+    # is held by its feedback resistor to a virtual ground when its diode is off)
+    return "difference" if acfg.relu_stage == "difference" and li == 0 else "clamp"
 
 
 def _feedback_resistor(ratios: list, acfg, table: np.ndarray) -> float:
@@ -204,8 +253,11 @@ def _design_neuron(c: Crystal, li: int, j: int, gains: dict, vx: float, acfg,
         return Neuron(li, j, g, float(table[-1]), [], None, stage)
     rf = _feedback_resistor(all_ratios, acfg, table)
     where = (li, j, g, rf)
-    inputs = []
+    inputs, positive = [], []
     for k, ratio in zip(ks, ratios):
+        if stage == "difference" and layer.weights[j, k] > 0:
+            positive.append((int(k), ratio))  # the non-inverting side, placed below
+            continue
         what = f"the weight from {'input' if li == 0 else 'neuron'} {k}"
         ohms = _place(ratio, vx if li == 0 else gains[(li - 1, int(k))], what, where, acfg,
                       table, clipped)
@@ -221,7 +273,55 @@ def _design_neuron(c: Crystal, li: int, j: int, gains: dict, vx: float, acfg,
                       clipped)
         if ohms is not None:
             bias = (b < 0, ohms)  # out = -Rf*V/R: a positive bias reads -Vref
-    return Neuron(li, j, g, rf, inputs, bias, stage)
+    neuron = Neuron(li, j, g, rf, inputs, bias, stage)
+    if stage == "difference":
+        _design_plus_side(neuron, positive, vx, acfg, table, clipped)
+    return neuron
+
+
+def _design_plus_side(n: Neuron, positive: list, vx: float, acfg, table: np.ndarray,
+                      clipped: dict) -> None:
+    """The non-inverting side of first-layer difference summer n (its summing-node side
+    placed; `positive`: (input k, gain a_k) per positive weight, vx volts per input unit):
+
+        out = A * V+ - Rf * sum_minus(V / R),  A = 1 + Rf * G_sum (all conductances at
+        the summing node, its ground resistor included),  V+ = sum(G_p V_p) / (sum G_p + G_g)
+
+    so positive weight p has gain a_p = A * G_p / S with S = sum G_p + G_g: G_p = a_p / Rp
+    with Rp = A / S, as the summing side's R = Rf / ratio, and the divider's ground
+    resistor 1 / G_g = Rp / (A - sum(a_p)). The divider needs sum(a_p) <= A (G_g >= 0);
+    where the summing side gives less, a resistor from the summing node to ground raises A
+    (the next E-series value below the need, so A >= sum(a_p)). Rp is the largest that
+    keeps the strongest weight >= r_min, moved where the ground resistor would leave
+    r_min..r_max. Snapping errors stay in the values; realized_forward is exact."""
+    if not positive:
+        return
+    a = np.array([ratio for _, ratio in positive])
+    g_sum = sum(1 / r for _, _, r in n.inputs) + (1 / n.bias[1] if n.bias else 0.0)
+    big_a = 1 + n.rf * g_sum
+    if a.sum() > big_a:
+        need = n.rf / (a.sum() - big_a)
+        below = table[table <= need]
+        if below.size == 0:  # even r_min leaves A short: every positive weight shrinks
+            clipped["below_r_min"] += 1
+        n.r_ground_sum = float(below[-1] if below.size else table[0])
+        big_a += n.rf / n.r_ground_sum
+    rp = _feedback_resistor(list(a), acfg, table)
+    spare = big_a - a.sum()
+    if spare > 0:
+        # the ground resistor rp / spare, inside the range and snapped first: it carries
+        # most of the divider's conductance, so rp follows from its E-series value and
+        # only the inputs' own snapping errors remain (independent, not shared)
+        ground = float(eseries.snap(min(max(rp, acfg.r_min * spare), acfg.r_max * spare)
+                                    / spare, table))
+        rp = ground * spare
+    where = (n.layer, n.index, n.gain, rp)
+    for (k, ratio) in positive:
+        ohms = _place(ratio, vx, f"the weight from input {k}", where, acfg, table, clipped)
+        if ohms is not None:
+            n.plus.append((k, ohms))
+    if spare > 0 and n.plus:
+        n.r_ground_plus = ground
 
 
 def _place(ratio: float, source_scale: float, what: str, where: tuple, acfg,
@@ -261,7 +361,9 @@ def realized_forward(design: CoreDesign, x: np.ndarray, r_scale: dict | None = N
                      vos: dict | None = None) -> list[np.ndarray]:
     """Exact core outputs (volts) for an ideal op-amp with these resistors (and, if
     given, input offsets in volts): per hidden layer, (n, n_neurons) with zeros for
-    non-core neurons. The offset enters with the noise gain 1 + Rf * sum(1/R)."""
+    non-core neurons. The offset enters with the noise gain 1 + Rf * sum(1/R) (every
+    resistor at the summing node); a difference summer's non-inverting side adds that
+    gain times its divider's voltage (_design_plus_side)."""
     r_scale = r_scale or {}
     vos = vos or {}
     x = np.asarray(x, np.float64)
@@ -285,7 +387,19 @@ def realized_forward(design: CoreDesign, x: np.ndarray, r_scale: dict | None = N
             r = ohms * r_scale.get(("bias", n.layer, n.index), 1.0)
             acc += (design.vref if pos else -design.vref) / r
             g_noise += rf / r
-        out = -rf * acc + vos.get(("relu", n.layer, n.index), 0.0) * g_noise
+        if n.r_ground_sum is not None:
+            g_noise += rf / (n.r_ground_sum * r_scale.get(("gsum", n.layer, n.index), 1.0))
+        v_plus = np.zeros(x.shape[0])
+        if n.plus:
+            g_plus = 0.0
+            for k, ohms in n.plus:
+                r = ohms * r_scale.get(("plus", n.layer, n.index, k), 1.0)
+                v_plus += src_v[:, k] / r
+                g_plus += 1 / r
+            if n.r_ground_plus is not None:
+                g_plus += 1 / (n.r_ground_plus * r_scale.get(("gplus", n.layer, n.index), 1.0))
+            v_plus /= g_plus
+        out = -rf * acc + (v_plus + vos.get(("relu", n.layer, n.index), 0.0)) * g_noise
         volts[n.layer][:, n.index] = np.maximum(out, 0.0)
     return volts
 
@@ -331,6 +445,8 @@ def build_circuit(design: CoreDesign, x: np.ndarray, step_s: float | None = None
     cir.subcircuit(InvertingBuffer(amp.NAME))
     cir.subcircuit(PrecisionRectifier(amp.NAME))
     cir.subcircuit(ClampedSummer(amp.NAME))
+    if any(nr.stage == "difference" for nr in design.neurons):
+        cir.subcircuit(DifferenceSummer(amp.NAME))
     cir.model(DIODE_MODEL, "D", **DIODE_PARAMS)
     n = x.shape[0]
     rails = (("cc", "vcc", design.vcc), ("ee", "vee", design.vee),
@@ -352,8 +468,7 @@ def build_circuit(design: CoreDesign, x: np.ndarray, step_s: float | None = None
             pts += [(i * step_s, i - 1.0), (i * step_s + rise_s, float(i))]
         pts.append((n * step_s, n - 1.0))
         cir.PieceWiseLinearVoltageSource("idx", "idx", cir.gnd, values=pts)
-    used = sorted({k for nr in design.neurons if nr.layer == 0 for k, _, _ in nr.inputs})
-    for k in used:  # input DACs: ideal, zero output impedance
+    for k in design.dac_inputs:  # input DACs: ideal, zero output impedance
         expr = _pwl_expr(x[:, k] * design.vx)
         cir.B(f"dac{k}", f"x{k}", cir.gnd,
               voltage_expression=expr if gate_s is None else f"v(en)*({expr})")
@@ -375,8 +490,21 @@ def build_circuit(design: CoreDesign, x: np.ndarray, step_s: float | None = None
             pos, ohms = nr.bias
             r = ohms * r_scale.get(("bias", nr.layer, nr.index), 1.0)
             cir.R(f"{tag}_b", "vrefp" if pos else "vrefn", s, f"{r:.6g}")
+        if nr.r_ground_sum is not None:
+            r = nr.r_ground_sum * r_scale.get(("gsum", nr.layer, nr.index), 1.0)
+            cir.R(f"{tag}_gs", s, cir.gnd, f"{r:.6g}")
         rf = nr.rf * r_scale.get(("rf", nr.layer, nr.index), 1.0)
+        params = {"rf": f"{rf:.6g}", "vos": f"{vos.get(('relu', nr.layer, nr.index), 0.0):.6g}"}
+        if nr.stage == "difference":
+            p = f"p{tag}" if nr.plus else cir.gnd
+            for k, ohms in nr.plus:
+                r = ohms * r_scale.get(("plus", nr.layer, nr.index, k), 1.0)
+                cir.R(f"{tag}_q{k}", design.source_node(nr.layer - 1, k, False), p, f"{r:.6g}")
+            if nr.plus and nr.r_ground_plus is not None:
+                r = nr.r_ground_plus * r_scale.get(("gplus", nr.layer, nr.index), 1.0)
+                cir.R(f"{tag}_gp", p, cir.gnd, f"{r:.6g}")
+            cir.X(f"n{tag}", DifferenceSummer.NAME, p, s, f"h{tag}", "vcc", "vee", **params)
+            continue
         stage = PrecisionRectifier if nr.stage == "rectifier" else ClampedSummer
-        cir.X(f"n{tag}", stage.NAME, s, f"h{tag}", "vcc", "vee", rf=f"{rf:.6g}",
-              vos=f"{vos.get(('relu', nr.layer, nr.index), 0.0):.6g}")
+        cir.X(f"n{tag}", stage.NAME, s, f"h{tag}", "vcc", "vee", **params)
     return cir

@@ -236,9 +236,12 @@ SCHEMA: dict = {
                              choices=("clip", "refuse")),
         "relu_stage": Knob("adc", str, "ReLU of core neurons read only through the ADC: "
                            "'adc' = clamped linear summer, the ADC's zero code is the ReLU "
-                           "(settles fast near zero); 'rectifier' = precision rectifier. "
-                           "Neurons other core neurons read always get the rectifier",
-                           choices=("adc", "rectifier")),
+                           "(settles fast near zero); 'difference' = difference summer, "
+                           "positive weights on the non-inverting input, so the inputs need "
+                           "no inverters (one op-amp per neuron), ReLU by the ADC too; "
+                           "'rectifier' = precision rectifier. Neurons other core neurons "
+                           "read always get the rectifier",
+                           choices=("adc", "difference", "rectifier")),
         "adc_ref_v": Knob(1.0, float, "ADC reference: each neuron's calibrated full scale "
                           "in volts", min=0.05, max=20.0),
         "input_v": Knob(2.0, float, "DAC voltage of the largest input magnitude (larger = "

@@ -243,12 +243,13 @@ def test_headroom_refused_with_the_key_to_change():
         flow.check_headroom(d, a)
 
 
-def _headroom(opamp, vcc=2.5, vee=-2.5, stages=("rectifier",), **changes):
-    """check_headroom on a design with these rails and op-amp and one neuron per ReLU
-    stage in `stages`; the analog knobs it reads (a diode drop of 0.5 V, 0.25 V headroom)
-    with `changes`."""
+def _headroom(opamp, vcc=2.5, vee=-2.5, stages=("rectifier",), inverted=((-1, 0),),
+              **changes):
+    """check_headroom on a design with these rails and op-amp, one neuron per ReLU stage in
+    `stages` and these inverted sources (default: input 0); the analog knobs it reads (a
+    diode drop of 0.5 V, 0.25 V headroom) with `changes`."""
     neurons = [nl.Neuron(0, j, 1.0, 1e4, [], None, stage) for j, stage in enumerate(stages)]
-    d = dataclasses.replace(synthetic_design(neurons), opamp=opamp, vcc=vcc, vee=vee)
+    d = dataclasses.replace(synthetic_design(neurons, inverted), opamp=opamp, vcc=vcc, vee=vee)
     a = dict(headroom_v=0.25, adc_ref_v=1.0, diode_drop_v=0.5, input_v=1.0, vref_v=1.0)
     flow.check_headroom(d, SimpleNamespace(**{**a, **changes}))
 
@@ -623,6 +624,162 @@ def test_short_sweep_is_an_error(tmp_path):
         spice.run_file(tmp_path / "ngspice_divider.cir", points=5)  # the last plot: .op
     with pytest.raises(SpiceRunError, match=r"transient of .*ngspice_divider\.cir stopped"):
         spice.run_file(tmp_path / "ngspice_divider.cir", t_stop=1e-3)
+
+
+# ---- difference summers (relu_stage 'difference') -----------------------------------------
+def diff_crystal(w=(3.0, -0.25, 2.0, 0.0), b=0.25):
+    """4 inputs -> 1 ReLU, frozen (read only by the ADC) -> 2 linear."""
+    rng = np.random.default_rng(3)
+    layers = (_layer([list(w)], [b], "relu", True), _layer([[1.0], [-1.0]], [0, 0.5], "linear", False))
+    return _crystal("diff", layers, rng.integers(0, 17, size=(12, 4)).astype(np.float32) / 16)
+
+
+def _plus_side(n, r_scale=None):
+    """By hand from the resistor values: (A, conductance into the divider per input, total
+    divider conductance)."""
+    s = r_scale or {}
+    key = (n.layer, n.index)
+    g_sum = sum(1 / (r * s.get(("in",) + key + (k,), 1.0)) for k, _, r in n.inputs)
+    g_sum += 1 / (n.bias[1] * s.get(("bias",) + key, 1.0)) if n.bias else 0.0
+    g_sum += 1 / (n.r_ground_sum * s.get(("gsum",) + key, 1.0)) if n.r_ground_sum else 0.0
+    rf = n.rf * s.get(("rf",) + key, 1.0)
+    g_p = {k: 1 / (r * s.get(("plus",) + key + (k,), 1.0)) for k, r in n.plus}
+    g_total = sum(g_p.values()) + (1 / (n.r_ground_plus * s.get(("gplus",) + key, 1.0))
+                                   if n.r_ground_plus else 0.0)
+    return 1 + rf * g_sum, g_p, g_total, rf
+
+
+@pytest.mark.parametrize("w, b, input_v, grounds", [
+    # small input volts, large gains: positive gains beyond 1 + Rf G, summing node grounded
+    ((3.0, -0.25, 2.0, 0.0), 0.25, 0.1, "sum"),
+    ((0.5, -3.0, 0.25, 0.0), -0.5, 2.0, "plus")])  # the divider needs its ground resistor
+def test_difference_summer_design_by_hand(w, b, input_v, grounds):
+    c = diff_crystal(w, b)
+    d = design(c, relu_stage="difference", input_v=input_v)
+    (n,) = d.neurons
+    assert (n.stage, d.inverted, d.opamp_count, n.diodes) == ("difference", [], 1, 0)
+    assert [k for k, _ in n.plus] == [0, 2]  # positive weights on the non-inverting side
+    assert [(k, inv) for k, inv, _ in n.inputs] == [(1, False)]  # the negative one, direct
+    assert n.bias[0] == (b < 0)  # from +Vref for a negative bias, as the inverting summer
+    table = eseries.values_in("E96", 1e3, 1e6)
+    a = {k: n.gain * w[k] / d.vx for k in (0, 2)}  # the gains the weights ask for
+    a0 = 1 + n.rf * (1 / n.inputs[0][2] + 1 / n.bias[1])
+    if grounds == "sum":  # sum(a) > A0: the largest E96 value at or below Rf / (sum(a) - A0)
+        assert sum(a.values()) > a0
+        assert n.r_ground_sum == table[table <= n.rf / (sum(a.values()) - a0)].max()
+    else:
+        assert sum(a.values()) < a0 and n.r_ground_sum is None
+    big_a, g_p, g_total, rf = _plus_side(n)
+    # the divider's ground resistor is snapped first and sets Rp = R_g (A - sum(a)); each
+    # positive input is then Rp / a_k snapped
+    spare = big_a - sum(a.values())
+    assert n.r_ground_plus in table
+    assert [r for _, r in n.plus] == [eseries.snap(n.r_ground_plus * spare / a[k], table)
+                                      for k in (0, 2)]
+    assert big_a >= sum(a.values()) * (1 - 0.013)  # the divider can give every gain
+    for k in (0, 2):  # realized gain A G_p / G_total: the weight within E96 snapping (x2)
+        assert big_a * g_p[k] / g_total * d.vx / n.gain == pytest.approx(w[k], rel=0.025)
+    assert rf / n.inputs[0][2] * d.vx / n.gain == pytest.approx(-w[1], rel=0.013)
+    assert d.resistor_count == len(n.inputs) + len(n.plus) + 2 + (n.r_ground_plus is not None) \
+        + (n.r_ground_sum is not None)  # + Rf + the bias
+    assert all(round(r, 6) in set(np.round(table, 6)) for r in n.resistors)
+
+
+def test_difference_transfer_by_hand():
+    c = diff_crystal((3.0, -4.0, 2.0, 0.0), -0.25)
+    d = design(c, relu_stage="difference", input_v=0.1)  # both ground resistors
+    (n,) = d.neurons
+    x = c.reference.x.astype(np.float64)
+    rng = np.random.default_rng(1)
+    r_scale = {key: 1 + 0.05 * rng.uniform(-1, 1) for key in flow.draw_board(d, 0.01, False, rng)[0]}
+    assert {k[0] for k in r_scale} == {"rf", "in", "bias", "plus", "gsum", "gplus"}
+    for scale, vos in ((None, 0.0), (r_scale, 0.0), (r_scale, 3e-3)):
+        big_a, g_p, g_total, rf = _plus_side(n, scale)
+        v_plus = sum(g * x[:, k] * d.vx for k, g in g_p.items()) / g_total
+        g_in = 1 / (n.inputs[0][2] * (scale or {}).get(("in", 0, 0, 1), 1.0))
+        g_b = 1 / (n.bias[1] * (scale or {}).get(("bias", 0, 0), 1.0))
+        v_b = d.vref if n.bias[0] else -d.vref  # a negative bias reads +Vref
+        want = big_a * (v_plus + vos) - rf * (g_in * x[:, 1] * d.vx + g_b * v_b)
+        got = nl.realized_forward(d, x, scale, {("relu", 0, 0): vos})[0][:, 0]
+        np.testing.assert_allclose(got, np.maximum(want, 0.0), rtol=1e-12, atol=1e-15)
+        assert (want < 0).any() and (want > 0).any()  # both sides of the ReLU exercised
+
+
+def test_ngspice_difference_summers_equal_exact_model(tmp_path):
+    # the two-layer crystal: layer-1 neurons 0 and 1 feed a core neuron (rectifiers, and
+    # their positive weights still read inverted inputs); 1_2 a difference summer; 2_0 a
+    # clamped summer (a divider would load the rectifier outputs it reads)
+    c = tiny_crystal()
+    d = design(c, opamp="ideal", relu_stage="difference")
+    assert [n.stage for n in d.neurons] == ["rectifier", "rectifier", "difference", "clamp"]
+    want_inv = {(n.layer - 1, k) for n in d.neurons if n.stage != "difference"
+                for k in np.flatnonzero(c.layers[n.layer].weights[n.index] > 0)}
+    assert set(d.inverted) == want_inv and d.opamp_count == 4 + len(want_inv)
+    assert all(n.plus for n in d.neurons if n.stage == "difference")
+    x = c.reference.x.astype(np.float64)
+    write_dc(d, x, tmp_path / "core.cir")
+    vec, _ = spice.run_file(tmp_path / "core.cir", points=len(x))
+    np.testing.assert_allclose(core_volts(d, vec), exact_volts(d, x), atol=1e-4)
+    # the MCP6002 macro-model (A_OL 112 dB): within 0.1 LSB, its saturated outputs read 0
+    d = design(c, relu_stage="difference")
+    write_dc(d, x, tmp_path / "mcp.cir")
+    vec, _ = spice.run_file(tmp_path / "mcp.cir", points=len(x))
+    got = core_volts(d, vec)
+    np.testing.assert_allclose(got, exact_volts(d, x), atol=0.1 * LSB)
+    assert (got[:, 2] == 0).any() and (got[:, 2] > 0).any()
+
+
+def test_difference_counts_bom_and_boards():
+    d = design(wide_crystal(), relu_stage="difference")
+    assert d.inverted == [] and d.opamp_count == 9 and d.dac_inputs == [0, 1, 2, 3]
+    total = sum(len(n.resistors) for n in d.neurons)
+    assert d.resistor_count == total
+    bom = flow.bom(d)
+    assert (bom["resistors"]["total"], bom["diodes"]["count"], bom["opamps"]["amplifiers"],
+            bom["opamps"]["inverters"]) == (total, 0, 9, 0)
+    r_scale, vos = flow.draw_board(d, 0.01, True, np.random.default_rng(2))
+    key = lambda n: (n.layer, n.index)  # noqa: E731
+    assert set(r_scale) == ({("rf",) + key(n) for n in d.neurons}
+                            | {("in",) + key(n) + (k,) for n in d.neurons for k, _, _ in n.inputs}
+                            | {("bias",) + key(n) for n in d.neurons if n.bias}
+                            | {("plus",) + key(n) + (k,) for n in d.neurons for k, _ in n.plus}
+                            | {("gplus",) + key(n) for n in d.neurons if n.r_ground_plus}
+                            | {("gsum",) + key(n) for n in d.neurons if n.r_ground_sum})
+    assert set(vos) == {("relu",) + key(n) for n in d.neurons}
+
+
+def test_dac_currents_and_vectors_of_difference_summers_by_hand():
+    d = synthetic_design([nl.Neuron(0, 0, 1.0, 1e4, [(1, False, 1e3)], None, "difference",
+                                    plus=[(0, 2e3), (1, 4e3)], r_ground_plus=5e3),
+                          nl.Neuron(0, 1, 1.0, 1e4, [], None, "difference", plus=[(2, 8e3)])])
+    assert flow.transient_vectors(d) == [
+        "v(h1_0)", "v(h1_1)", "i(vcc)", "i(vee)", "i(vrefp)", "i(vrefn)", "v(s1_0)",
+        "v(p1_0)", "v(p1_1)", "v(x0)", "v(x1)", "v(x2)"]
+    tv = {"time": np.array([0.0, 1e-6]), "x0": np.array([1.0, 0.5]), "x1": np.array([0.2, 0.4]),
+          "x2": np.array([0.8, 0.0]), "s1_0": np.array([0.3, 0.1]),
+          "p1_0": np.array([0.3, 0.1]), "p1_1": np.array([0.6, 0.0])}
+    i0, i1, i2 = flow.dac_currents(d, tv)
+    np.testing.assert_allclose(i0, [0.7 / 2e3, 0.4 / 2e3], rtol=1e-12)
+    # DAC 1 feeds both sides of neuron 0: the summing node (1k) and the divider (4k)
+    np.testing.assert_allclose(i1, [-0.1 / 1e3 - 0.1 / 4e3, 0.3 / 1e3 + 0.3 / 4e3], rtol=1e-12)
+    np.testing.assert_allclose(i2, [0.2 / 8e3, 0.0], atol=1e-18)
+    assert d.resistor_count == 1 + 2 + 1 + 1 + 1 + 1  # in, plus x2, ground, Rf; plus, Rf
+
+
+def test_headroom_of_difference_summers():
+    # bottom binding (usable -1.875..2.125 V): no inverted inputs, so input_v may pass the
+    # bottom; no diode, so any drop passes; the output and the + inputs need the top
+    op = dataclasses.replace(OPAMPS["mcp6002"], swing_high_v=0.125, swing_low_v=0.375)
+    _headroom(op, stages=("difference",), inverted=(), input_v=2.125, adc_ref_v=2.125,
+              diode_drop_v=5.0)
+    assert _refusal(op, stages=("difference",), inverted=(), input_v=2.125 + 2 ** -20) == \
+        _swing_msg("analog.input_v (difference summers' non-inverting inputs)", 2.125, op.part,
+                   "-1.88..2.12").replace("2.125 V", "2.125 V")
+    assert _refusal(op, stages=("difference",), inverted=(), adc_ref_v=2.125 + 2 ** -20).startswith(
+        "analog.adc_ref_v (difference summer output) = 2.125 V does not fit")
+    # an inverted input brings the -input_v need back
+    assert _refusal(op, stages=("difference",), input_v=1.875 + 2 ** -20).startswith(
+        "analog.input_v (inverted inputs)")
 
 
 # ---- ngspice against the exact model ----------------------------------------------------------

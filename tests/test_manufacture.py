@@ -516,3 +516,25 @@ def test_sweep_report_command_builds_the_swept_point(tmp_path, capsys):
     assert main(["--build-dir", str(tmp_path / "b")] + args +
                 ["--crystal", str(tmp_path / "crystal")]) == 2
     assert "'opa835' is not a part one can order" in capsys.readouterr().err
+
+
+def test_difference_summers_on_the_board_round_trip(tmp_path):
+    # relu_stage 'difference': one op-amp per neuron (no inverters), no diodes; each
+    # channel's non-inverting input is its divider node, and the board re-simulates as
+    # the design does
+    c = tiny_crystal(seed=3)
+    d = bench(c, relu_stage="difference").design
+    assert {nr.stage for nr in d.neurons} == {"difference"} and d.inverted == []
+    board = mf.board_for(d, 0.01)
+    assert board.channels == [("U1", "A", "neuron 1_0 (difference)"),
+                              ("U1", "B", "neuron 1_1 (difference)"),
+                              ("U2", "A", "neuron 1_2 (difference)"),
+                              ("U2", "B", "neuron 1_3 (difference)")]
+    assert refs(board, "D") == [] and len(refs(board, "R")) == d.resistor_count
+    inputs = {v for comp in board.of_kind("U") for v in comp.pins.values()}
+    assert {f"p1_{nr.index}" for nr in d.neurons if nr.plus} <= inputs
+    res = mf.run(c, cfg(relu_stage="difference"), Paths(tmp_path, "tiny"))
+    assert res["components"]["diodes"] == 0 and res["components"]["opamps"] == 2
+    assert res["components"]["resistors"] == d.resistor_count
+    rt = res["round_trip"]
+    assert rt["passed"] and rt["class_agreement"] == 1.0 and rt["max_diff_lsb"] <= 0.01
