@@ -290,23 +290,26 @@ def _design_plus_side(n: Neuron, positive: list, vx: float, acfg, table: np.ndar
     so positive weight p has gain a_p = A * G_p / S with S = sum G_p + G_g: G_p = a_p / Rp
     with Rp = A / S, as the summing side's R = Rf / ratio, and the divider's ground
     resistor 1 / G_g = Rp / (A - sum(a_p)). The divider needs sum(a_p) <= A (G_g >= 0);
-    where the summing side gives less, a resistor from the summing node to ground raises A
-    (the next E-series value below the need, so A >= sum(a_p)). Rp is the largest that
-    keeps the strongest weight >= r_min, moved where the ground resistor would leave
-    r_min..r_max. Snapping errors stay in the values; realized_forward is exact."""
+    where the summing side gives less (or so little more that 1 / G_g would pass r_max),
+    a resistor from the summing node to ground raises A. Rp is the largest that keeps the
+    strongest weight >= r_min, moved where the ground resistor would leave r_min..r_max.
+    Snapping errors stay in the values; realized_forward is exact."""
     if not positive:
         return
     a = np.array([ratio for _, ratio in positive])
     g_sum = sum(1 / r for _, _, r in n.inputs) + (1 / n.bias[1] if n.bias else 0.0)
     big_a = 1 + n.rf * g_sum
-    if a.sum() > big_a:
-        need = n.rf / (a.sum() - big_a)
+    rp = _feedback_resistor(list(a), acfg, table)
+    # the divider's ground resistor rp / (A - sum(a_p)) must stay <= r_max at this rp: where
+    # A falls short of sum(a_p) + rp / r_max, raise it (a smaller ground resistor at the
+    # summing node only adds conductance, so its next E-series value below the need)
+    if a.sum() + rp / acfg.r_max > big_a:
+        need = n.rf / (a.sum() + rp / acfg.r_max - big_a)
         below = table[table <= need]
         if below.size == 0:  # even r_min leaves A short: every positive weight shrinks
             clipped["below_r_min"] += 1
         n.r_ground_sum = float(below[-1] if below.size else table[0])
         big_a += n.rf / n.r_ground_sum
-    rp = _feedback_resistor(list(a), acfg, table)
     spare = big_a - a.sum()
     if spare > 0:
         # the ground resistor rp / spare, inside the range and snapped first: it carries

@@ -664,9 +664,11 @@ def test_difference_summer_design_by_hand(w, b, input_v, grounds):
     table = eseries.values_in("E96", 1e3, 1e6)
     a = {k: n.gain * w[k] / d.vx for k in (0, 2)}  # the gains the weights ask for
     a0 = 1 + n.rf * (1 / n.inputs[0][2] + 1 / n.bias[1])
-    if grounds == "sum":  # sum(a) > A0: the largest E96 value at or below Rf / (sum(a) - A0)
-        assert sum(a.values()) > a0
-        assert n.r_ground_sum == table[table <= n.rf / (sum(a.values()) - a0)].max()
+    # the preferred Rp, found as Rf is (the weakest at r_max, the strongest at least r_min)
+    rp = eseries.snap(max(min(1e6 * min(a.values()), 1e6), 1e3 * max(a.values()), 1e3), table)
+    if grounds == "sum":  # A0 short of sum(a) + Rp / r_max: the largest E96 value at or
+        assert sum(a.values()) > a0  # below Rf / (sum(a) + Rp / r_max - A0)
+        assert n.r_ground_sum == table[table <= n.rf / (sum(a.values()) + rp / 1e6 - a0)].max()
     else:
         assert sum(a.values()) < a0 and n.r_ground_sum is None
     big_a, g_p, g_total, rf = _plus_side(n)
@@ -683,6 +685,32 @@ def test_difference_summer_design_by_hand(w, b, input_v, grounds):
     assert d.resistor_count == len(n.inputs) + len(n.plus) + 2 + (n.r_ground_plus is not None) \
         + (n.r_ground_sum is not None)  # + Rf + the bias
     assert all(round(r, 6) in set(np.round(table, 6)) for r in n.resistors)
+
+
+def test_difference_summer_ground_resistors_at_the_range_edges():
+    # positive weights only, no bias: A = 1 before any ground resistor. 1k-1M, 0.1 V
+    # inputs: the gains (about 12 and 8) need a summing-node ground resistor, chosen so
+    # that the divider's own stays <= r_max at the preferred Rp: nothing clipped
+    table = eseries.values_in("E96", 1e3, 1e6)
+    d = design(diff_crystal((3.0, 0.0, 2.0, 0.0), 0.0), relu_stage="difference", input_v=0.1)
+    (n,) = d.neurons
+    a = [n.gain * w / d.vx for w in (3.0, 2.0)]
+    rp = eseries.snap(max(min(1e6 * min(a), 1e6), 1e3 * max(a), 1e3), table)  # as for Rf
+    assert n.r_ground_sum == table[table <= n.rf / (sum(a) + rp / 1e6 - 1)].max()
+    assert sum(v for k, v in d.clipped.items() if k != "worst") == 0
+    big_a, g_p, g_total, _ = _plus_side(n)
+    assert n.r_ground_plus <= 1e6 and big_a > sum(a)
+    for k, w in ((0, 3.0), (2, 2.0)):
+        assert big_a * g_p[k] / g_total * d.vx / n.gain == pytest.approx(w, rel=0.025)
+    # 10k-20k and 0.05 V inputs: even r_min at the summing node leaves A short of sum(a):
+    # counted, no divider ground resistor, every positive gain shrinks by A / sum(a)
+    d = design(diff_crystal((3.0, 0.0, 2.0, 0.0), 0.0), relu_stage="difference",
+               input_v=0.05, r_min=1e4, r_max=2e4, r_inverter=1e4)
+    (n,) = d.neurons
+    a = [n.gain * w / d.vx for w in (3.0, 2.0)]
+    assert n.r_ground_sum == 1e4 and n.r_ground_plus is None and d.clipped["below_r_min"] >= 1
+    big_a, g_p, g_total, _ = _plus_side(n)
+    assert big_a == pytest.approx(1 + n.rf / 1e4) and big_a < sum(a)
 
 
 def test_difference_transfer_by_hand():
