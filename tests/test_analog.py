@@ -719,7 +719,9 @@ def test_difference_transfer_by_hand():
     (n,) = d.neurons
     x = c.reference.x.astype(np.float64)
     rng = np.random.default_rng(1)
-    r_scale = {key: 1 + 0.05 * rng.uniform(-1, 1) for key in flow.draw_board(d, 0.01, False, rng)[0]}
+    drawn = flow.draw_board(d, 0.01, False, rng)[0]
+    assert all(0.99 <= f <= 1.01 for f in drawn.values())  # ground resistors drawn too
+    r_scale = {key: 1 + 0.05 * rng.uniform(-1, 1) for key in drawn}
     assert {k[0] for k in r_scale} == {"rf", "in", "bias", "plus", "gsum", "gplus"}
     for scale, vos in ((None, 0.0), (r_scale, 0.0), (r_scale, 3e-3)):
         big_a, g_p, g_total, rf = _plus_side(n, scale)
@@ -774,6 +776,9 @@ def test_difference_counts_bom_and_boards():
                             | {("gplus",) + key(n) for n in d.neurons if n.r_ground_plus}
                             | {("gsum",) + key(n) for n in d.neurons if n.r_ground_sum})
     assert set(vos) == {("relu",) + key(n) for n in d.neurons}
+    # every resistor of the board drawn within the tolerance, the new ones included
+    assert all(0.99 <= f <= 1.01 for f in r_scale.values())
+    assert len({f for k, f in r_scale.items() if k[0] in ("plus", "gplus", "gsum")}) > 1
 
 
 def test_dac_currents_and_vectors_of_difference_summers_by_hand():
@@ -805,9 +810,17 @@ def test_headroom_of_difference_summers():
                    "-1.88..2.12").replace("2.125 V", "2.125 V")
     assert _refusal(op, stages=("difference",), inverted=(), adc_ref_v=2.125 + 2 ** -20).startswith(
         "analog.adc_ref_v (difference summer output) = 2.125 V does not fit")
-    # an inverted input brings the -input_v need back
+    # an inverted input brings the -input_v need back; an inverted core neuron (layer 0)
+    # does not (it needs -adc_ref_v instead)
     assert _refusal(op, stages=("difference",), input_v=1.875 + 2 ** -20).startswith(
         "analog.input_v (inverted inputs)")
+    _headroom(op, stages=("difference",), inverted=((0, 0),), input_v=2.125, adc_ref_v=1.875)
+    # beside a rectifier the difference summer's needs add to the rectifier's: its
+    # output (adc_ref_v + drop, 1.875 + 0.5 V) is still checked, and so is the drop
+    assert _refusal(op, stages=("rectifier", "difference"), adc_ref_v=1.875).startswith(
+        "analog.adc_ref_v + analog.diode_drop_v (rectifier op-amp output) = 2.375 V")
+    assert _refusal(op, stages=("rectifier",), adc_ref_v=0.1, diode_drop_v=1.875 + 2 ** -20
+                    ).startswith("analog.diode_drop_v (op-amp output clamped below zero)")
 
 
 # ---- ngspice against the exact model ----------------------------------------------------------
