@@ -417,7 +417,8 @@ def window_energy(t: np.ndarray, p: np.ndarray, starts, width: float) -> np.ndar
 
 def dac_currents(design: nl.CoreDesign, tv: dict) -> list[np.ndarray]:
     """Output current of each input DAC (from ngspice node voltages): into the neurons that
-    read it directly, and into its inverter's virtual ground."""
+    read it directly (summing nodes and difference summers' dividers), and into its
+    inverter's virtual ground."""
     out = []
     for k in design.dac_inputs:
         ik = np.zeros_like(tv["time"])
