@@ -354,7 +354,7 @@ def board_for(design: nl.CoreDesign, tolerance: float) -> Board:
             p = f"p{tag}" if nr.plus else GROUND
             for k, ohm in nr.plus:
                 resistor(design.source_node(nr.layer - 1, k, False), p, ohm)
-            if nr.plus and nr.r_ground_plus is not None:
+            if nr.r_ground_plus is not None:  # set only where the divider has inputs
                 resistor(p, GROUND, nr.r_ground_plus)
             channels.append((p, s, h, f"neuron {tag} (difference)"))
         elif nr.stage == "rectifier":  # op-amp drives node a; D clamp sum->a, D out a->h

@@ -503,7 +503,7 @@ def build_circuit(design: CoreDesign, x: np.ndarray, step_s: float | None = None
             for k, ohms in nr.plus:
                 r = ohms * r_scale.get(("plus", nr.layer, nr.index, k), 1.0)
                 cir.R(f"{tag}_q{k}", design.source_node(nr.layer - 1, k, False), p, f"{r:.6g}")
-            if nr.plus and nr.r_ground_plus is not None:
+            if nr.r_ground_plus is not None:  # set only where the divider has inputs
                 r = nr.r_ground_plus * r_scale.get(("gplus", nr.layer, nr.index), 1.0)
                 cir.R(f"{tag}_gp", p, cir.gnd, f"{r:.6g}")
             cir.X(f"n{tag}", DifferenceSummer.NAME, p, s, f"h{tag}", "vcc", "vee", **params)
