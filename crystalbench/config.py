@@ -54,6 +54,11 @@ SCHEMA: dict = {
                                     "(stratified, before augmentation) to choose hyperparameters "
                                     "on; the test split stays untouched (0 = none)",
                                     min=0.0, max=0.5),
+        "validation_draw": Knob(0, int, "mnist1d only: a validation set of this many fresh "
+                                "samples from the mnist1d generator (dataset seed 1000 + seed, "
+                                "never the package's 42, which makes the train and test "
+                                "splits); training keeps the whole training split (0 = none)",
+                                min=0),
         "max_train": Knob(None, int, "use at most this many training samples (stratified)",
                           min=10, nullable=True),
         "augment_shifts": Knob(0, int, "add copies of the training set shifted by up to this "

@@ -94,11 +94,41 @@ def load_digits(test_fraction: float, seed: int) -> Dataset:
                    "sklearn.datasets.load_digits() samples (d.data[i], d.target[i])")
 
 
-def load_mnist1d(seed: int) -> Dataset:
+# Fresh validation draws use dataset seed MNIST1D_DRAW_SEED + the config's seed; the
+# package's train/test split is its dataset seed 42.
+MNIST1D_DRAW_SEED = 1000
+
+
+def _mnist1d_generate(**changes):
+    """The mnist1d generator (make_dataset, from the package's templates) with the package's
+    arguments changed by `changes`: (args, data). make_dataset seeds numpy's and random's
+    global generators; their states are put back afterwards."""
+    import random
+
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
-    d = make_dataset(args)  # generated locally from the package's templates (seeded by args.seed)
+    for key, value in changes.items():
+        setattr(args, key, value)
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        return args, make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
+def mnist1d_draw(n: int, dataset_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n fresh mnist1d samples (n / 10 per class) from the generator seeded with
+    dataset_seed, in the generator's units (a draw is centred and scaled by its own mean
+    and standard deviation, as the package's own split is)."""
+    _, d = _mnist1d_generate(num_samples=n, seed=dataset_seed)
+    return (np.concatenate([d["x"], d["x_test"]]).astype(np.float32),
+            np.concatenate([d["y"], d["y_test"]]).astype(np.int64))
+
+
+def load_mnist1d(seed: int) -> Dataset:
+    args, d = _mnist1d_generate()  # the package's own split (dataset seed args.seed)
     x_tr = np.asarray(d["x"], dtype=np.float32)
     x_te = np.asarray(d["x_test"], dtype=np.float32)
     # One global affine scaling from training statistics: hardware sees one input range.
@@ -198,6 +228,20 @@ def augment_shifts(x: np.ndarray, y: np.ndarray, geometry: tuple[int, ...], k: i
 def load(data_cfg, seed: int) -> Dataset:
     """Load the data set a config's `data` section names."""
     name = data_cfg["dataset"]
+    v = data_cfg.get("validation_fraction", 0.0) or 0.0
+    n_draw = data_cfg.get("validation_draw", 0) or 0
+    if n_draw:
+        if name != "mnist1d":
+            raise DataError(f"data.validation_draw: {n_draw}: fresh samples need a generated "
+                            f"data set and {name} is not one; use data.validation_fraction "
+                            "(a part of the training split) instead")
+        if v > 0:
+            raise DataError(f"data.validation_draw ({n_draw}) and data.validation_fraction "
+                            f"({v}) both ask for a validation set; set one of them to 0")
+        if n_draw % 10:
+            raise DataError(f"data.validation_draw: {n_draw}: the generator draws the same "
+                            "number of samples of each of the 10 classes; use a multiple of "
+                            "10")
     if name == "digits":
         ds = load_digits(data_cfg["test_fraction"], seed)
     elif name == "mnist1d":
@@ -212,7 +256,6 @@ def load(data_cfg, seed: int) -> Dataset:
         ds = dataclasses.replace(ds, x_train=ds.x_train[keep], y_train=ds.y_train[keep],
                                  train_index=ds.train_index[keep],
                                  split=ds.split + f", {n} training samples kept")
-    v = data_cfg.get("validation_fraction", 0.0) or 0.0
     if v > 0:  # before augmentation: no shifted copy of a validation sample is trained on
         fit, val = stratified_split(ds.y_train, v, seed)
         ds = dataclasses.replace(ds, x_val=ds.x_train[val], y_val=ds.y_train[val],
@@ -220,6 +263,12 @@ def load(data_cfg, seed: int) -> Dataset:
                                  y_train=ds.y_train[fit], train_index=ds.train_index[fit],
                                  split=ds.split + f", {v:.0%} of the training split held out "
                                  f"for validation ({len(val)} samples, stratified)")
+    if n_draw:
+        draw_seed = MNIST1D_DRAW_SEED + seed
+        x, y = mnist1d_draw(n_draw, draw_seed)
+        ds = dataclasses.replace(ds, x_val=((x - ds.offset) * ds.scale).astype(np.float32),
+                                 y_val=y, split=ds.split + f", validation on {n_draw} fresh "
+                                 f"samples from the generator (dataset seed {draw_seed})")
     k = data_cfg.get("augment_shifts", 0)
     if k:
         x, y = augment_shifts(ds.x_train, ds.y_train, ds.geometry, k)

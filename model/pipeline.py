@@ -213,11 +213,14 @@ def headline(entry: dict) -> str:
         return (f"{s['mean']:{fmt}} +- {s['std']:{fmt}} (min {s['min']:{fmt}}, "
                 f"max {s['max']:{fmt}})")
 
+    validation = ("" if st["validation_accuracy"]["mean"] is None else
+                  f"; validation {pm('validation_accuracy', '.4f')}, its baseline "
+                  f"{pm('baseline_validation_accuracy', '.4f')}")
     return (f"{entry['config']} over seeds {','.join(map(str, entry['seeds']))}: test "
             f"{pm('test_accuracy', '.4f')}; baseline {pm('baseline_test_accuracy', '.4f')}; "
             f"frozen {pm('frozen_fraction', '.3f')}; neurons {pm('neurons_final', '.1f')}; "
             f"epoch speedup {pm('speedup', '.2f')}x; whole-run speedup "
-            f"{pm('training_speedup', '.2f')}x")
+            f"{pm('training_speedup', '.2f')}x{validation}")
 
 
 def _measured() -> dict:

@@ -274,6 +274,14 @@ def test_bench_runs_every_seed_and_reports_the_spread(tmp_path, capsys):
     assert out.splitlines()[-2].startswith(
         f"benchy over seeds 0,1: test {t['mean']:.4f} +- {t['std']:.4f} (min {t['min']:.4f}, "
         f"max {t['max']:.4f}); baseline ")
+
+    def pm(key):
+        s = entry["stats"][key]
+        return f"{s['mean']:.4f} +- {s['std']:.4f} (min {s['min']:.4f}, max {s['max']:.4f})"
+
+    assert out.splitlines()[-2].endswith(
+        f"x; validation {pm('validation_accuracy')}, its baseline "
+        f"{pm('baseline_validation_accuracy')}")
     # the report: per config the mean +- std (min .. max), then a row per seed
     from crystalbench import report
 
@@ -296,6 +304,9 @@ def test_bench_seeds_option_overrides_the_config(tmp_path, capsys):
     assert st["std"] == 0.0 and st["mean"] == st["min"] == st["max"] == report["records"][0][
         "test_accuracy"]
     assert st["n"] == 1 and report["configs"][0]["stats"]["validation_accuracy"]["n"] == 0
+    # no validation set: the headline ends at the whole-run speedup
+    headline = capsys.readouterr().out.splitlines()[-2]
+    assert headline.endswith("x") and "validation" not in headline
 
 
 @pytest.mark.parametrize("seeds", ["0,x", "", "1,1", "-1,2", "0,,1"])

@@ -188,3 +188,61 @@ def test_validation_part_comes_from_the_training_split_before_augmentation(digit
     assert len(ds.y_val) == 359 and "25% of the training split held out" in ds.split
     # none asked for: none made
     assert plain.x_val is None and plain.y_val is None
+
+
+@pytest.fixture(scope="module")
+def mnist1d_split():
+    return data.load({"dataset": "mnist1d"}, seed=0)
+
+
+def test_mnist1d_validation_draw_is_fresh_and_leaves_the_splits_alone(mnist1d_split):
+    """data.validation_draw: the package's generator with dataset seed 1000 + seed and
+    num_samples n, in the training split's model units; train and test untouched."""
+    import random
+
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    np.random.seed(5)
+    random.seed(5)
+    np_before, py_before = np.random.get_state()[1].copy(), random.getstate()
+    ds = data.load({"dataset": "mnist1d", "validation_draw": 120}, seed=3)
+    # make_dataset seeds the global generators; load puts them back
+    np.testing.assert_array_equal(np.random.get_state()[1], np_before)
+    assert random.getstate() == py_before
+    plain = mnist1d_split
+    np.testing.assert_array_equal(ds.x_train, plain.x_train)
+    np.testing.assert_array_equal(ds.x_test, plain.x_test)
+    assert (ds.offset, ds.scale) == (plain.offset, plain.scale)
+    # by hand: the package's arguments with seed 1003 and 120 samples, x and x_test joined
+    args = get_dataset_args()
+    args.seed, args.num_samples = 1003, 120
+    d = make_dataset(args)
+    raw = np.concatenate([d["x"], d["x_test"]])
+    np.testing.assert_allclose(ds.x_val, (raw - plain.offset) * plain.scale, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(ds.y_val, np.concatenate([d["y"], d["y_test"]]))
+    assert ds.x_val.dtype == np.float32 and list(np.bincount(ds.y_val)) == [12] * 10
+    assert "validation on 120 fresh samples from the generator (dataset seed 1003)" in ds.split
+    # fresh: no validation row is a training or test row; another seed, another draw
+    seen = {r.tobytes() for r in np.concatenate([plain.x_train, plain.x_test])}
+    assert not any(r.tobytes() in seen for r in ds.x_val)
+    other = data.load({"dataset": "mnist1d", "validation_draw": 120}, seed=4)
+    assert not np.array_equal(other.x_val, ds.x_val)
+    # none asked for: none made
+    assert plain.x_val is None
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ({"dataset": "digits", "test_fraction": 0.2, "validation_draw": 100},
+     "data.validation_draw: 100: fresh samples need a generated data set and digits is not "
+     "one; use data.validation_fraction (a part of the training split) instead"),
+    ({"dataset": "mnist1d", "validation_draw": 100, "validation_fraction": 0.2},
+     "data.validation_draw (100) and data.validation_fraction (0.2) both ask for a validation "
+     "set; set one of them to 0"),
+    ({"dataset": "mnist1d", "validation_draw": 105},
+     "data.validation_draw: 105: the generator draws the same number of samples of each of "
+     "the 10 classes; use a multiple of 10"),
+])
+def test_validation_draw_refusals(cfg, message):
+    with pytest.raises(DataError) as e:
+        data.load(cfg, seed=0)
+    assert str(e.value) == message

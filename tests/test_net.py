@@ -218,6 +218,8 @@ def test_a_knob_added_later_keeps_old_checkpoints_resumable(tiny_cfg):
             del d["data"]["validation_fraction"]
         if d["freeze"]["layer_epochs"] is None:
             del d["freeze"]["layer_epochs"]
+        if d["data"]["validation_draw"] == 0:
+            del d["data"]["validation_draw"]
         return cfgmod.digest(d)
 
     cfg = tiny_cfg()
@@ -229,6 +231,9 @@ def test_a_knob_added_later_keeps_old_checkpoints_resumable(tiny_cfg):
     assert cfg.data.validation_fraction == 0.0
     val = tiny_cfg(data__validation_fraction=0.2)
     assert training_digest(val) == by_hand(val, True, False) != training_digest(cfg)
+    # data.validation_draw at 0 (no fresh draw) trains as before it existed
+    drawn = tiny_cfg(data__validation_draw=100)
+    assert training_digest(drawn) == by_hand(drawn, True) != training_digest(cfg)
     # freeze.layer_epochs at null (no schedule) trains as before it existed
     sched = tiny_cfg(freeze__layer_epochs=[3, 4])
     assert training_digest(sched) == by_hand(sched, True) != training_digest(cfg)
