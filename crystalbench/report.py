@@ -76,9 +76,11 @@ def bench_section(root: Path) -> list[str]:
                  + [pm((c.get("stats") or {}).get(k), nd) for k, nd in (
                      ("test_accuracy", 4), ("baseline_test_accuracy", 4),
                      ("frozen_fraction", 3), ("neurons_final", 1), ("speedup", 2),
-                     ("training_speedup", 2))] for c in configs]
+                     ("training_speedup", 2), ("validation_accuracy", 4),
+                     ("baseline_validation_accuracy", 4))] for c in configs]
         lines += table(["config", "seeds", "test acc.", "baseline", "frozen",
-                        "hidden neurons", "epoch speedup", "whole-run speedup"], srows)
+                        "hidden neurons", "epoch speedup", "whole-run speedup",
+                        "validation acc.", "its baseline"], srows)
         lines += ["", "Mean +- sample standard deviation (min .. max) over the seeds; "
                   "per seed:", ""]
         rows = [[r.get("config"), r.get("seed")] + row[1:]

@@ -289,6 +289,10 @@ def test_bench_runs_every_seed_and_reports_the_spread(tmp_path, capsys):
     row = next(line for line in lines if line.startswith("| benchy | 0,1 | "))
     assert row.split(" | ")[2] == (f"{t['mean']:.4f} +- {t['std']:.4f} "
                                    f"({t['min']:.4f} .. {t['max']:.4f})")
+    v, vb = (entry["stats"][k] for k in ("validation_accuracy", "baseline_validation_accuracy"))
+    assert row.split(" | ")[-2:] == [
+        f"{v['mean']:.4f} +- {v['std']:.4f} ({v['min']:.4f} .. {v['max']:.4f})",
+        f"{vb['mean']:.4f} +- {vb['std']:.4f} ({vb['min']:.4f} .. {vb['max']:.4f}) |"]
     assert sum(line.startswith("| benchy | ") for line in lines) == 3
 
 
