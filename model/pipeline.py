@@ -9,6 +9,7 @@ aside, and a different Crystal in crystal/ is kept as crystal.prev-<date>-<time>
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -225,8 +226,11 @@ def headline(entry: dict) -> str:
 
 def _measured() -> dict:
     m = measured()
+    # the kernels that ran: the same config and seed give other bits on other kernels
     m["machine"] = {**m["machine"], "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads()}
+                    "torch_threads": torch.get_num_threads(),
+                    "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                    "mkl_cbwr": os.environ.get("MKL_CBWR")}
     return m
 
 

@@ -1,6 +1,7 @@
 """The command line, as a user runs it: train -> Crystal -> info / export / import-torch /
 data / bench; every user mistake one line on stderr and exit status 2."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -230,6 +231,9 @@ def test_bench_runs_every_seed_and_reports_the_spread(tmp_path, capsys):
     m = report["measured"]
     assert m["machine"]["torch"] == torch.__version__
     assert m["machine"]["torch_threads"] == torch.get_num_threads()
+    # the kernels that ran
+    assert m["machine"]["aten_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert m["machine"]["mkl_cbwr"] == os.environ["MKL_CBWR"]
     assert m["machine"]["cores"] == results.machine()["cores"] and m["date"][:2] == "20"
     assert m["commit"] == results.git_commit()
     recs = report["records"]

@@ -352,3 +352,50 @@ def test_bad_layer_schedules_are_refused(tiny_cfg, ends):
                        r"number\(s\), one per hidden layer, non-decreasing, each from 1 to "
                        r"train.epochs \(14\), or null$"):
         tiny_cfg(freeze__layer_epochs=ends)
+
+
+def test_cpu_flags_are_read_from_the_cpuinfo_flags_line(tmp_path):
+    import crystalbench
+
+    f = tmp_path / "cpuinfo"
+    f.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu sse2 avx2 fma\n"
+                 "processor\t: 1\nflags\t\t: fpu\n")
+    assert crystalbench.cpu_flags(str(f)) == {"fpu", "sse2", "avx2", "fma"}  # the first CPU's
+    assert crystalbench.cpu_flags(str(tmp_path / "missing")) == set()
+
+
+@pytest.mark.parametrize("flags, pins", [
+    ({"sse2", "avx", "avx2", "fma", "avx512f"}, {"MKL_CBWR": "AVX2,STRICT",
+                                                "ATEN_CPU_CAPABILITY": "avx2"}),
+    ({"sse2", "avx", "avx2"}, {"MKL_CBWR": "AUTO,STRICT"}),  # no FMA: nothing pinned
+    ({"sse2", "fma"}, {"MKL_CBWR": "AUTO,STRICT"}),
+    (set(), {"MKL_CBWR": "AUTO,STRICT"}),  # not Linux, or not x86
+])
+def test_kernel_pins_hold_avx2_cpus_on_avx2_code_only(flags, pins):
+    import crystalbench
+
+    assert crystalbench.kernel_pins(flags) == pins
+
+
+def test_importing_crystalbench_pins_the_kernels_torch_then_runs():
+    """A fresh interpreter without the variables: importing crystalbench before torch sets
+    them, and torch runs the kernels they name; a user's own values are kept."""
+    import os
+    import subprocess
+    import sys
+
+    import crystalbench
+
+    code = ("import os, crystalbench, torch; torch.ones(3).sum(); "
+            "print(os.environ['MKL_CBWR'], torch.backends.cpu.get_cpu_capability())")
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    pins = crystalbench.kernel_pins(crystalbench.cpu_flags())
+    assert out[0] == pins["MKL_CBWR"]
+    if "ATEN_CPU_CAPABILITY" in pins:
+        assert out[1] == "AVX2"
+    own = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**env, "MKL_CBWR": "COMPATIBLE,STRICT",
+                                          "ATEN_CPU_CAPABILITY": "default"}).stdout.split()
+    assert own == ["COMPATIBLE,STRICT", "DEFAULT"]
