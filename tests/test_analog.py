@@ -634,6 +634,12 @@ def diff_crystal(w=(3.0, -0.25, 2.0, 0.0), b=0.25):
     return _crystal("diff", layers, rng.integers(0, 17, size=(12, 4)).astype(np.float32) / 16)
 
 
+def _preferred_rp(gains, table):
+    """The divider's Rp before any ground resistor, found as Rf is on 1k-1M: the weakest
+    gain at r_max, the strongest at least r_min."""
+    return eseries.snap(max(min(1e6 * min(gains), 1e6), 1e3 * max(gains), 1e3), table)
+
+
 def _plus_side(n, r_scale=None):
     """By hand from the resistor values: (A, conductance into the divider per input, total
     divider conductance)."""
@@ -664,8 +670,7 @@ def test_difference_summer_design_by_hand(w, b, input_v, grounds):
     table = eseries.values_in("E96", 1e3, 1e6)
     a = {k: n.gain * w[k] / d.vx for k in (0, 2)}  # the gains the weights ask for
     a0 = 1 + n.rf * (1 / n.inputs[0][2] + 1 / n.bias[1])
-    # the preferred Rp, found as Rf is (the weakest at r_max, the strongest at least r_min)
-    rp = eseries.snap(max(min(1e6 * min(a.values()), 1e6), 1e3 * max(a.values()), 1e3), table)
+    rp = _preferred_rp(list(a.values()), table)
     if grounds == "sum":  # A0 short of sum(a) + Rp / r_max: the largest E96 value at or
         assert sum(a.values()) > a0  # below Rf / (sum(a) + Rp / r_max - A0)
         assert n.r_ground_sum == table[table <= n.rf / (sum(a.values()) + rp / 1e6 - a0)].max()
@@ -695,7 +700,7 @@ def test_difference_summer_ground_resistors_at_the_range_edges():
     d = design(diff_crystal((3.0, 0.0, 2.0, 0.0), 0.0), relu_stage="difference", input_v=0.1)
     (n,) = d.neurons
     a = [n.gain * w / d.vx for w in (3.0, 2.0)]
-    rp = eseries.snap(max(min(1e6 * min(a), 1e6), 1e3 * max(a), 1e3), table)  # as for Rf
+    rp = _preferred_rp(a, table)
     assert n.r_ground_sum == table[table <= n.rf / (sum(a) + rp / 1e6 - 1)].max()
     assert sum(v for k, v in d.clipped.items() if k != "worst") == 0
     big_a, g_p, g_total, _ = _plus_side(n)
