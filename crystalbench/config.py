@@ -63,6 +63,17 @@ SCHEMA: dict = {
                           min=10, nullable=True),
         "augment_shifts": Knob(0, int, "add copies of the training set shifted by up to this "
                                "many steps along each geometry axis (0 = off)", min=0, max=3),
+        "augment_warps": Knob(0, int, "add this many copies of the training set, each image "
+                              "moved, rotated and scaled at random by up to warp_px, "
+                              "warp_deg and warp_scale (drawn once: a fixed set, so the "
+                              "frozen-core cache still applies; 2-D images only; 0 = off)",
+                              min=0, max=16),
+        "warp_px": Knob(0.5, float, "augment_warps: largest move in x and y, pixels",
+                        min=0.0, max=4.0),
+        "warp_deg": Knob(6.0, float, "augment_warps: largest rotation, degrees", min=0.0,
+                         max=45.0),
+        "warp_scale": Knob(0.05, float, "augment_warps: largest change of scale (1 +- this)",
+                           min=0.0, max=0.5),
         "calibration_samples": Knob(1000, int, "training inputs stored in the Crystal for "
                                     "range calibration", min=1),
     },

@@ -225,6 +225,50 @@ def augment_shifts(x: np.ndarray, y: np.ndarray, geometry: tuple[int, ...], k: i
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys)
 
 
+# The warped copies' own generator seed: one fixed draw, whatever the config's seed (the
+# seed already picks the split, so each seed warps other images).
+WARP_DRAW_SEED = 1234
+
+
+def warp_images(img, shift_px, angle_rad, scale):
+    """Each image (n, H, W) rotated by angle_rad[i], scaled by scale[i] and moved by
+    shift_px[i] = (dx, dy) pixels (+x right, +y down), bilinear, zero outside (torch
+    tensors in, a tensor out)."""
+    import torch
+    from torch import nn
+
+    n, h, w = img.shape
+    c, s = torch.cos(angle_rad) / scale, torch.sin(angle_rad) / scale
+    # affine_grid maps output to input positions in -1..1 coordinates: one pixel is 2 / W
+    tx, ty = -shift_px[:, 0] * 2 / w, -shift_px[:, 1] * 2 / h
+    theta = torch.stack([torch.stack([c, -s, tx], 1), torch.stack([s, c, ty], 1)], 1)
+    grid = nn.functional.affine_grid(theta, (n, 1, h, w), align_corners=False)
+    return nn.functional.grid_sample(img[:, None], grid, mode="bilinear", padding_mode="zeros",
+                                     align_corners=False)[:, 0]
+
+
+def warped_copies(x: np.ndarray, geometry: tuple[int, ...], k: int, px: float, deg: float,
+                  scale: float) -> list[np.ndarray]:
+    """k copies of the images x (n, H*W), each image moved by up to +-px pixels in x and y,
+    rotated by up to +-deg degrees and scaled by 1 +- scale (uniform draws from a
+    generator of its own, WARP_DRAW_SEED; bilinear, zero outside). Drawn once: like the
+    shifted copies a fixed, enlarged set, so the frozen-core cache still applies."""
+    import torch
+
+    if len(geometry) != 2:
+        raise DataError(f"data.augment_warps: {k}: warping moves 2-D images and these inputs "
+                        f"have geometry {tuple(geometry)}; set data.augment_warps to 0 (or use "
+                        "data.augment_shifts)")
+    g = torch.Generator().manual_seed(WARP_DRAW_SEED)
+    img = torch.tensor(x, dtype=torch.float32).reshape((len(x),) + tuple(geometry))
+    out = []
+    for _ in range(k):
+        u = torch.rand(4, len(x), generator=g) * 2 - 1  # uniform in -1..1
+        w = warp_images(img, u[2:].T * px, u[0] * math.radians(deg), 1 + u[1] * scale)
+        out.append(w.reshape(len(x), -1).numpy().astype(np.float32))
+    return out
+
+
 def load(data_cfg, seed: int) -> Dataset:
     """Load the data set a config's `data` section names."""
     name = data_cfg["dataset"]
@@ -270,13 +314,26 @@ def load(data_cfg, seed: int) -> Dataset:
                                  y_val=y, split=ds.split + f", validation on {n_draw} fresh "
                                  f"samples from the generator (dataset seed {draw_seed})")
     k = data_cfg.get("augment_shifts", 0)
-    if k:
-        x, y = augment_shifts(ds.x_train, ds.y_train, ds.geometry, k)
+    n_warps = data_cfg.get("augment_warps", 0) or 0
+    if k or n_warps:
+        x, y = ds.x_train, ds.y_train
+        how = []
+        if k:
+            x, y = augment_shifts(x, y, ds.geometry, k)
+            how.append(f"shifts up to {k} step(s) per axis")
+        if n_warps:  # copies of the unshifted images, after the shifted ones
+            from crystalbench.config import SCHEMA
+            px, deg, sc = (data_cfg.get(key, SCHEMA["data"][key].default)
+                           for key in ("warp_px", "warp_deg", "warp_scale"))
+            x = np.concatenate([x, *warped_copies(ds.x_train, ds.geometry, n_warps, px, deg, sc)])
+            y = np.concatenate([y, *[ds.y_train] * n_warps])
+            how.append(f"{n_warps} warped copies (up to {px:g} px, {deg:g} degrees, "
+                       f"{sc:g} scale)")
         copies = len(y) // len(ds.y_train)
         ds = dataclasses.replace(ds, x_train=x, y_train=y,
                                  train_index=np.tile(ds.train_index, copies),
-                                 split=ds.split + f", training set augmented with shifts up to "
-                                 f"{k} step(s) per axis ({len(y)} samples)")
+                                 split=ds.split + f", training set augmented with "
+                                 f"{' and '.join(how)} ({len(y)} samples)")
     return ds
 
 
@@ -302,7 +359,8 @@ def export_split(cfg, folder: str | Path) -> dict:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(folder / SPLIT_NPZ, buf.getvalue())
-    n_source = len(ds.y_train) // (1 + 2 * len(ds.geometry) * cfg.data.augment_shifts)
+    shifts, warps = cfg.data.augment_shifts, cfg.data.augment_warps
+    n_source = len(ds.y_train) // (1 + 2 * len(ds.geometry) * shifts + warps)
     meta = {
         "dataset": ds.name, "experiment": cfg.experiment, "seed": cfg.seed,
         "split": ds.split, "geometry": list(ds.geometry), "n_classes": ds.n_classes,
@@ -312,11 +370,12 @@ def export_split(cfg, folder: str | Path) -> dict:
         "indices": {"into": ds.index_into,
                     "train_index": "source sample of each row of x_train",
                     "test_index": "source sample of each row of x_test"},
-        "augmentation": ({"shifts": cfg.data.augment_shifts, "source_rows": n_source,
+        "augmentation": ({"shifts": shifts, "warps": warps, "source_rows": n_source,
                           "note": f"rows {n_source}.. of x_train are copies of rows "
-                                  f"0..{n_source - 1} shifted along each geometry axis "
-                                  "(zero fill); train_index repeats their source"}
-                         if cfg.data.augment_shifts else None),
+                                  f"0..{n_source - 1}: first shifted along each geometry "
+                                  "axis (zero fill), then warped (data.warp_px, warp_deg, "
+                                  "warp_scale); train_index repeats their source"}
+                         if shifts or warps else None),
         "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
     }
     if ds.name == "digits":

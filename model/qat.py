@@ -30,26 +30,14 @@ from torch import nn
 
 from crystalbench.errors import TrainError
 
+from .data import warp_images
+
 
 def input_codes(x: np.ndarray, bits: int, low: float, high: float) -> np.ndarray:
     """The digital side's input converter (crystalbench.adc.AdcModel.input_codes)."""
     levels = (1 << bits) - 1
     q = np.rint((np.asarray(x, np.float64) - low) / ((high - low) / levels))
     return np.clip(q, 0, levels).astype(np.int64)
-
-
-def warp_images(img: torch.Tensor, shift_px: torch.Tensor, angle_rad: torch.Tensor,
-                scale: torch.Tensor) -> torch.Tensor:
-    """Each image (n, H, W) rotated by angle_rad[i], scaled by scale[i] and moved by
-    shift_px[i] = (dx, dy) pixels (+x right, +y down), bilinear, zero outside."""
-    n, h, w = img.shape
-    c, s = torch.cos(angle_rad) / scale, torch.sin(angle_rad) / scale
-    # affine_grid maps output to input positions in -1..1 coordinates: one pixel is 2 / W
-    tx, ty = -shift_px[:, 0] * 2 / w, -shift_px[:, 1] * 2 / h
-    theta = torch.stack([torch.stack([c, -s, tx], 1), torch.stack([s, c, ty], 1)], 1)
-    grid = nn.functional.affine_grid(theta, (n, 1, h, w), align_corners=False)
-    return nn.functional.grid_sample(img[:, None], grid, mode="bilinear", padding_mode="zeros",
-                                     align_corners=False)[:, 0]
 
 
 def _ste_round(v: torch.Tensor) -> torch.Tensor:
@@ -229,7 +217,7 @@ def _split(cfg, c):
     """The config's training split (no augmentation yet) and the Crystal's test split,
     checked to be the same split the Crystal holds."""
     from . import data as data_mod
-    ds = data_mod.load({**cfg.data, "augment_shifts": 0}, cfg.seed)
+    ds = data_mod.load({**cfg.data, "augment_shifts": 0, "augment_warps": 0}, cfg.seed)
     if ds.x_test.shape != c.reference.x.shape or not np.allclose(ds.x_test, c.reference.x):
         raise TrainError(f"the test split of config data/seed ({ds.split}) is not the one the "
                          f"Crystal {c.name} holds; train the QAT net with the config the "

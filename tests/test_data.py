@@ -98,6 +98,96 @@ def test_shift_augmentation():
     assert sorted(int(np.argmax(r)) for r in xa[1:]) == [1, 3, 5, 7]
 
 
+def test_warp_images_moves_rotates_and_scales_by_hand():
+    import torch
+
+    img = torch.arange(1.0, 17.0).reshape(1, 4, 4)
+    zero, one = torch.zeros(1), torch.ones(1)
+
+    def warp(dx, dy, angle=0.0, scale=1.0):
+        return data.warp_images(img, torch.tensor([[dx, dy]]), torch.tensor([angle]),
+                               torch.tensor([scale]))[0].numpy()
+    a = img[0].numpy()
+    np.testing.assert_allclose(data.warp_images(img, torch.zeros(1, 2), zero, one)[0], a, atol=1e-5)
+    # one pixel right (+x): column j shows column j - 1, zero comes in at the left
+    np.testing.assert_allclose(warp(1, 0), np.hstack([np.zeros((4, 1)), a[:, :3]]), atol=1e-5)
+    # one pixel down (+y)
+    np.testing.assert_allclose(warp(0, 1), np.vstack([np.zeros((1, 4)), a[:3]]), atol=1e-5)
+    # half a pixel right: bilinear, the mean of the two neighbours (half of the edge pixel)
+    half = np.hstack([a[:, :1] / 2, (a[:, :3] + a[:, 1:]) / 2])
+    np.testing.assert_allclose(warp(0.5, 0), half, atol=1e-5)
+    # a quarter turn: out[i, j] = in[j, 3 - i] (np.rot90), pixel centres onto pixel centres
+    np.testing.assert_allclose(warp(0, 0, np.pi / 2), np.rot90(a), atol=1e-5)
+    # scale 2 magnifies about the centre: output column 0 (x = -0.75) reads x = -0.375,
+    # i.e. 3/4 of the way from input column 0 to 1
+    row = torch.tensor([[0.0, 4.0, 8.0, 12.0]] * 4).reshape(1, 4, 4)
+    got = data.warp_images(row, torch.zeros(1, 2), zero, torch.tensor([2.0]))[0, 1].numpy()
+    np.testing.assert_allclose(got, [3.0, 5.0, 7.0, 9.0], atol=1e-5)
+
+
+def test_warped_copies_follow_their_draws_after_the_shifted_ones(digits, monkeypatch):
+    """data.augment_warps: K copies of the unshifted training images after the shifted set,
+    each warped by draws u = 2 * rand(4, n) - 1 from a generator seeded WARP_DRAW_SEED
+    (angle u0 x warp_deg, scale 1 + u1 x warp_scale, move (u2, u3) x warp_px), one
+    rand(4, n) per copy; the warp itself is warp_images (tested by hand above)."""
+    import torch
+
+    seen = []
+
+    def record(img, shift_px, angle_rad, scale):
+        seen.append((img.clone(), shift_px.clone(), angle_rad.clone(), scale.clone()))
+        return img + len(seen)  # copy k: the image + k
+
+    monkeypatch.setattr(data, "warp_images", record)
+    cfg = {"dataset": "digits", "test_fraction": 0.2, "max_train": 100, "augment_shifts": 1,
+           "augment_warps": 2, "warp_px": 0.75, "warp_deg": 10.0, "warp_scale": 0.2}
+    ds = data.load(cfg, seed=0)
+    shifted = data.load({**cfg, "augment_warps": 0}, seed=0)
+    assert len(ds.y_train) == len(ds.train_index) == 700  # 100 + 4 shifts + 2 warps of each
+    np.testing.assert_array_equal(ds.x_train[:500], shifted.x_train)
+    src = ds.train_index[:100]
+    np.testing.assert_array_equal(ds.train_index, np.tile(src, 7))
+    np.testing.assert_array_equal(ds.y_train, np.tile(digits.target[src], 7))
+    orig = (digits.data[src] / 16).astype(np.float32)
+    for k in (1, 2):  # the stub's mark: copy k of the unshifted images
+        np.testing.assert_allclose(ds.x_train[400 + 100 * k:500 + 100 * k], orig + k, atol=1e-6)
+    g = torch.Generator().manual_seed(1234)
+    assert data.WARP_DRAW_SEED == 1234
+    for img, shift, angle, scale in seen:
+        u = torch.rand(4, 100, generator=g) * 2 - 1
+        np.testing.assert_array_equal(img.numpy(), orig.reshape(100, 8, 8))
+        np.testing.assert_allclose(angle, u[0] * np.pi * 10 / 180, rtol=1e-6)
+        np.testing.assert_allclose(scale, 1 + u[1] * 0.2, rtol=1e-6)
+        np.testing.assert_allclose(shift, u[2:].T * 0.75, rtol=1e-6)
+    assert len(seen) == 2
+    assert "shifts up to 1 step(s) per axis and 2 warped copies (up to 0.75 px, 10 degrees, "\
+        "0.2 scale) (700 samples)" in ds.split
+
+
+def test_warped_copies_at_zero_warp_are_the_images_and_refuse_1d_inputs(digits):
+    ds = data.load({"dataset": "digits", "test_fraction": 0.2, "max_train": 50,
+                    "augment_warps": 3, "warp_px": 0.0, "warp_deg": 0.0, "warp_scale": 0.0},
+                   seed=1)
+    assert len(ds.y_train) == 200
+    for k in range(1, 4):  # the identity warp samples every pixel centre: the image itself
+        np.testing.assert_allclose(ds.x_train[50 * k:50 * (k + 1)], ds.x_train[:50], atol=1e-6)
+    with pytest.raises(DataError) as e:
+        data.warped_copies(np.zeros((2, 40), np.float32), (40,), 2, 0.5, 6.0, 0.05)
+    assert str(e.value) == ("data.augment_warps: 2: warping moves 2-D images and these inputs "
+                            "have geometry (40,); set data.augment_warps to 0 (or use "
+                            "data.augment_shifts)")
+
+
+def test_exported_split_counts_the_warped_copies(tmp_path):
+    cfg = cfgmod.validate({"experiment": "e", "data": {"max_train": 60, "augment_shifts": 1,
+                                                       "augment_warps": 2}}, "<t>")
+    meta = data.export_split(cfg, tmp_path / "split")
+    assert meta["n_train"] == 60 * 7
+    aug = meta["augmentation"]
+    assert (aug["shifts"], aug["warps"], aug["source_rows"]) == (1, 2, 60)
+    assert aug["note"].startswith("rows 60.. of x_train are copies of rows 0..59: first shifted")
+
+
 def test_digits_indices_reproduce_the_split_from_load_digits(digits):
     ds = data.load({"dataset": "digits", "test_fraction": 0.2}, seed=0)
     assert np.array_equal(np.sort(np.concatenate([ds.train_index, ds.test_index])), np.arange(1797))

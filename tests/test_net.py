@@ -220,6 +220,10 @@ def test_a_knob_added_later_keeps_old_checkpoints_resumable(tiny_cfg):
             del d["freeze"]["layer_epochs"]
         if d["data"]["validation_draw"] == 0:
             del d["data"]["validation_draw"]
+        for key, before in (("augment_warps", 0), ("warp_px", 0.5), ("warp_deg", 6.0),
+                            ("warp_scale", 0.05)):
+            if d["data"][key] == before:
+                del d["data"][key]
         return cfgmod.digest(d)
 
     cfg = tiny_cfg()
@@ -234,6 +238,11 @@ def test_a_knob_added_later_keeps_old_checkpoints_resumable(tiny_cfg):
     # data.validation_draw at 0 (no fresh draw) trains as before it existed
     drawn = tiny_cfg(data__validation_draw=100)
     assert training_digest(drawn) == by_hand(drawn, True) != training_digest(cfg)
+    # data.augment_warps at 0 (and its warp sizes at their defaults) trains as before
+    warped = tiny_cfg(data__augment_warps=4)
+    assert training_digest(warped) == by_hand(warped, True) != training_digest(cfg)
+    bigger = tiny_cfg(data__augment_warps=4, data__warp_deg=10.0)
+    assert training_digest(bigger) == by_hand(bigger, True) != training_digest(warped)
     # freeze.layer_epochs at null (no schedule) trains as before it existed
     sched = tiny_cfg(freeze__layer_epochs=[3, 4])
     assert training_digest(sched) == by_hand(sched, True) != training_digest(cfg)

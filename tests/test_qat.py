@@ -81,31 +81,6 @@ def test_training_forward_is_the_exported_integer_net():
     assert np.array_equal(qat.integer_forward(ints, codes, 1, 2), gold)
 
 
-def test_warp_images_moves_rotates_and_scales_by_hand():
-    img = torch.arange(1.0, 17.0).reshape(1, 4, 4)
-    zero, one = torch.zeros(1), torch.ones(1)
-
-    def warp(dx, dy, angle=0.0, scale=1.0):
-        return qat.warp_images(img, torch.tensor([[dx, dy]]), torch.tensor([angle]),
-                               torch.tensor([scale]))[0].numpy()
-    a = img[0].numpy()
-    np.testing.assert_allclose(qat.warp_images(img, torch.zeros(1, 2), zero, one)[0], a, atol=1e-5)
-    # one pixel right (+x): column j shows column j - 1, zero comes in at the left
-    np.testing.assert_allclose(warp(1, 0), np.hstack([np.zeros((4, 1)), a[:, :3]]), atol=1e-5)
-    # one pixel down (+y)
-    np.testing.assert_allclose(warp(0, 1), np.vstack([np.zeros((1, 4)), a[:3]]), atol=1e-5)
-    # half a pixel right: bilinear, the mean of the two neighbours (half of the edge pixel)
-    half = np.hstack([a[:, :1] / 2, (a[:, :3] + a[:, 1:]) / 2])
-    np.testing.assert_allclose(warp(0.5, 0), half, atol=1e-5)
-    # a quarter turn: out[i, j] = in[j, 3 - i] (np.rot90), pixel centres onto pixel centres
-    np.testing.assert_allclose(warp(0, 0, np.pi / 2), np.rot90(a), atol=1e-5)
-    # scale 2 magnifies about the centre: output column 0 (x = -0.75) reads x = -0.375,
-    # i.e. 3/4 of the way from input column 0 to 1
-    row = torch.tensor([[0.0, 4.0, 8.0, 12.0]] * 4).reshape(1, 4, 4)
-    got = qat.warp_images(row, torch.zeros(1, 2), zero, torch.tensor([2.0]))[0, 1].numpy()
-    np.testing.assert_allclose(got, [3.0, 5.0, 7.0, 9.0], atol=1e-5)
-
-
 def warp_data():
     rng = np.random.default_rng(3)
     x = rng.uniform(-0.7, 0.7, (48, 4))  # 2 x 2 images; codes of 2 bits over -0.5..0.5
@@ -282,3 +257,19 @@ def test_train_qat_gives_fit_the_float_images_to_warp(tmp_path, monkeypatch):
         assert (kw["warp_px"], kw["warp_deg"], kw["warp_scale"]) == (0.5, 6.0, 0.05)
     np.testing.assert_array_equal(kf["images"], ds.x_train)
     assert kv["seed"] == 4 and kf["seed"] == 0
+
+
+def test_qat_trains_on_the_unaugmented_training_split():
+    """The QAT net draws its own warps per batch: the config's shifted and warped copies
+    (data.augment_shifts, augment_warps, which the crystal trains on) are left out."""
+    from types import SimpleNamespace
+
+    from crystalbench.model import data
+
+    cfg = cfgmod.validate({"experiment": "e", "data": {"augment_shifts": 1, "augment_warps": 4,
+                                                       "max_train": 80}}, "<t>")
+    plain = data.load({"dataset": "digits", "test_fraction": 0.2, "max_train": 80}, seed=0)
+    c = SimpleNamespace(name="c", reference=SimpleNamespace(x=plain.x_test))
+    ds = qat._split(cfg, c)
+    np.testing.assert_array_equal(ds.x_train, plain.x_train)
+    np.testing.assert_array_equal(ds.y_train, plain.y_train)
