@@ -507,12 +507,26 @@ def best(rows: list[dict]) -> dict | None:
     return min(ok, key=lambda r: r["energy_nj"]) if ok else None
 
 
-def verdict(h: dict | None, d: dict | None) -> dict:
+def _none_counts(what: str, rows) -> str:
+    """Why no row counts: none agrees, or the agreeing ones were kept out by their status
+    (an all-digital design priced above its fmax, a failed or unpriced point)."""
+    agreeing = [r for r in rows if r.get("agreement") is not None
+                and r["agreement"] >= AGREEMENT_MIN]
+    if not agreeing:
+        return f"no {what} reached agreement >= {AGREEMENT_MIN}"
+    return (f"no {what} counts: those with agreement >= {AGREEMENT_MIN} are kept out ("
+            + "; ".join(f"{r.get('label') or r.get('point')}: {r.get('status')}"
+                        + (f", {r['error']}" if r.get("error") else "") for r in agreeing) + ")")
+
+
+def verdict(h: dict | None, d: dict | None, rows=(), drows=()) -> dict:
     """Best hybrid against best all-digital: who wins, by how much, and which term stops
-    the hybrid when it loses."""
+    the hybrid when it loses. `rows`, `drows` (the hybrid and all-digital rows) say why
+    there is no best when there is none."""
     if h is None or d is None:
-        return {"winner": None, "text": "no comparison: " + ("no hybrid point" if h is None
-                else "no all-digital design") + f" reached agreement >= {AGREEMENT_MIN}"}
+        return {"winner": None, "text": "no comparison: " + (
+            _none_counts("hybrid point", rows) if h is None
+            else _none_counts("all-digital design", drows))}
     eh, ed = h["energy_nj"], d["energy_nj"]
     if eh < ed:
         return {"winner": "hybrid", "ratio": ed / eh, "text": (
@@ -569,7 +583,7 @@ def summarize(rows: list[dict], digital: dict, out: Path, vectors: int, grid: st
                                "log": r.get("log")} for r in rows if r.get("status") != "ok"],
             "points_agreeing": sum(_ok(r) for r in rows),
             "digital_designs": len(digital), "all_digital_rows": len(drows),
-            "best_hybrid": bh, "best_all_digital": bd, "verdict": verdict(bh, bd),
+            "best_hybrid": bh, "best_all_digital": bd, "verdict": verdict(bh, bd, rows, drows),
             "lowest_analog_nj_per_neuron": min(per_neuron) if per_neuron else None,
             "lowest_core_nj_per_neuron": min(core_per_neuron) if core_per_neuron else None,
             "agreement_min": AGREEMENT_MIN, "files": files, "method": METHOD}

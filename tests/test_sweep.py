@@ -264,6 +264,25 @@ def test_verdict_no_comparison_texts():
         "winner": None, "text": "no comparison: no all-digital design reached agreement >= 0.99"}
 
 
+def test_verdict_names_what_kept_agreeing_designs_out():
+    """Agreeing all-digital designs priced above their fmax are not 'none reached
+    agreement': the text names each and why; a non-agreeing one is left out of the list."""
+    over = {"label": "all_digital_serial", "status": "over fmax", "agreement": 0.995,
+            "error": "priced at rtl.clock_mhz = 23, above its 20.30 MHz fmax"}
+    low = {"label": "all_digital_small_serial", "status": "ok", "agreement": 0.985}
+    failed = {"point": "d1", "status": "failed", "agreement": 0.99}
+    assert sweep.verdict(row(30.0), None, [], [over, low, failed]) == {
+        "winner": None, "text": "no comparison: no all-digital design counts: those with "
+        "agreement >= 0.99 are kept out (all_digital_serial: over fmax, priced at "
+        "rtl.clock_mhz = 23, above its 20.30 MHz fmax; d1: failed)"}
+    assert sweep.verdict(row(30.0), None, [], [low])["text"] == (
+        "no comparison: no all-digital design reached agreement >= 0.99")
+    assert sweep.verdict(None, row(30.0), [{**row(9.0), "label": "p", "status": "failed",
+                                            "agreement": 1.0}])["text"] == (
+        "no comparison: no hybrid point counts: those with agreement >= 0.99 are kept out "
+        "(p: failed)")
+
+
 def test_verdict_hybrid_wins_text_and_equal_energies():
     assert sweep.verdict(row(20.0, 5.0, 5.0, 10.0), row(30.0)) == {
         "winner": "hybrid", "ratio": 1.5,
