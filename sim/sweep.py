@@ -514,9 +514,12 @@ def _none_counts(what: str, rows) -> str:
                 and r["agreement"] >= AGREEMENT_MIN]
     if not agreeing:
         return f"no {what} reached agreement >= {AGREEMENT_MIN}"
+    def why(r):
+        if r.get("status") == "ok":  # agreeing and ok, so its energy is missing or NaN
+            return "no energy figure"
+        return str(r.get("status")) + (f", {r['error']}" if r.get("error") else "")
     return (f"no {what} counts: those with agreement >= {AGREEMENT_MIN} are kept out ("
-            + "; ".join(f"{r.get('label') or r.get('point')}: {r.get('status')}"
-                        + (f", {r['error']}" if r.get("error") else "") for r in agreeing) + ")")
+            + "; ".join(f"{r.get('label') or r.get('point')}: {why(r)}" for r in agreeing) + ")")
 
 
 def verdict(h: dict | None, d: dict | None, rows=(), drows=()) -> dict:

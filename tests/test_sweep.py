@@ -281,6 +281,10 @@ def test_verdict_names_what_kept_agreeing_designs_out():
                                             "agreement": 1.0}])["text"] == (
         "no comparison: no hybrid point counts: those with agreement >= 0.99 are kept out "
         "(p: failed)")
+    nan = {**row(float("nan")), "label": "q"}
+    assert sweep.verdict(row(30.0), None, [], [nan])["text"] == (
+        "no comparison: no all-digital design counts: those with agreement >= 0.99 are kept "
+        "out (q: no energy figure)")
 
 
 def test_verdict_hybrid_wins_text_and_equal_energies():
