@@ -59,14 +59,14 @@ $(VENV)/.installed: pyproject.toml
 
 # The main job on the default data set: train the crystal (or resume a finished run),
 # then its frozen core as an op-amp circuit in ngspice, checked against torch.
-# The frontier alone is synthesized here (the all-digital nets take ~20 min: `make synth`).
+# The frontier alone is synthesized here (the other designs take ~1 h: `make synth`).
 demo: setup
 	$(CB) --build-dir $(BUILD) train --config $(CONFIG) --resume
 	$(CB) --build-dir $(BUILD) sim-analog --config $(CONFIG)
 	$(CB) --build-dir $(BUILD) synth --config $(CONFIG) $(DEMO_SYNTH)
 	$(CB) --build-dir $(BUILD) sim-hybrid --config $(CONFIG)
 	$(CB) --build-dir $(BUILD) report
-	@echo "Next: make synth && make sim (the all-digital nets beside the hybrid; ~20 min on 2 cores), then make sim-hybrid"
+	@echo "Next: make synth && make sim (the all-digital nets beside the hybrid; ~1 h on 2 cores, most of it the parallel frontier on the ECP5: --set rtl.large_part=none skips that), then make sim-hybrid"
 
 train: setup
 	$(CB) --build-dir $(BUILD) train --config $(CONFIG)

