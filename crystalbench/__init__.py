@@ -25,11 +25,12 @@ def kernel_pins(flags: set[str]) -> dict[str, str]:
     machine, 24 of 144 small products such as (10, 32) @ (32, 64) differed in the last bits
     between 1 and 2 threads, and a run drifted). Across machines the kernels themselves
     differ: on that machine (AVX2, no AVX-512) ATen's non-vector kernels
-    (ATEN_CPU_CAPABILITY=default) turn the default config's seed-0 crystal from 0.9749 /
-    48 neurons into 0.9582 / 40, and MKL's SSE2 branch (MKL_CBWR=COMPATIBLE) moves its
-    weights by up to 4e-3. So where the CPU has AVX2 and FMA, ATen and MKL are held on
-    their AVX2 code (an AVX-512 CPU would otherwise run other kernels); torch does not
-    check the CPU when told, so nothing is pinned elsewhere. MKL honours a named branch
+    (ATEN_CPU_CAPABILITY=default) turn the seed-0 crystal of the earlier default config
+    (without data.augment_warps) from 0.9749 / 48 neurons into 0.9582 / 40, and MKL's
+    SSE2 branch (MKL_CBWR=COMPATIBLE) moves its weights by up to 4e-3. So where the CPU
+    has AVX2 and FMA, ATen and MKL are held on their AVX2 code (an AVX-512 CPU would
+    otherwise run other kernels); torch does not check the CPU when told, so nothing is
+    pinned elsewhere. MKL honours a named branch
     on Intel CPUs only and takes its automatic one on others."""
     if {"avx2", "fma"} <= flags:
         return {"MKL_CBWR": "AVX2,STRICT", "ATEN_CPU_CAPABILITY": "avx2"}

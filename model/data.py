@@ -247,6 +247,16 @@ def warp_images(img, shift_px, angle_rad, scale):
                                      align_corners=False)[:, 0]
 
 
+def random_warps(img, generator, px: float, deg: float, scale: float):
+    """Each image (n, H, W) moved by up to +-px pixels in x and y, rotated by up to +-deg
+    degrees and scaled by 1 +- scale: one draw u = 2 rand(4, n) - 1 from `generator`
+    (angle u0, scale u1, move u2, u3), then warp_images."""
+    import torch
+
+    u = torch.rand(4, len(img), generator=generator) * 2 - 1
+    return warp_images(img, u[2:].T * px, u[0] * math.radians(deg), 1 + u[1] * scale)
+
+
 def warped_copies(x: np.ndarray, geometry: tuple[int, ...], k: int, px: float, deg: float,
                   scale: float) -> list[np.ndarray]:
     """k copies of the images x (n, H*W), each image moved by up to +-px pixels in x and y,
@@ -261,12 +271,8 @@ def warped_copies(x: np.ndarray, geometry: tuple[int, ...], k: int, px: float, d
                         "data.augment_shifts)")
     g = torch.Generator().manual_seed(WARP_DRAW_SEED)
     img = torch.tensor(x, dtype=torch.float32).reshape((len(x),) + tuple(geometry))
-    out = []
-    for _ in range(k):
-        u = torch.rand(4, len(x), generator=g) * 2 - 1  # uniform in -1..1
-        w = warp_images(img, u[2:].T * px, u[0] * math.radians(deg), 1 + u[1] * scale)
-        out.append(w.reshape(len(x), -1).numpy().astype(np.float32))
-    return out
+    return [random_warps(img, g, px, deg, scale).reshape(len(x), -1).numpy().astype(np.float32)
+            for _ in range(k)]
 
 
 def load(data_cfg, seed: int) -> Dataset:

@@ -22,15 +22,13 @@ on the test split; the final net is trained on the whole training split.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
 
 from crystalbench.errors import TrainError
 
-from .data import warp_images
+from .data import random_warps
 
 
 def input_codes(x: np.ndarray, bits: int, low: float, high: float) -> np.ndarray:
@@ -164,9 +162,8 @@ def fit(codes: np.ndarray, y: np.ndarray, *, hidden: int, weight_bits: int,
             idx = perm[i:i + batch_size]
             xb = xt[idx]
             if warp:
-                u = torch.rand(4, len(idx), generator=gw) * 2 - 1  # uniform in -1..1
-                img = warp_images(xf[idx], u[2:].T * warp_px, u[0] * math.radians(warp_deg),
-                                  1 + u[1] * warp_scale).reshape(len(idx), -1)
+                img = random_warps(xf[idx], gw, warp_px, warp_deg, warp_scale).reshape(
+                    len(idx), -1)
                 # the input converter (input_codes) in torch: round half to even, clip
                 xb = torch.clamp(torch.round((img - low) / lsb), 0, (1 << input_bits) - 1)
             if input_dropout > 0:

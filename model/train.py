@@ -42,8 +42,10 @@ TRAINING_SECTIONS = ("seed", "data", "net", "train", "growth", "freeze")
 # knobs added later: the value that trains as before
 AS_BEFORE = {("freeze", "max_layer"): None, ("data", "validation_fraction"): 0.0,
              ("freeze", "layer_epochs"): None, ("data", "validation_draw"): 0,
-             ("data", "augment_warps"): 0, ("data", "warp_px"): 0.5, ("data", "warp_deg"): 6.0,
-             ("data", "warp_scale"): 0.05}
+             ("data", "augment_warps"): 0,
+             # without copies the warp sizes train nothing: left out at their defaults
+             **{("data", k): cfgmod.SCHEMA["data"][k].default
+                for k in ("warp_px", "warp_deg", "warp_scale")}}
 
 
 def lr_at(epoch: int, tc) -> float:

@@ -13,7 +13,7 @@ import torch
 from crystalbench import config as cfgmod
 from crystalbench import crystal as cm
 from crystalbench.errors import DesignError, FixedPointError
-from crystalbench.model import qat
+from crystalbench.model import data, qat
 from crystalbench.rtl import design, qatnet
 from crystalbench.rtl import synth as synth_mod
 from crystalbench.sim import runner
@@ -105,7 +105,7 @@ def test_fit_warps_the_images_then_converts_them_like_the_hardware(monkeypatch):
         return img + add
     # warp on, the warp an identity: the converter gives back the codes, and neither the
     # initialization nor the shuffling moved (the warp draws from its own generator)
-    monkeypatch.setattr(qat, "warp_images", stub)
+    monkeypatch.setattr(data, "warp_images", stub)
     assert same(trained(codes, y, **fit_args(warp_px=0.5, warp_deg=6, warp_scale=0.05), **on),
                 plain)
     assert len(seen) == 3 * 3 and seen[0][0] == (16, 2, 2)  # 3 epochs x 3 batches of 16
@@ -116,7 +116,7 @@ def test_fit_warps_the_images_then_converts_them_like_the_hardware(monkeypatch):
     assert 0.9 * np.radians(6) < float(angle.abs().max()) <= np.radians(6)
     assert 0.04 < float((scale - 1).abs().max()) <= 0.05
     # images one LSB (1/3) brighter: trained on the codes one step up, clipped to 0..3
-    monkeypatch.setattr(qat, "warp_images", lambda img, *a: stub(img, *a, add=1 / 3))
+    monkeypatch.setattr(data, "warp_images", lambda img, *a: stub(img, *a, add=1 / 3))
     up = trained(codes, y, **fit_args(warp_px=0.5), **on)
     assert same(up, trained(np.clip(np.rint((x + 0.5) * 3) + 1, 0, 3), y, **fit_args()))
     assert not same(up, plain)
@@ -263,8 +263,6 @@ def test_qat_trains_on_the_unaugmented_training_split():
     """The QAT net draws its own warps per batch: the config's shifted and warped copies
     (data.augment_shifts, augment_warps, which the crystal trains on) are left out."""
     from types import SimpleNamespace
-
-    from crystalbench.model import data
 
     cfg = cfgmod.validate({"experiment": "e", "data": {"augment_shifts": 1, "augment_warps": 4,
                                                        "max_train": 80}}, "<t>")
