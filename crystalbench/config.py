@@ -202,6 +202,10 @@ SCHEMA: dict = {
         "seed": Knob(0, int, "initialization and shuffling seed of the final training", min=0),
         "validation_fraction": Knob(0.2, float, "`train-qat --validate`: stratified share of "
                                     "the training split held out", min=0.05, max=0.5),
+        "validation_folds": Knob(0, int, "`train-qat --validate`: 0 = one held-out part "
+                                 "(validation_fraction); K >= 2 = stratified K-fold "
+                                 "cross-validation over the whole training split (1 is "
+                                 "refused)", min=0, max=20),
         "validation_seeds": Knob([0, 1], list, "`train-qat --validate`: training seeds "
                                  "averaged"),
     },
@@ -504,7 +508,8 @@ def qat_stamp(qat: dict) -> dict:
     """The `qat` settings a trained QAT net depends on (model/qat.py writes them into its
     artifact, rtl/qatnet.py compares): all but which designs to build and how to validate."""
     return {"qat": {k: v for k, v in qat.items()
-                    if k not in ("shapes", "validation_fraction", "validation_seeds")}}
+                    if k not in ("shapes", "validation_fraction", "validation_folds",
+                                 "validation_seeds")}}
 
 
 def digest(cfg: dict) -> str:

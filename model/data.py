@@ -79,6 +79,18 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Each sample's fold 0..k-1 for stratified k-fold cross-validation: per class (in
+    label order) a permutation from one seeded generator, then positions dealt round
+    robin, so every fold holds each class's count // k or one more."""
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(y), np.int64)
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        folds[idx[rng.permutation(len(idx))]] = np.arange(len(idx)) % k
+    return folds
+
+
 def load_digits(test_fraction: float, seed: int) -> Dataset:
     from sklearn.datasets import load_digits as sk_digits
 

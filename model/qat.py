@@ -184,7 +184,7 @@ def fit(codes: np.ndarray, y: np.ndarray, *, hidden: int, weight_bits: int,
                 net.w2.clamp_(-net.m2 - 0.5, net.m2 + 0.5)
         sched.step()
         if log is not None and (ep + 1) % max(1, epochs // 10) == 0:
-            log(ep + 1, float(loss))
+            log(ep + 1, float(loss.detach()))
     return net
 
 
@@ -233,12 +233,13 @@ def _augment(ds, x, y, k: int):
 
 def run(c, cfg, paths, log, validate: bool = False) -> dict:
     """Train the config's `qat` net. With `validate`: train on the training split minus a
-    stratified validation part (`qat.validation_fraction`) for each seed in
-    `qat.validation_seeds` and report validation accuracy only (written to validation.json;
-    the artifact and the test split are not touched): the way every hyperparameter was
-    chosen. Without: train on the whole training split with `qat.seed`, write the
-    artifact qat_net.json (integers, widths, stamped with the Crystal's digest and the
-    config) and report the integer net's accuracy on the Crystal's test vectors."""
+    stratified validation part (`qat.validation_fraction`), or with `qat.validation_folds`
+    K on each K-1 of K stratified folds of it, for each seed in `qat.validation_seeds`,
+    and report validation accuracy only (written to validation.json; the artifact and the
+    test split are not touched): the way every hyperparameter was chosen. Without: train
+    on the whole training split with `qat.seed`, write the artifact qat_net.json
+    (integers, widths, stamped with the Crystal's digest and the config) and report the
+    integer net's accuracy on the Crystal's test vectors."""
     import time
 
     from crystalbench import config as cfgmod
@@ -249,6 +250,9 @@ def run(c, cfg, paths, log, validate: bool = False) -> dict:
     from . import data as data_mod
 
     q = cfg.qat
+    if validate and q.validation_folds == 1:
+        raise TrainError("qat.validation_folds: 1 would train on nothing; set 0 (one held-out "
+                         "part of qat.validation_fraction) or 2 or more folds")
     torch.set_num_threads(1)
     out = paths.stage(NAME)
     out.mkdir(parents=True, exist_ok=True)
@@ -260,27 +264,46 @@ def run(c, cfg, paths, log, validate: bool = False) -> dict:
         return lambda ep, loss: log(f"{tag}: epoch {ep}/{q.epochs}, loss {loss:.4f}")
 
     if validate:
-        tr, va = data_mod.stratified_split(ds.y_train, q.validation_fraction, cfg.seed)
-        x, y = _augment(ds, ds.x_train[tr], ds.y_train[tr], q.augment_shifts)
-        cv = _codes(c, ds.x_train[va], q.input_bits)
-        accs = []
-        for s in q.validation_seeds:
-            net = fit(_codes(c, x, q.input_bits), y, seed=s, log=progress(f"seed {s}"), **hp,
-                      **_images(c, ds, x, q))
-            lg = integer_forward(net.export(), cv, q.shift, q.activation_bits)
-            accs.append(float((lg.argmax(1) == ds.y_train[va]).mean()))
-        res = {"mode": "validate", "qat": dict(q), "validation_samples": int(len(va)),
-               "training_samples": int(len(y)), "validation_accuracy": accs,
+        if q.validation_folds:
+            fold = data_mod.stratified_folds(ds.y_train, q.validation_folds, cfg.seed)
+            parts = [(np.flatnonzero(fold != f), np.flatnonzero(fold == f))
+                     for f in range(q.validation_folds)]
+            how = (f"stratified {q.validation_folds}-fold cross-validation over the training "
+                   "split (qat.validation_folds, fold seed = config seed)")
+        else:
+            parts = [data_mod.stratified_split(ds.y_train, q.validation_fraction, cfg.seed)]
+            how = ("trained on the training split minus a stratified validation part "
+                   "(qat.validation_fraction, split seed = config seed)")
+        errors = np.zeros((len(parts), len(q.validation_seeds)), np.int64)
+        n_train = []
+        for p, (tr, va) in enumerate(parts):
+            x, y = _augment(ds, ds.x_train[tr], ds.y_train[tr], q.augment_shifts)
+            n_train.append(int(len(y)))
+            cv = _codes(c, ds.x_train[va], q.input_bits)
+            for j, s in enumerate(q.validation_seeds):
+                tag = f"fold {p + 1}/{len(parts)}, seed {s}" if len(parts) > 1 else f"seed {s}"
+                net = fit(_codes(c, x, q.input_bits), y, seed=s, log=progress(tag), **hp,
+                          **_images(c, ds, x, q))
+                lg = integer_forward(net.export(), cv, q.shift, q.activation_bits)
+                errors[p, j] = int((lg.argmax(1) != ds.y_train[va]).sum())
+        n_val = sum(len(va) for _, va in parts)
+        accs = [float(a) for a in 1 - errors.sum(0) / n_val]
+        res = {"mode": "validate", "qat": dict(q), "validation_samples": int(n_val),
+               "training_samples": n_train, "validation_accuracy": accs,
                "validation_accuracy_mean": float(np.mean(accs)),
+               "validation_errors": errors.tolist(),
                "seconds": round(time.perf_counter() - t0, 1),
-               "method": "trained on the training split minus a stratified validation part "
-                         "(qat.validation_fraction, split seed = config seed); accuracy of "
-                         "the exported integer net on that part; the test split is not used"}
+               "method": f"{how}; accuracy of the exported integer net on the held-out "
+                         "samples (per training seed, over every part; errors per part and "
+                         "seed in validation_errors, training samples per part in "
+                         "training_samples); the test split is not used"}
         atomic_write_json(out / VALIDATION_FILE, res)
+        where = (f"{q.validation_folds} folds, errors per fold "
+                 f"{errors.sum(1).tolist()}" if q.validation_folds else "held out")
         return {**res, "summary": [
             f"validation accuracy {res['validation_accuracy_mean']:.4f} (seeds "
             f"{list(q.validation_seeds)}: {', '.join(f'{a:.4f}' for a in accs)}) on "
-            f"{len(va)} held-out training samples; {out / VALIDATION_FILE}"]}
+            f"{n_val} training samples ({where}); {out / VALIDATION_FILE}"]}
     x, y = _augment(ds, ds.x_train, ds.y_train, q.augment_shifts)
     net = fit(_codes(c, x, q.input_bits), y, seed=q.seed, log=progress("train"), **hp,
               **_images(c, ds, x, q))

@@ -296,9 +296,9 @@ def test_set_overrides_on_top_of_the_file(tmp_path):
 
 def test_qat_stamp_keeps_every_setting_but_shapes_and_validation():
     """What a trained QAT net is stamped with: the `qat` section under the key "qat", less
-    the three settings that pick designs and validation (they do not change the net)."""
+    the four settings that pick designs and validation (they do not change the net)."""
     qat = {"shapes": "ring", "hidden": 8, "validation_fraction": 0.1, "shift": 2,
-           "validation_seeds": [3], "lr": 0.5}
+           "validation_folds": 5, "validation_seeds": [3], "lr": 0.5}
     assert cfgmod.qat_stamp(qat) == {"qat": {"hidden": 8, "shift": 2, "lr": 0.5}}
     assert cfgmod.qat_stamp(cfgmod.validate({}, "<t>").qat) == {"qat": {
         "hidden": 32, "input_bits": 2, "weight_bits": 2, "readout_weight_bits": 3,

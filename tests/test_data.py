@@ -178,6 +178,27 @@ def test_warped_copies_at_zero_warp_are_the_images_and_refuse_1d_inputs(digits):
                             "data.augment_shifts)")
 
 
+def test_stratified_folds_deal_each_class_round_robin():
+    """Class 0 has 5 samples, class 1 has 3, dealt to 2 folds: class 0 gives folds 3 and
+    2 samples, class 1 gives 2 and 1; which sample goes where follows one generator
+    seeded with the seed, one permutation per class in label order."""
+    y = np.array([1, 0, 0, 1, 0, 0, 1, 0])
+    folds = data.stratified_folds(y, 2, seed=7)
+    assert folds.shape == (8,) and set(folds.tolist()) <= {0, 1}
+    assert [int(((y == 0) & (folds == f)).sum()) for f in (0, 1)] == [3, 2]
+    assert [int(((y == 1) & (folds == f)).sum()) for f in (0, 1)] == [2, 1]
+    rng = np.random.default_rng(7)
+    p0, p1 = rng.permutation(5), rng.permutation(3)
+    expected = np.empty(8, np.int64)
+    expected[np.array([1, 2, 4, 5, 7])[p0]] = [0, 1, 0, 1, 0]
+    expected[np.array([0, 3, 6])[p1]] = [0, 1, 0]
+    np.testing.assert_array_equal(folds, expected)
+    np.testing.assert_array_equal(data.stratified_folds(y, 2, seed=7), folds)
+    # 3 folds of 5 samples of class 0: 2, 2, 1
+    assert np.bincount(data.stratified_folds(np.zeros(5, int), 3, 0), minlength=3).tolist() \
+        == [2, 2, 1]
+
+
 def test_exported_split_counts_the_warped_copies(tmp_path):
     cfg = cfgmod.validate({"experiment": "e", "data": {"max_train": 60, "augment_shifts": 1,
                                                        "augment_warps": 2}}, "<t>")

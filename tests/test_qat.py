@@ -259,6 +259,68 @@ def test_train_qat_gives_fit_the_float_images_to_warp(tmp_path, monkeypatch):
     assert kv["seed"] == 4 and kf["seed"] == 0
 
 
+@pytest.mark.parametrize("folds", [0, 4])
+def test_train_qat_validate_counts_errors_over_every_held_out_part(tmp_path, monkeypatch,
+                                                                    folds):
+    """--validate with qat.validation_folds K trains K nets per seed, each on the samples
+    outside one fold of data.stratified_folds, and scores them on that fold; with 0, one
+    net per seed on the training split minus the validation part. A stub net that always
+    answers class 0 makes every sample of classes 1 and 2 an error: 26 of 40 over the
+    folds, 3 + 3 of the 4 + 3 + 3 in the 25% part."""
+    from types import SimpleNamespace
+
+    from crystalbench.results import Paths
+
+    x = np.arange(320, dtype=np.float64).reshape(40, 8) / 320  # rows tell samples apart
+    ds = SimpleNamespace(x_train=x, y_train=np.arange(40) % 3, geometry=(2, 4))
+    monkeypatch.setattr(qat, "_split", lambda cfg, c_: ds)
+    trained = []
+
+    def fit(codes, y, **kw):
+        trained.append((np.rint(kw["images"][:, 0] * 40).astype(int).tolist(), kw["seed"]))
+        net = qat.QatNet(8, 2, 3, 2, 3, 2, 1, 0)
+        with torch.no_grad():
+            for p in (net.w1, net.b1, net.w2):
+                p.zero_()
+            net.b2.copy_(torch.tensor([1.0, 0.0, 0.0]))
+        return net
+    monkeypatch.setattr(qat, "fit", fit)
+    cfg = cfgmod.validate({"experiment": "tiny", "seed": 3, "qat": {
+        "hidden": 2, "validation_seeds": [5, 6], "validation_fraction": 0.25,
+        "validation_folds": folds}}, "<t>")
+    res = qat.run(tiny_crystal(), cfg, Paths(tmp_path, "tiny"), lambda s: None, validate=True)
+    if folds:
+        fold = data.stratified_folds(ds.y_train, 4, 3)
+        parts = [np.flatnonzero(fold == f) for f in range(4)]
+    else:
+        parts = [data.stratified_split(ds.y_train, 0.25, 3)[1]]
+    # every fold once per seed, trained on the rest
+    assert trained == [(sorted(set(range(40)) - set(va.tolist())), s)
+                       for va in parts for s in (5, 6)]
+    wrong = [int((ds.y_train[va] != 0).sum()) for va in parts]
+    assert res["validation_errors"] == [[w, w] for w in wrong]
+    n_val = 40 if folds else 10
+    assert sum(wrong) == (26 if folds else 6) and res["validation_samples"] == n_val
+    assert res["validation_accuracy"] == [1 - sum(wrong) / n_val] * 2
+    assert res["training_samples"] == [40 - len(va) for va in parts]
+    saved = json.loads((tmp_path / "tiny" / "qat" / qat.VALIDATION_FILE).read_text())
+    assert saved["validation_errors"] == res["validation_errors"]
+    where = f"4 folds, errors per fold {[2 * w for w in wrong]}" if folds else "held out"
+    assert f"on {n_val} training samples ({where})" in res["summary"][0]
+
+
+def test_train_qat_validate_refuses_one_fold_before_training(tmp_path, monkeypatch):
+    """One fold would train on nothing: refused with the key and the fix, before any fit."""
+    from crystalbench.errors import TrainError
+    from crystalbench.results import Paths
+
+    monkeypatch.setattr(qat, "fit", lambda *a, **k: pytest.fail("trained"))
+    cfg = cfgmod.validate({"experiment": "tiny", "qat": {"validation_folds": 1}}, "<t>")
+    with pytest.raises(TrainError, match=r"qat\.validation_folds: 1 would train on nothing; "
+                                         r"set 0 .* or 2 or more folds"):
+        qat.run(tiny_crystal(), cfg, Paths(tmp_path, "tiny"), lambda s: None, validate=True)
+
+
 def test_qat_trains_on_the_unaugmented_training_split():
     """The QAT net draws its own warps per batch: the config's shifted and warped copies
     (data.augment_shifts, augment_warps, which the crystal trains on) are left out."""
