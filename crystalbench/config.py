@@ -204,8 +204,8 @@ SCHEMA: dict = {
                                     "the training split held out", min=0.05, max=0.5),
         "validation_folds": Knob(0, int, "`train-qat --validate`: 0 = one held-out part "
                                  "(validation_fraction); K >= 2 = stratified K-fold "
-                                 "cross-validation over the whole training split (1 is "
-                                 "refused)", min=0, max=20),
+                                 "cross-validation over the whole training split", min=0,
+                                 max=20),
         "validation_seeds": Knob([0, 1], list, "`train-qat --validate`: training seeds "
                                  "averaged"),
     },
@@ -425,6 +425,9 @@ def _cross_checks(cfg: Section, file: str) -> None:
     if cfg.train.lr_final > cfg.train.lr:
         raise ConfigError(f"{file}: train.lr_final {cfg.train.lr_final} is above train.lr "
                           f"{cfg.train.lr}; the schedule only decays")
+    if cfg.qat.validation_folds == 1:
+        raise ConfigError(f"{file}: qat.validation_folds: 1 would train on nothing; set 0 (one "
+                          "held-out part of qat.validation_fraction) or 2 or more folds")
     if cfg.data.dataset == "mnist" and not cfg.data.path:
         raise ConfigError(f"{file}: data.path is required for dataset 'mnist': a folder with "
                           "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte "

@@ -250,9 +250,6 @@ def run(c, cfg, paths, log, validate: bool = False) -> dict:
     from . import data as data_mod
 
     q = cfg.qat
-    if validate and q.validation_folds == 1:
-        raise TrainError("qat.validation_folds: 1 would train on nothing; set 0 (one held-out "
-                         "part of qat.validation_fraction) or 2 or more folds")
     torch.set_num_threads(1)
     out = paths.stage(NAME)
     out.mkdir(parents=True, exist_ok=True)

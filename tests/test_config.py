@@ -307,6 +307,14 @@ def test_qat_stamp_keeps_every_setting_but_shapes_and_validation():
         "teacher_hidden": 128, "warp_px": 0.0, "warp_deg": 0.0, "warp_scale": 0.0, "seed": 0}}
 
 
+def test_qat_validation_folds_refuses_one_fold():
+    """One fold would train on nothing: refused when the config is read, naming the fix."""
+    assert cfgmod.validate({"qat": {"validation_folds": 2}}, "<t>").qat.validation_folds == 2
+    with pytest.raises(ConfigError, match=r"<t>: qat\.validation_folds: 1 would train on "
+                                          r"nothing; set 0 .* or 2 or more folds"):
+        cfgmod.validate({"qat": {"validation_folds": 1}}, "<t>")
+
+
 def _refusal(fn, *args):
     with pytest.raises(ConfigError) as e:
         fn(*args)

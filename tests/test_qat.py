@@ -309,18 +309,6 @@ def test_train_qat_validate_counts_errors_over_every_held_out_part(tmp_path, mon
     assert f"on {n_val} training samples ({where})" in res["summary"][0]
 
 
-def test_train_qat_validate_refuses_one_fold_before_training(tmp_path, monkeypatch):
-    """One fold would train on nothing: refused with the key and the fix, before any fit."""
-    from crystalbench.errors import TrainError
-    from crystalbench.results import Paths
-
-    monkeypatch.setattr(qat, "fit", lambda *a, **k: pytest.fail("trained"))
-    cfg = cfgmod.validate({"experiment": "tiny", "qat": {"validation_folds": 1}}, "<t>")
-    with pytest.raises(TrainError, match=r"qat\.validation_folds: 1 would train on nothing; "
-                                         r"set 0 .* or 2 or more folds"):
-        qat.run(tiny_crystal(), cfg, Paths(tmp_path, "tiny"), lambda s: None, validate=True)
-
-
 def test_qat_trains_on_the_unaugmented_training_split():
     """The QAT net draws its own warps per batch: the config's shifted and warped copies
     (data.augment_shifts, augment_warps, which the crystal trains on) are left out."""
